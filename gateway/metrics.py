@@ -1,0 +1,16 @@
+"""Prometheus metrics of the gateway."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+POLLS = Counter("nexus_gateway_polls_total", "Completed polls", ["device"])
+SKIPPED_POLLS = Counter("nexus_gateway_skipped_polls_total",
+                        "Polls skipped because the publish queue was full (backpressure) or overran", ["device", "why"])
+READ_ERRORS = Counter("nexus_gateway_read_errors_total", "Failed device reads and connects", ["device"])
+POLL_SECONDS = Histogram("nexus_gateway_poll_seconds", "Duration of one poll of a device", ["device"],
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+DEVICE_UP = Gauge("nexus_gateway_device_connected", "1 when the device connection is up", ["device"])
+POINTS_OUT = Counter("nexus_gateway_points_published_total", "Points in batch messages acknowledged by the broker")
+MESSAGES_OUT = Counter("nexus_gateway_messages_published_total", "Messages acknowledged by the broker", ["kind"])
+PUBLISH_ERRORS = Counter("nexus_gateway_publish_errors_total", "Publishes the broker rejected")
+QUEUE_DEPTH = Gauge("nexus_gateway_publish_queue_depth", "Device batches waiting to be published")
+MQTT_RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")

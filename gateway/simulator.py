@@ -1,0 +1,154 @@
+"""A simulated Modbus TCP PLC, served by pymodbus's own server, with moving values.
+
+Given a device from the plant config, it serves that device's tags at their addresses, encoded
+with the device's byte and word order, so the gateway reads exactly what a real PLC with that map
+would give. Values move: floats follow sines, integers count and ramp, bools toggle, strings cycle
+through machine states. Tags listed in ``constants`` hold a fixed value instead (tests use this to
+check decoding exactly). Writes from clients are kept (the tag becomes a constant).
+
+Run standalone: ``python -m gateway.simulator plant.toml`` serves every device of the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import signal
+import time
+import zlib
+from typing import Any
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from gateway.config import DeviceConfig, TagConfig, load_plant
+from gateway.registers import decode, encode
+
+log = logging.getLogger("gateway.simulator")
+
+_FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
+             22: "holding", 23: "holding", 4: "input"}
+_STATES = ("RUNNING", "IDLE", "SETUP", "FAULT", "CLEANING")
+BLOCK = 10_000  # registers (and bits) per table
+
+
+def _seed(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def animated_value(tag: TagConfig, t: float) -> Any:
+    """The value a tag shows at time ``t`` (seconds): deterministic per tag name."""
+    h = _seed(tag.name)
+    period = 10 + h % 50
+    if tag.type == "bool":
+        return int(t / (2 + h % 5)) % 2 == 0
+    if tag.type.startswith("float"):
+        return round(50 + 25 * math.sin(2 * math.pi * t / period + h % 7), 3)
+    if tag.type == "string":
+        return _STATES[int(t / period) % len(_STATES)][: tag.length]
+    step = int(t)
+    if tag.type.startswith("int"):
+        return (step + h) % 2000 - 1000  # a ramp that goes negative
+    limit = {"uint16": 2**16, "uint32": 2**32, "uint64": 2**64}[tag.type]
+    return (step * (1 + h % 3) + h) % limit  # counter
+
+
+class SimulatedPlc:
+    def __init__(self, device: DeviceConfig, *, constants: dict[str, Any] | None = None,
+                 host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.device = device
+        self.constants = dict(constants or {})
+        self.host = host
+        self.port = port if port is not None else device.port
+        self._by_table: dict[str, list[TagConfig]] = {}
+        for tag in device.tags:
+            self._by_table.setdefault(tag.table, []).append(tag)
+        self._server: ModbusTcpServer | None = None
+        self.reads = 0
+
+    def _regs_of(self, tag: TagConfig, value: Any) -> list[int]:
+        d = self.device
+        return encode(value, tag.type, byte_order=tag.byte_order or d.byte_order,
+                      word_order=tag.word_order or d.word_order, length=tag.length)
+
+    async def _action(self, fc: int, start: int, address: int, count: int, regs: list[int],
+                      values: list[int] | list[bool] | None) -> None:
+        table = _FC_TABLE.get(fc)
+        if table is None:
+            return None
+        if values is not None:
+            self._remember_write(table, address, list(values), start)
+            return None
+        self.reads += 1
+        t = time.time()
+        for tag in self._by_table.get(table, ()):
+            value = self.constants[tag.name] if tag.name in self.constants else animated_value(tag, t)
+            if table in ("coil", "discrete"):
+                idx, bit = tag.address // 16 - start, tag.address % 16
+            elif tag.type == "bool" and tag.bit is not None:
+                idx, bit = tag.address - start, tag.bit
+            else:
+                idx = -1
+            if idx >= 0:
+                regs[idx] = (regs[idx] | (1 << bit)) if value else (regs[idx] & ~(1 << bit))
+            else:
+                off = tag.address - start
+                regs[off:off + tag.count] = self._regs_of(tag, value)
+        return None
+
+    def _remember_write(self, table: str, address: int, values: list[Any], start: int) -> None:
+        """A client wrote: tags fully inside the written range keep the written value."""
+        d = self.device
+        for tag in self._by_table.get(table, ()):
+            if table == "coil" and address <= tag.address < address + len(values):
+                self.constants[tag.name] = bool(values[tag.address - address])
+            elif table == "holding" and address <= tag.address and tag.address + tag.count <= address + len(values):
+                off = tag.address - address
+                self.constants[tag.name] = decode(
+                    [int(v) for v in values[off:off + tag.count]], tag.type, byte_order=tag.byte_order or d.byte_order,
+                    word_order=tag.word_order or d.word_order, bit=tag.bit)
+
+    async def start(self) -> None:
+        bits = [SimData(0, count=BLOCK, values=False, datatype=DataType.BITS)]
+        regs = [SimData(0, count=BLOCK, values=0, datatype=DataType.REGISTERS)]
+        dev = SimDevice(id=self.device.unit_id, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
+        self._server = ModbusTcpServer(dev, address=(self.host, self.port))
+        await self._server.serve_forever(background=True)  # listens, then returns
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+
+async def serve_plant(path: str, stop: asyncio.Event) -> None:
+    plant = load_plant(path)
+    plcs = [SimulatedPlc(d, host="127.0.0.1") for d in plant.devices]
+    for plc in plcs:
+        await plc.start()
+        log.info("simulated PLC %s on 127.0.0.1:%d (%d tags)", plc.device.id, plc.port, len(plc.device.tags))
+    await stop.wait()
+    for plc in plcs:
+        await plc.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Serve simulated Modbus TCP PLCs for the devices of a plant config")
+    ap.add_argument("plant", help="plant config (TOML/YAML); each device is served on 127.0.0.1:<port>")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def amain() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_plant(args.plant, stop)
+
+    asyncio.run(amain())
+
+
+if __name__ == "__main__":
+    main()

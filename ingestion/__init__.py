@@ -1,0 +1,1 @@
+"""Ingestion workers: MQTT shared subscription → batches → binary COPY into TimescaleDB/PostgreSQL."""

@@ -1,0 +1,18 @@
+"""Prometheus metrics of the ingestion worker."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("nexus_ingest_messages_total", "Batch messages handled", ["result"])  # stored|duplicate|dead_letter
+POINTS_IN = Counter("nexus_ingest_points_received_total", "Points decoded from received messages")
+POINTS_STORED = Counter("nexus_ingest_points_stored_total", "Points committed to the historian")
+DEAD_LETTERS = Counter("nexus_ingest_dead_letters_total", "Messages written to nexus.dead_letters")
+BATCH_POINTS = Histogram("nexus_ingest_batch_points", "Points per committed batch",
+                         buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000))
+COPY_SECONDS = Histogram("nexus_ingest_copy_seconds", "Time spent in COPY per batch",
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+COMMIT_SECONDS = Histogram("nexus_ingest_commit_seconds", "Whole batch transaction time (dedup, COPY, commit)",
+                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+PENDING_POINTS = Gauge("nexus_ingest_pending_points", "Points received and not yet committed (queue depth)")
+READ_PAUSES = Counter("nexus_ingest_read_pauses_total", "Times reading from the broker paused for backpressure")
+DB_ERRORS = Counter("nexus_ingest_db_errors_total", "Database errors (batch retried after reconnect)")
+MQTT_RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")

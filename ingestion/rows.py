@@ -1,0 +1,52 @@
+"""Decoded batches → PostgreSQL binary COPY rows for ``nexus.points``.
+
+We encode the COPY stream ourselves (one ``struct.pack`` per row) instead of handing Python
+objects to psycopg's ``write_row``: building a ``datetime`` per point costs more than all the rest
+of a row. Binary format: PostgreSQL docs, "COPY — Binary Format"; timestamptz is int64 microseconds
+since 2000-01-01 UTC.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from proto.points import EXACT_FLOAT_INT, Point
+
+COLUMNS = "time, tag_id, value, value_text, status"
+COPY_SQL = f"COPY nexus.points ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+
+HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+TRAILER = struct.pack(">h", -1)
+_PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z in Unix ms
+
+# field count | time (len, int64) | tag_id (len, int32) | value ... | value_text ... | status (len, int64)
+_HEAD = struct.Struct(">hiqii")
+_NUM_TAIL = struct.Struct(">idiiq")      # value float8, value_text NULL, status
+_NULL_TAIL = struct.Struct(">iiiq")      # value NULL, value_text NULL, status
+_F8 = struct.Struct(">id")
+_NULL = struct.pack(">i", -1)
+_LEN = struct.Struct(">i")
+_STATUS = struct.Struct(">iq")
+
+
+def encode_row(ts_ms: int, tag_id: int, value: object, status: int) -> bytes:
+    """One COPY row; ``value`` as decoded from the wire (number, bool, str or None)."""
+    head = _HEAD.pack(5, 8, (ts_ms - _PG_EPOCH_MS) * 1000, 4, tag_id)
+    cls = type(value)
+    if cls is float:
+        return head + _NUM_TAIL.pack(8, value, -1, 8, status)  # type: ignore[arg-type]
+    if cls is int:
+        if -EXACT_FLOAT_INT <= value <= EXACT_FLOAT_INT:  # type: ignore[operator]
+            return head + _NUM_TAIL.pack(8, float(value), -1, 8, status)  # type: ignore[arg-type]
+        text = str(value).encode()
+        return head + _F8.pack(8, float(value)) + _LEN.pack(len(text)) + text + _STATUS.pack(8, status)  # type: ignore[arg-type]
+    if cls is bool:
+        return head + _NUM_TAIL.pack(8, 1.0 if value else 0.0, -1, 8, status)
+    if cls is str:
+        text = value.encode()  # type: ignore[attr-defined]
+        return head + _NULL + _LEN.pack(len(text)) + text + _STATUS.pack(8, status)
+    return head + _NULL_TAIL.pack(-1, -1, 8, status)
+
+
+def encode_points(points: list[Point], tag_ids: list[int]) -> list[bytes]:
+    return [encode_row(p.ts, tid, p.value, p.status) for p, tid in zip(points, tag_ids, strict=True)]

@@ -1,0 +1,182 @@
+"""One batch → one transaction: dedup messages, resolve tag ids, COPY points, keep dead letters.
+
+The caller acknowledges the batch's MQTT messages only after :meth:`Writer.write` returns, i.e.
+after COMMIT. A crash before that means redelivery; the ``nexus.ingested_messages`` digests make
+the redelivered messages no-ops, so points are neither lost nor doubled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+
+from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
+from proto import Batch, ContractError, DevicePath, decode_batch, parse_batch_topic
+
+log = logging.getLogger("ingestion.writer")
+
+
+@dataclass(slots=True)
+class Item:
+    """One received MQTT message, decoded (or not) on arrival."""
+
+    topic: str
+    payload: bytes
+    digest: bytes = b""
+    device: DevicePath | None = None
+    batch: Batch | None = None
+    error: str | None = None  #: why it is a dead letter
+    ack: object = None  #: what the daemon needs to acknowledge it (nexus.mqtt.Message)
+
+    @property
+    def points(self) -> int:
+        return len(self.batch.points) if self.batch else 0
+
+
+def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None) -> Item:
+    """Decode on arrival; a contract violation makes a dead-letter item, never an exception."""
+    item = Item(topic, payload, ack=ack)
+    try:
+        item.device = parse_batch_topic(topic, root)
+        item.batch = decode_batch(payload)
+    except ContractError as exc:
+        item.error = f"{type(exc).__name__}: {exc}"
+        return item
+    item.digest = hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).digest()
+    return item
+
+
+@dataclass
+class WriteResult:
+    stored_messages: int = 0
+    duplicate_messages: int = 0
+    dead_letters: int = 0
+    points: int = 0
+    copy_seconds: float = 0.0
+    new_tags: int = 0
+    dead: list[Item] = field(default_factory=list)
+
+
+class Writer:
+    """Writes batches on one connection. Not concurrency-safe: one writer per connection."""
+
+    def __init__(self, conn: psycopg.AsyncConnection, *, worker: str) -> None:
+        self.conn = conn
+        self.worker = worker
+        # device path -> tag name -> (tag id, unit); filled after commits only
+        self._tags: dict[str, dict[str, tuple[int, str | None]]] = {}
+
+    async def write(self, items: list[Item]) -> WriteResult:
+        """Store ``items`` in one transaction. On a data error, fall back to one transaction per
+        message so that only the offending message becomes a dead letter."""
+        try:
+            return await self._write(items)
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
+            if len(items) == 1:
+                items[0].error = f"rejected by database: {type(exc).__name__}: {exc}".strip()
+                return await self._write(items)
+            log.warning("batch of %d messages rejected (%s); retrying message by message", len(items), exc)
+            total = WriteResult()
+            for item in items:
+                r = await self.write([item])
+                total.stored_messages += r.stored_messages
+                total.duplicate_messages += r.duplicate_messages
+                total.dead_letters += r.dead_letters
+                total.points += r.points
+                total.copy_seconds += r.copy_seconds
+                total.new_tags += r.new_tags
+                total.dead += r.dead
+            return total
+
+    async def _write(self, items: list[Item]) -> WriteResult:
+        res = WriteResult()
+        good: dict[bytes, Item] = {}
+        for it in items:
+            if it.error is not None:
+                res.dead.append(it)
+            elif it.digest not in good:
+                good[it.digest] = it
+            else:
+                res.duplicate_messages += 1
+        conn = self.conn
+        new_tag_rows: dict[str, dict[str, tuple[int, str | None]]] = {}
+        async with conn.transaction():
+            fresh: list[Item] = []
+            if good:
+                digests = list(good)
+                cur = await conn.execute(
+                    "INSERT INTO nexus.ingested_messages (digest, topic, points)"
+                    " SELECT * FROM unnest(%s::bytea[], %s::text[], %s::int[])"
+                    " ON CONFLICT (digest) DO NOTHING RETURNING digest",
+                    (digests, [good[d].topic for d in digests], [good[d].points for d in digests]))
+                inserted = {r[0] for r in await cur.fetchall()}
+                fresh = [good[d] for d in digests if d in inserted]
+                res.duplicate_messages += len(good) - len(fresh)
+            if fresh:
+                new_tag_rows = await self._resolve_tags(fresh)
+                t0 = time.perf_counter()
+                async with conn.cursor().copy(COPY_SQL) as copy:
+                    await copy.write(HEADER)
+                    for it in fresh:
+                        dev = it.device.path  # type: ignore[union-attr]
+                        ids = self._tags.get(dev, {})
+                        extra = new_tag_rows.get(dev, {})
+                        rows = []
+                        for p in it.batch.points:  # type: ignore[union-attr]
+                            entry = ids.get(p.tag) or extra[p.tag]
+                            rows.append(encode_row(p.ts, entry[0], p.value, p.status))
+                        await copy.write(b"".join(rows))
+                        res.points += len(rows)
+                    await copy.write(TRAILER)
+                res.copy_seconds = time.perf_counter() - t0
+                res.stored_messages = len(fresh)
+            if res.dead:
+                await conn.execute(
+                    "INSERT INTO nexus.dead_letters (topic, payload, error, worker)"
+                    " SELECT t, p, e, %s FROM unnest(%s::text[], %s::bytea[], %s::text[]) AS d(t, p, e)",
+                    (self.worker, [i.topic for i in res.dead], [i.payload for i in res.dead],
+                     [i.error for i in res.dead]))
+                res.dead_letters = len(res.dead)
+        # committed: now the new tag ids are real and may be cached
+        for dev, tags in new_tag_rows.items():
+            self._tags.setdefault(dev, {}).update(tags)
+            res.new_tags += len(tags)
+        return res
+
+    async def _resolve_tags(self, items: list[Item]) -> dict[str, dict[str, tuple[int, str | None]]]:
+        """Ids for tags not in the cache (created if new); unit changes update the tag row."""
+        missing: dict[str, tuple[DevicePath, str, str | None]] = {}
+        unit_changes: dict[int, str] = {}
+        for it in items:
+            dev = it.device
+            known = self._tags.get(dev.path, {})  # type: ignore[union-attr]
+            for p in it.batch.points:  # type: ignore[union-attr]
+                entry = known.get(p.tag)
+                if entry is None:
+                    missing.setdefault(f"{dev.path}/{p.tag}", (dev, p.tag, p.unit))  # type: ignore[union-attr]
+                elif p.unit and p.unit != entry[1]:
+                    unit_changes[entry[0]] = p.unit
+                    known[p.tag] = (entry[0], p.unit)
+        if unit_changes:
+            await self.conn.execute(
+                "UPDATE nexus.tags t SET unit = u.unit FROM unnest(%s::int[], %s::text[]) AS u(id, unit)"
+                " WHERE t.id = u.id", (list(unit_changes), list(unit_changes.values())))
+        out: dict[str, dict[str, tuple[int, str | None]]] = {}
+        if not missing:
+            return out
+        paths = list(missing)
+        cols = list(zip(*[(path, d.enterprise, d.site, d.area, d.line, d.device, tag, unit)
+                          for path, (d, tag, unit) in missing.items()], strict=True))
+        await self.conn.execute(
+            "INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[], %s::text[]) ON CONFLICT (path) DO NOTHING", [list(c) for c in cols])
+        cur = await self.conn.execute("SELECT id, path, unit FROM nexus.tags WHERE path = ANY(%s)", (paths,))
+        for tag_id, path, unit in await cur.fetchall():
+            dev, tag, _ = missing[path]
+            out.setdefault(dev.path, {})[tag] = (tag_id, unit)
+        return out

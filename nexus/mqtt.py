@@ -1,0 +1,303 @@
+"""An MQTT client for asyncio daemons: paho-mqtt driven by the event loop, no extra thread.
+
+Why not aiomqtt: the ingestion worker must acknowledge QoS 1 messages only after its batch
+commits (paho's ``manual_ack``), and both daemons need a bounded publish window whose futures
+resolve on PUBACK. Both are a few lines on top of paho; this module is those lines.
+
+The supervisor coroutine :meth:`MqttClient.run_loop` owns the connection: it connects, re-subscribes,
+reconnects with capped backoff, and drives paho's timers. Acks of messages received on an earlier
+connection are never sent on a newer one (their packet ids mean something else there); the broker
+redelivers those messages instead, and the historian's idempotent writes absorb the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from nexus.common import MqttSettings
+from nexus.runtime import Backoff, sleep_or_stop
+
+log = logging.getLogger("nexus.mqtt")
+
+
+class MqttError(Exception):
+    """A publish or connect failed; ``reason`` is the MQTT reason code text."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A received message; pass it back to :meth:`MqttClient.ack` once it is safely stored."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    generation: int  #: connection number it arrived on
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttClient:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        client_id: str,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        on_message: Callable[[Message], None] | None = None,
+        clean_start: bool = True,
+        session_expiry: int = 0,
+        manual_ack: bool = False,
+        will: Will | None = None,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_connect_cb = on_connect
+        self._clean_start = clean_start
+        self._session_expiry = session_expiry
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._connected = asyncio.Event()
+        self._disconnected = asyncio.Event()
+        self._connack: asyncio.Future[None] | None = None
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._window = asyncio.Semaphore(settings.max_inflight)
+        self._sock: socket.socket | None = None
+        self._reading_paused = False
+        self._writer_on = False
+        self.generation = 0
+        self.reconnects = 0
+
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=paho.MQTTv5, manual_ack=manual_ack)
+        c.max_inflight_messages_set(settings.max_inflight)
+        c.max_queued_messages_set(0)  # our own window bounds what is queued
+        if settings.username:
+            c.username_pw_set(settings.username, settings.password)
+        if will:
+            c.will_set(will.topic, will.payload, will.qos, will.retain)
+        c.on_connect = self._cb_connect
+        c.on_disconnect = self._cb_disconnect
+        c.on_publish = self._cb_publish
+        c.on_message = self._cb_message
+        c.on_socket_open = self._cb_socket_open
+        c.on_socket_close = self._cb_socket_close
+        c.on_socket_register_write = self._cb_register_write
+        c.on_socket_unregister_write = self._cb_unregister_write
+        self._client = c
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._connected.wait()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    # -- supervisor -----------------------------------------------------------------------------
+    async def run_loop(self, stop: asyncio.Event) -> None:
+        """Connect and stay connected until ``stop``; then disconnect cleanly."""
+        backoff = Backoff(first=self.settings.reconnect_min, cap=self.settings.reconnect_max)
+        first = True
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connect_once()
+                except (OSError, TimeoutError, MqttError) as exc:
+                    log.warning("mqtt connect to %s:%s failed: %s", self.settings.host, self.settings.port, exc,
+                                extra={"client_id": self.client_id})
+                    if await backoff.wait(stop):
+                        break
+                    continue
+                if not first:
+                    self.reconnects += 1
+                first = False
+                backoff.reset()
+                while self.connected and not stop.is_set():
+                    self._client.loop_misc()  # keepalive pings, retransmission timers
+                    await sleep_or_stop(1.0, self._disconnected)
+                    if stop.is_set():
+                        break
+        finally:
+            await self._shutdown()
+
+    async def _connect_once(self) -> None:
+        self._disconnected.clear()
+        self._connack = self._loop.create_future()
+        props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = self.settings.max_inflight
+        if self._session_expiry:
+            props.SessionExpiryInterval = self._session_expiry
+        s = self.settings
+        try:
+            async with asyncio.timeout(s.connect_timeout):
+                await self._loop.run_in_executor(None, lambda: self._client.connect(
+                    s.host, s.port, s.keepalive, clean_start=self._clean_start, properties=props))
+                await self._connack
+        except BaseException:
+            self._client._sock_close()  # noqa: SLF001 - paho has no public "abort connect"
+            raise
+
+    async def _shutdown(self) -> None:
+        if self.connected:
+            try:
+                self._client.disconnect()
+                async with asyncio.timeout(2):
+                    await self._disconnected.wait()
+            except TimeoutError:
+                pass
+        self._client._sock_close()  # noqa: SLF001
+        self._connected.clear()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(MqttError("client stopped before PUBACK", reason="stopped"))
+        self._pending.clear()
+
+    # -- publish / subscribe / ack -------------------------------------------------------------
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
+        """Queue a publish inside the inflight window; return a future resolved on PUBACK.
+
+        Waits only for room in the window (backpressure); await the returned future for the ack.
+        Messages queued while disconnected are sent, and unacked ones resent, on reconnect.
+        """
+        await self._window.acquire()
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            self._window.release()
+            raise MqttError(f"publish to {topic} failed: {paho.error_string(info.rc)}", reason=str(info.rc))
+        fut = self._loop.create_future()
+        if qos == 0 and info.is_published():
+            self._window.release()
+            fut.set_result(None)
+            return fut
+        self._pending[info.mid] = fut
+        return fut
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a QoS>0 message (manual-ack clients), unless it came on an older connection."""
+        if message.qos and message.generation == self.generation and self.connected:
+            self._client.ack(message.mid, message.qos)
+
+    def pause_reading(self) -> None:
+        """Stop reading the socket (the broker's window and TCP then hold the rest back)."""
+        if not self._reading_paused and self._sock is not None:
+            self._loop.remove_reader(self._sock)
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self._sock is not None:
+            self._loop.add_reader(self._sock, self._client.loop_read)
+        self._reading_paused = False
+
+    # -- paho callbacks (run on the loop thread, except socket-open during connect) ---------------
+    def _cb_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            if self._connack and not self._connack.done():
+                self._connack.set_exception(MqttError(f"broker refused connection: {reason}", reason=str(reason)))
+            return
+        self.generation += 1
+        if self.subscriptions:
+            client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in self.subscriptions])
+        self._connected.set()
+        log.info("mqtt connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
+                 flags.session_present, extra={"client_id": self.client_id})
+        if self._connack and not self._connack.done():
+            self._connack.set_result(None)
+        if self._on_connect_cb:
+            self._on_connect_cb()
+
+    def _cb_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        was = self.connected
+        self._connected.clear()
+        self._disconnected.set()
+        if was:
+            log.warning("mqtt disconnected: %s", reason, extra={"client_id": self.client_id})
+        if self._connack and not self._connack.done():
+            self._connack.set_exception(MqttError(f"disconnected during connect: {reason}", reason=str(reason)))
+
+    def _cb_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        fut = self._pending.pop(mid, None)
+        if fut is None:
+            return
+        self._window.release()
+        if fut.done():
+            return
+        if reason is not None and getattr(reason, "is_failure", False):
+            fut.set_exception(MqttError(f"broker rejected publish: {reason}", reason=str(reason)))
+        else:
+            fut.set_result(None)
+
+    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if self._on_message is not None:
+            self._on_message(Message(msg.topic, msg.payload, msg.qos, bool(msg.retain), msg.mid, self.generation))
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _cb_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def attach() -> None:
+            self._sock = sock
+            if not self._reading_paused:
+                self._loop.add_reader(sock, client.loop_read)
+        self._on_loop(attach)
+
+    def _cb_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+
+        def detach() -> None:
+            if self._sock is sock:
+                self._sock = None
+            if fd >= 0:
+                self._loop.remove_reader(fd)
+                self._loop.remove_writer(fd)
+            self._writer_on = False
+        self._on_loop(detach)
+
+    def _cb_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        def on() -> None:
+            if not self._writer_on:
+                self._writer_on = True
+                self._loop.add_writer(sock, client.loop_write)
+        self._on_loop(on)
+
+    def _cb_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        fd = sock.fileno()
+
+        def off() -> None:
+            if self._writer_on and fd >= 0:
+                self._loop.remove_writer(fd)
+            self._writer_on = False
+        self._on_loop(off)

@@ -1,0 +1,118 @@
+"""Daemon plumbing: logging, the stop event wired to signals, capped backoff with jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from nexus.common import LogSettings
+
+log = logging.getLogger("nexus.runtime")
+
+_STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``extra={...}`` fields (device, topic, tag) become keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
+                          if k not in _STD_ATTRS and not k.startswith("_"))
+        line = f"{time.strftime('%H:%M:%S')} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if extras:
+            line += f" [{extras}]"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(settings: LogSettings) -> None:
+    """Configure the root logger once, from ``main()``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.json else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.level.upper())
+    for noisy in ("pymodbus", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set ``stop``; a second signal forces exit."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signame: str) -> None:
+        if stop.is_set():
+            log.error("second %s: forcing exit", signame)
+            os._exit(130)
+        log.info("%s received: shutting down", signame)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: ``await backoff.wait(stop)`` between attempts."""
+
+    def __init__(self, *, first: float = 0.5, cap: float = 30.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.first * (2 ** self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def wait(self, stop: asyncio.Event) -> bool:
+        """Sleep the next delay; return True if ``stop`` was set meanwhile."""
+        return await sleep_or_stop(self.next_delay(), stop)
+
+
+async def sleep_or_stop(delay: float, stop: asyncio.Event) -> bool:
+    """Sleep ``delay`` seconds unless ``stop`` is set first; return whether it was set."""
+    if stop.is_set():
+        return True
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def run_main(run: Callable[[], Awaitable[int | None]]) -> int:
+    """``asyncio.run`` a daemon's ``run`` coroutine and turn its result into an exit code."""
+    try:
+        return asyncio.run(run()) or 0  # type: ignore[arg-type]
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,186 @@
+"""Data-point payloads: one point per per-tag UNS message, many points per batch message.
+
+Wire format is JSON (orjson). Single point, on a per-tag UNS topic (retained)::
+
+    {"schema": 1, "value": 21.5, "ts": 1732370000123, "q": 0, "unit": "degC"}
+
+Batch, on ``<root>/batch/v1/<enterprise>/<site>/<area>/<line>/<device>``::
+
+    {"schema": 1, "seq": 42, "points": [
+        {"tag": "temp", "value": 21.5, "ts": 1732370000123, "q": 0, "unit": "degC"},
+        {"tag": "state", "value": null, "ts": 1732370000123, "q": 2148139008, "reason": "timeout"}]}
+
+``q`` is an OPC UA StatusCode (uint32); its two top bits give the class: 0 good, 1 uncertain, 2 bad.
+``ts`` is the source timestamp in Unix milliseconds. ``value`` is a number, a bool, a string or
+null (no value, e.g. while the device is unreachable).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any, NamedTuple
+
+import orjson
+
+from proto.errors import PayloadError
+from proto.uns import validate_level
+
+SCHEMA_VERSION = 1
+#: Largest source timestamp accepted (ms): year 2255. Smaller garbage (negative) is refused too.
+MAX_TS_MS = 9_000_000_000_000
+#: Integers beyond this lose precision as float64; the historian also keeps their text form.
+EXACT_FLOAT_INT = 2**53
+
+Value = float | int | bool | str | None
+
+
+class Quality(enum.IntEnum):
+    """Quality class, from the two top bits of an OPC UA StatusCode."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+    @classmethod
+    def of(cls, status: int) -> Quality:
+        top = (status >> 30) & 0b11
+        return cls.BAD if top >= 2 else cls(top)
+
+
+class Status(enum.IntEnum):
+    """OPC UA StatusCodes used by NEXUS drivers (values from OPC UA Part 4 / Part 6)."""
+
+    GOOD = 0x00000000
+    UNCERTAIN = 0x40000000
+    UNCERTAIN_LAST_USABLE_VALUE = 0x40900000
+    BAD = 0x80000000
+    BAD_INTERNAL_ERROR = 0x80020000
+    BAD_COMMUNICATION_ERROR = 0x80050000
+    BAD_TIMEOUT = 0x800A0000
+    BAD_WAITING_FOR_INITIAL_DATA = 0x80320000
+    BAD_OUT_OF_RANGE = 0x803C0000
+    BAD_CONFIGURATION_ERROR = 0x80890000
+    BAD_NOT_CONNECTED = 0x808A0000
+    BAD_DEVICE_FAILURE = 0x808B0000
+
+
+#: Tag names already validated: the same few thousand names arrive in every batch.
+_valid_tags: set[str] = set()
+_VALID_TAGS_MAX = 200_000
+
+_QUALITY_NAMES = {"good": Status.GOOD, "uncertain": Status.UNCERTAIN, "bad": Status.BAD}
+
+
+class Point(NamedTuple):
+    """One tag reading. A NamedTuple: cheap to build by the hundred thousand."""
+
+    tag: str
+    value: Value
+    ts: int
+    status: int = Status.GOOD
+    unit: str | None = None
+    reason: str | None = None
+
+    @property
+    def quality(self) -> Quality:
+        return Quality.of(self.status)
+
+
+class Batch(NamedTuple):
+    """Many points of one device; ``seq`` counts batches per gateway run (for gap diagnosis)."""
+
+    points: list[Point]
+    seq: int | None = None
+
+
+def _point_dict(p: Point, *, with_tag: bool) -> dict[str, Any]:
+    value = p.value
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None  # JSON has no NaN/Inf; a non-finite reading is "no value"
+    d: dict[str, Any] = {"tag": p.tag} if with_tag else {"schema": SCHEMA_VERSION}
+    d["value"] = value
+    d["ts"] = p.ts
+    d["q"] = int(p.status)
+    if p.unit:
+        d["unit"] = p.unit
+    if p.reason:
+        d["reason"] = p.reason
+    return d
+
+
+def encode_point(p: Point) -> bytes:
+    """Payload of a per-tag UNS message."""
+    return orjson.dumps(_point_dict(p, with_tag=False))
+
+
+def encode_batch(points: list[Point], *, seq: int | None = None) -> bytes:
+    """Payload of a batch message."""
+    body: dict[str, Any] = {"schema": SCHEMA_VERSION}
+    if seq is not None:
+        body["seq"] = seq
+    body["points"] = [_point_dict(p, with_tag=True) for p in points]
+    return orjson.dumps(body)
+
+
+def _loads(payload: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise PayloadError(f"payload must be a JSON object, got {type(doc).__name__}")
+    schema = doc.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise PayloadError(f"unsupported schema {schema!r}; this build reads schema {SCHEMA_VERSION}")
+    return doc
+
+
+def _status(raw: Any) -> int:
+    if raw is None:
+        return Status.GOOD
+    if type(raw) is int and 0 <= raw <= 0xFFFFFFFF:
+        return raw
+    if isinstance(raw, str) and raw.lower() in _QUALITY_NAMES:
+        return _QUALITY_NAMES[raw.lower()]
+    raise PayloadError(f"'q' must be a uint32 OPC UA status code or good/uncertain/bad, got {raw!r}")
+
+
+def _point(d: Any, tag: str | None) -> Point:
+    if not isinstance(d, dict):
+        raise PayloadError(f"a point must be a JSON object, got {type(d).__name__}")
+    if tag is None:
+        tag = d.get("tag")
+        if not isinstance(tag, str):
+            raise PayloadError(f"point 'tag' must be a string, got {tag!r}")
+        if tag not in _valid_tags:
+            validate_level(tag, what="tag")
+            if len(_valid_tags) >= _VALID_TAGS_MAX:
+                _valid_tags.clear()
+            _valid_tags.add(tag)
+    value = d.get("value")
+    if value is not None and not isinstance(value, (int, float, str)):  # bool is an int
+        raise PayloadError(f"tag {tag!r}: 'value' must be a number, bool, string or null, got {type(value).__name__}")
+    ts = d.get("ts")
+    if type(ts) is not int or not 0 <= ts <= MAX_TS_MS:
+        raise PayloadError(f"tag {tag!r}: 'ts' must be Unix milliseconds (integer), got {ts!r}")
+    unit = d.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        raise PayloadError(f"tag {tag!r}: 'unit' must be a string, got {unit!r}")
+    reason = d.get("reason")
+    return Point(tag, value, ts, _status(d.get("q")), unit, reason if isinstance(reason, str) else None)
+
+
+def decode_point(payload: bytes, tag: str) -> Point:
+    """Decode a per-tag UNS payload (the tag comes from the topic)."""
+    return _point(_loads(payload), tag)
+
+
+def decode_batch(payload: bytes) -> Batch:
+    """Decode a batch payload, validating every point; :class:`PayloadError` says what is wrong."""
+    doc = _loads(payload)
+    raw = doc.get("points")
+    if not isinstance(raw, list):
+        raise PayloadError("'points' must be a list")
+    seq = doc.get("seq")
+    return Batch([_point(d, None) for d in raw], seq if type(seq) is int else None)
