@@ -1,0 +1,49 @@
+# NEXUS Edge: `make demo` runs the whole pipeline locally, `make test` runs the tests.
+# Both install what they need: apt packages (mosquitto, PostgreSQL server) and a virtualenv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DURATION ?= 0
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help deps venv test demo bench clean
+
+help:
+	@echo "make demo [DURATION=30]   run simulated PLCs -> gateway -> mosquitto -> ingestion -> PostgreSQL"
+	@echo "make test                 run the test suite (real mosquitto and PostgreSQL on loopback)"
+	@echo "make bench                run the benchmarks and print ratios to the raw limits"
+	@echo "make deps                 install system packages (mosquitto, PostgreSQL server)"
+
+deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: deps venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: deps venv
+	$(BIN)/nexus demo --duration $(DURATION)
+
+bench: deps venv
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf .nexus $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,256 @@
+"""``nexus demo``: the whole pipeline on the embedded default, with live progress.
+
+Starts, in ``.nexus/``: a PostgreSQL cluster, a mosquitto broker, two simulated Modbus PLCs, one
+gateway and one ingestion worker (real processes, real protocols). Prints points/s published and
+stored, rows in the database and a few latest values every second; on Ctrl-C (or after
+``--duration``) stops everything it started, in order, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from nexus.local import LocalServerError, Mosquitto, Postgres, ensure_port_free, stop_process, wait_port
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Sum every sample of each metric family on a /metrics page (labels folded)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            pass
+    return out
+
+
+def _fmt(value: float | None, text: str | None) -> str:
+    if text is not None:
+        return text
+    if value is None:
+        return "-"
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+class Demo:
+    def __init__(self, args: Any) -> None:
+        self.args = args
+        self.home = Path(args.home).resolve()
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.pg: Postgres | None = None
+        self.mq: Mosquitto | None = None
+        self.stopping = False
+
+    # -- start -----------------------------------------------------------------------------------
+    def _check_ports(self) -> None:
+        a = self.args
+        for port, what in ((a.mqtt_port, "mosquitto (--mqtt-port)"), (a.pg_port, "PostgreSQL (--pg-port)"),
+                           (a.modbus_port, "simulated PLC press-1 (--modbus-port)"),
+                           (a.modbus_port + 1, "simulated PLC oven-1 (--modbus-port + 1)"),
+                           (a.ops_port, "gateway ops (--ops-port)"), (a.ops_port + 1, "ingestion ops (--ops-port + 1)")):
+            try:
+                ensure_port_free(port, what)
+            except LocalServerError as exc:
+                raise DemoError(str(exc)) from None
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        logs = self.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=log, stderr=log, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def start(self) -> str:
+        a = self.args
+        self._check_ports()
+        self.home.mkdir(parents=True, exist_ok=True)
+        print(f"starting PostgreSQL on 127.0.0.1:{a.pg_port} (cluster in {self.home / 'pg'}) ...", flush=True)
+        self.pg = Postgres(self.home / "pg", a.pg_port)
+        self.pg.start()
+        dsn = self.pg.create_database("nexus")
+        print(f"starting mosquitto on 127.0.0.1:{a.mqtt_port} ...", flush=True)
+        self.mq = Mosquitto(self.home / "mosquitto", a.mqtt_port)
+        self.mq.start()
+        plant = resources.files("nexus").joinpath("demo_plant.toml").read_text()
+        plant = plant.replace("port = 15020", f"port = {a.modbus_port}").replace(
+            "port = 15021", f"port = {a.modbus_port + 1}")
+        plant_file = self.home / "plant.toml"
+        plant_file.write_text(plant)
+        py = sys.executable
+        print(f"starting simulated PLCs on 127.0.0.1:{a.modbus_port},{a.modbus_port + 1} ...", flush=True)
+        sim = self._spawn("simulator", [py, "-m", "gateway.simulator", str(plant_file)], {})
+        for port in (a.modbus_port, a.modbus_port + 1):
+            wait_port(port, 15, sim, "simulator")
+        common = {"MQTT_PORT": str(a.mqtt_port), "LOG_JSON": "false", "OPS_HOST": "127.0.0.1"}
+        print("starting ingestion and gateway ...", flush=True)
+        self._spawn("ingestion", [py, "-m", "ingestion"], {
+            **{f"NEXUS_INGESTION_{k}": v for k, v in common.items()},
+            "NEXUS_INGESTION_WORKER_ID": "demo-1", "NEXUS_INGESTION_DB_DSN": dsn,
+            "NEXUS_INGESTION_OPS_PORT": str(a.ops_port + 1)})
+        # the ingestion session must exist before the first batch: the broker keeps messages only
+        # for sessions it knows (afterwards it queues for them across restarts)
+        self._wait_ready(a.ops_port + 1, "ingestion")
+        self._spawn("gateway", [py, "-m", "gateway"], {
+            **{f"NEXUS_GATEWAY_{k}": v for k, v in common.items()},
+            "NEXUS_GATEWAY_GATEWAY_ID": "demo-gw", "NEXUS_GATEWAY_PLANT": str(plant_file),
+            "NEXUS_GATEWAY_OPS_PORT": str(a.ops_port)})
+        return dsn
+
+    def _wait_ready(self, port: int, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n, proc in self.procs:
+                if proc.poll() is not None:
+                    raise DemoError(f"{n} exited with code {proc.returncode}; see {self.home / 'logs' / n}.log")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise DemoError(f"{name} not ready after {timeout}s; see {self.home / 'logs' / name}.log")
+
+    # -- run -------------------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        started = time.monotonic()
+        ok = True
+        try:
+            try:
+                dsn = self.start()
+            except LocalServerError as exc:
+                raise DemoError(str(exc)) from None
+            rows_before = self._rows(dsn)
+            print(f"\nrunning{' for %ds' % self.args.duration if self.args.duration else ''}; Ctrl-C stops. "
+                  f"Logs in {self.home / 'logs'}. Ops: http://127.0.0.1:{self.args.ops_port}/metrics\n", flush=True)
+            ok = self._progress(dsn, started)
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+            dsn = self.pg.dsn_for("nexus") if self.pg else ""
+            rows_before = None
+        finally:
+            published = self.stop()
+        if not dsn:
+            return 1
+        return self._summary(dsn, rows_before, published, time.monotonic() - started) and ok and 0 or 1
+
+    def _rows(self, dsn: str) -> int:
+        try:
+            with psycopg.connect(dsn, connect_timeout=2) as conn:
+                return conn.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+        except psycopg.Error:
+            return 0
+
+    def _progress(self, dsn: str, started: float) -> bool:
+        a = self.args
+        last_pub = last_sto = 0.0
+        last_t = time.monotonic()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not a.duration or time.monotonic() - started < a.duration:
+                time.sleep(1.0)
+                for name, proc in self.procs:
+                    if proc.poll() is not None:
+                        print(f"\n{name} exited with code {proc.returncode}; see {self.home / 'logs' / name}.log")
+                        return False
+                gw, ing = scrape(a.ops_port), scrape(a.ops_port + 1)
+                pub = gw.get("nexus_gateway_points_published_total", 0.0)
+                sto = ing.get("nexus_ingest_points_stored_total", 0.0)
+                now = time.monotonic()
+                dt = now - last_t
+                try:
+                    rows = conn.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+                    latest = conn.execute(
+                        "SELECT DISTINCT ON (t.path) t.device || '/' || t.tag, p.value, p.value_text, t.unit "
+                        "FROM nexus.points p JOIN nexus.tags t ON t.id = p.tag_id "
+                        "WHERE p.time > now() - interval '5 seconds' AND t.tag IN "
+                        "('zone1_temp', 'stroke_count', 'state', 'valve1_open') "
+                        "ORDER BY t.path, p.time DESC").fetchall()
+                except psycopg.Error:
+                    rows, latest = 0, []
+                values = "  ".join(f"{n}={_fmt(v, t)}{(' ' + u) if u else ''}" for n, v, t, u in latest)
+                print(f"[{now - started:5.0f}s] published {pub:>9,.0f} pts ({(pub - last_pub) / dt:6,.0f}/s)  "
+                      f"stored {sto:>9,.0f} ({(sto - last_sto) / dt:6,.0f}/s)  rows in DB {rows:>10,}  {values}",
+                      flush=True)
+                last_pub, last_sto, last_t = pub, sto, now
+        return True
+
+    # -- stop ------------------------------------------------------------------------------------
+    def stop(self) -> int:
+        """Stop in order; return the points the gateway had acknowledged (from its final log line)."""
+        if self.stopping:
+            return 0
+        self.stopping = True
+        procs = dict(self.procs)
+        # 1. gateway: stops polling, publishes what it has queued, waits for PUBACKs
+        stop_process(procs.get("gateway"), timeout=30)
+        published = 0
+        log = self.home / "logs" / "gateway.log"
+        for line in reversed(log.read_text(errors="replace").splitlines() if log.exists() else []):
+            m = re.search(r"gateway stopped .*?(\d+) points in", line)
+            if m:
+                published = int(m.group(1))
+                break
+        # 2. ingestion: let it catch up with everything the broker has, then final batch on SIGTERM
+        deadline = time.monotonic() + 10
+        while published and time.monotonic() < deadline:
+            if scrape(self.args.ops_port + 1).get("nexus_ingest_points_stored_total", 0) >= published:
+                break
+            time.sleep(0.2)
+        stop_process(procs.get("ingestion"), timeout=30)
+        stop_process(procs.get("simulator"), timeout=10)
+        if self.mq:
+            self.mq.stop()
+        # the database stays up for the summary, then stops
+        return published
+
+    def _summary(self, dsn: str, rows_before: int | None, published: int, elapsed: float) -> bool:
+        try:
+            with psycopg.connect(dsn, connect_timeout=5) as conn:
+                rows = conn.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+                tags = conn.execute("SELECT count(*) FROM nexus.tags").fetchone()[0]  # type: ignore[index]
+                dead = conn.execute("SELECT count(*) FROM nexus.dead_letters").fetchone()[0]  # type: ignore[index]
+                bad = conn.execute("SELECT count(*) FROM nexus.points WHERE status >> 30 >= 2").fetchone()[0]  # type: ignore[index]
+        finally:
+            if self.pg:
+                self.pg.stop()
+        new_rows = rows - rows_before if rows_before is not None else None
+        print("\n== NEXUS demo summary ==")
+        print(f"ran for            {elapsed:.0f} s")
+        print(f"points published   {published:,} (acknowledged by the broker)")
+        if new_rows is not None:
+            print(f"rows stored        {new_rows:,} this run ({rows:,} in the database, {tags} tags)")
+        else:
+            print(f"rows in database   {rows:,} ({tags} tags)")
+        print(f"bad-quality rows   {bad:,}")
+        print(f"dead letters       {dead:,}")
+        if new_rows is not None and published:
+            lost = published - new_rows
+            print(f"lost               {max(lost, 0):,}")
+        print(f"database           {dsn} (started by `make demo`; data kept in {self.home / 'pg'})")
+        return (new_rows or rows) > 0
