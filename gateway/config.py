@@ -130,7 +130,7 @@ def _tag(d: dict[str, Any], where: str, device_id: str) -> TagConfig:
         raise ConfigError("'bit' (0..15) is only for bool tags in holding/input registers", where=where)
     writable = _get(d, "writable", bool, where, False)
     if writable and table in ("input", "discrete"):
-        raise ConfigError(f"a {table} tag is read-only on Modbus; it cannot be writable", where=where)
+        raise ConfigError(f"{'an' if table == 'input' else 'a'} {table} tag is read-only on Modbus; it cannot be writable", where=where)
     tr = _get(d, "transform", dict, where, {})
     try:
         transform = Transform(**tr)
@@ -170,6 +170,9 @@ def _device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfi
     port = _get(d, "port", int, where, 502)
     if not 1 <= port <= 65535:
         raise ConfigError(f"'port' {port} outside 1..65535", where=where, device_id=dev_id)
+    unit_id = _get(d, "unit_id", int, where, 1)
+    if not 0 <= unit_id <= 255:
+        raise ConfigError(f"'unit_id' {unit_id} outside 0..255", where=where, device_id=dev_id)
     tags = tuple(_tag(t, f"{where}.tags[{i}]", dev_id) for i, t in enumerate(_get(d, "tags", list, where, [])))
     seen: set[str] = set()
     for i, t in enumerate(tags):
@@ -182,7 +185,7 @@ def _device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfi
         raise ConfigError(f"unknown key(s) {sorted(set(d) - known)}", where=where, device_id=dev_id)
     return DeviceConfig(
         id=dev_id, path=path, protocol=protocol, host=_get(d, "host", str, where, "127.0.0.1"), port=port,
-        unit_id=_get(d, "unit_id", int, where, 1), interval_ms=interval,
+        unit_id=unit_id, interval_ms=interval,
         timeout_ms=_get(d, "timeout_ms", int, where, 1000),
         byte_order=_choice(_get(d, "byte_order", str, where, "big"), BYTE_ORDERS, "byte_order", where),
         word_order=_choice(_get(d, "word_order", str, where, "big"), BYTE_ORDERS, "word_order", where),
@@ -193,6 +196,11 @@ def parse_plant(doc: dict[str, Any]) -> PlantConfig:
     if not isinstance(doc, dict):
         raise ConfigError("the plant config must be a table/mapping", where="plant")
     plant = _get(doc, "plant", dict, "plant", {})
+    if set(doc) - {"plant", "devices"}:
+        raise ConfigError(f"unknown key(s) {sorted(set(doc) - {'plant', 'devices'})}", where="plant")
+    if set(plant) - {"enterprise", "site", "area", "line"}:
+        raise ConfigError(f"unknown key(s) {sorted(set(plant) - {'enterprise', 'site', 'area', 'line'})}",
+                          where="plant")
     devices = tuple(_device(d, plant, f"devices[{i}]") for i, d in enumerate(_get(doc, "devices", list, "plant", [])))
     ids: set[str] = set()
     for i, dev in enumerate(devices):

@@ -69,7 +69,10 @@ def encode(value: int | float | bool | str, dtype: str, *, byte_order: str = "bi
     else:
         if dtype.startswith(("int", "uint")) and (isinstance(value, float) and not value.is_integer()):
             raise ValueError(f"{value!r} is not an integer")
-        raw = struct.pack(_STRUCT[dtype], int(value) if dtype[0] in "iu" else float(value))
+        try:
+            raw = struct.pack(_STRUCT[dtype], int(value) if dtype[0] in "iu" else float(value))
+        except OverflowError as exc:
+            raise ValueError(f"{value!r} does not fit {dtype}") from exc
     bo = "big" if byte_order == "big" else "little"
     words = [int.from_bytes(raw[i:i + 2], bo) for i in range(0, len(raw), 2)]
     if dtype != "string" and word_order == "little":

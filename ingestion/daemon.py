@@ -168,14 +168,22 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
     wid = settings.worker_id
+    state_box: dict[str, object] = {}
+    # ops first: while the database is unreachable, /healthz answers and /readyz says why not ready
+    ops = OpsServer(settings.ops, checks={
+        "mqtt": lambda: bool(state_box.get("mqtt")) and state_box["mqtt"].connected,  # type: ignore[attr-defined]
+        "db": lambda: bool(state_box.get("ingestor")) and state_box["ingestor"].db_ok})  # type: ignore[attr-defined]
+    await ops.start()
     conn = await connect_db(settings.db, stop)
     if conn is None:
+        await ops.close()
         return 0
     try:
         state = await migrate(conn, retention_days=settings.db.retention_days,
                               compress_after_days=settings.db.compress_after_days)
     except PermanentError as exc:
         log.error("%s", exc)
+        await ops.close()
         return 2
     log.info("historian ready (%s)", "TimescaleDB hypertable" if state.timescale else "plain PostgreSQL")
     ingestor = Ingestor(settings, conn)
@@ -184,8 +192,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
                       on_message=ingestor.on_message, clean_start=False,
                       session_expiry=settings.session_expiry, manual_ack=True)
     ingestor.mqtt = mqtt
-    ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt.connected, "db": lambda: ingestor.db_ok})
-    await ops.start()
+    state_box.update(mqtt=mqtt, ingestor=ingestor)
     mqtt_stop = asyncio.Event()
     started = time.monotonic()
     try:

@@ -23,6 +23,11 @@ class MqttSettings:
     def __post_init__(self) -> None:
         port(self.port, "mqtt.port")
         positive(self.keepalive, "mqtt.keepalive")
+        positive(self.connect_timeout, "mqtt.connect_timeout")
+        positive(self.reconnect_min, "mqtt.reconnect_min")
+        positive(self.reconnect_max, "mqtt.reconnect_max")
+        if self.reconnect_min > self.reconnect_max:
+            raise SettingsError("must be <= mqtt.reconnect_max", field="mqtt.reconnect_min")
         if not 1 <= self.max_inflight <= 65535:
             raise SettingsError(f"must be 1..65535, got {self.max_inflight}", field="mqtt.max_inflight")
 

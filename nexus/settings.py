@@ -110,7 +110,7 @@ def load(cls: type[T], *, env_prefix: str, config_file: str | os.PathLike[str] |
 
 def positive(value: float, field: str) -> None:
     """Validation helper for ``__post_init__``."""
-    if value <= 0:
+    if not value > 0:  # also refuses NaN
         raise SettingsError(f"must be > 0, got {value}", field=field)
 
 

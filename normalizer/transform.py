@@ -19,6 +19,10 @@ class Transform:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
+        for name in ("min", "max"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.deadband < 0:
             raise ValueError(f"deadband must be >= 0, got {self.deadband}")
         if self.min is not None and self.max is not None and self.min > self.max:

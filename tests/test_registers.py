@@ -183,8 +183,6 @@ def test_int_out_of_range(dtype: str, value: int) -> None:
         encode(value, dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="encode() raises OverflowError for a float too large for float32, "
-                                       "not the ValueError/struct.error its docstring promises")
 def test_float32_out_of_range_raises_value_error() -> None:
     with pytest.raises((ValueError, struct.error)):
         encode(1e39, "float32")

@@ -1,0 +1,139 @@
+"""Ingestion throughput: points/s committed by ONE ingestion worker, next to raw binary COPY.
+
+Run: ``.venv/bin/python bench/ingest.py [--points 500000] [--per-message 100]`` (or ``make bench``).
+
+1. Starts a private PostgreSQL (fsync on, default settings) and mosquitto in a temp folder.
+2. Starts the worker once (creates schema and its persistent session), stops it.
+3. Publishes N points in batch messages to the broker; they queue for the worker's session.
+4. Starts the worker (a real subprocess) and times the drain: first stored point → all N stored.
+5. Raw limit, same run, same database: binary COPY of the very same rows (pre-encoded bytes, same
+   table shape and index) in transactions of the same batch size.
+Prints both rates and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingestion.rows import HEADER, TRAILER, encode_row  # noqa: E402
+from nexus.local import Mosquitto, Postgres, free_port  # noqa: E402
+from proto import DevicePath, Point, batch_topic, encode_batch  # noqa: E402
+
+T0 = 1_790_000_000_000
+
+
+def worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "ingestion"], env={**os.environ, **env,
+                                "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out)
+
+
+def count(dsn: str) -> int:
+    with psycopg.connect(dsn) as c:
+        return c.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--points", type=int, default=500_000)
+    ap.add_argument("--per-message", type=int, default=100)
+    ap.add_argument("--devices", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=5000, help="worker batch size (points) and raw COPY transaction size")
+    args = ap.parse_args()
+    per, n_msgs = args.per_message, args.points // args.per_message
+    total = n_msgs * per
+    tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
+    pg = Postgres(tmp / "pg", free_port())
+    mq = Mosquitto(tmp / "mq", free_port())
+    pg.start()
+    mq.start()
+    try:
+        dsn = pg.create_database("bench")
+        env = {"NEXUS_INGESTION_WORKER_ID": "bench-1", "NEXUS_INGESTION_MQTT_PORT": str(mq.port),
+               "NEXUS_INGESTION_DB_DSN": dsn, "NEXUS_INGESTION_LOG_JSON": "false",
+               "NEXUS_INGESTION_BATCH_MAX_POINTS": str(args.batch),
+               "NEXUS_INGESTION_BATCH_MAX_PENDING_POINTS": str(max(50_000, args.batch * 4))}
+        p = worker(env, tmp / "worker.log")
+        while "mqtt connected" not in (tmp / "worker.log").read_text():
+            time.sleep(0.1)
+        p.terminate()
+        p.wait()
+
+        devices = [DevicePath("acme", "bench", "area", "line", f"dev{i}") for i in range(args.devices)]
+        payloads = []
+        for i in range(n_msgs):
+            dev = devices[i % len(devices)]
+            pts = [Point(f"tag{j}", (i * per + j) * 0.5, T0 + (i // len(devices)) * 1000, 0) for j in range(per)]
+            payloads.append((batch_topic(dev), encode_batch(pts, seq=i)))
+        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        pub.max_inflight_messages_set(1000)
+        pub.max_queued_messages_set(0)
+        pub.connect("127.0.0.1", mq.port)
+        pub.loop_start()
+        t = time.perf_counter()
+        infos = [pub.publish(topic, payload, qos=1) for topic, payload in payloads]
+        for info in infos:
+            info.wait_for_publish(120)
+        pub_s = time.perf_counter() - t
+        pub.loop_stop()
+        print(f"published {n_msgs:,} messages ({total:,} points) in {pub_s:.2f}s "
+              f"(broker accepts {n_msgs / pub_s:,.0f} msg/s = {total / pub_s:,.0f} points/s from one paho client)")
+
+        p = worker(env, tmp / "worker.log")
+        first_t = first_n = None
+        while True:
+            n = count(dsn)
+            now = time.perf_counter()
+            if first_t is None and n > 0:
+                first_t, first_n = now, n
+            if n >= total:
+                break
+            if p.poll() is not None:
+                raise SystemExit(f"worker died:\n{(tmp / 'worker.log').read_text()[-3000:]}")
+            time.sleep(0.02)
+        ours = (total - first_n) / (now - first_t)  # type: ignore[operator]
+        p.terminate()
+        p.wait()
+        assert count(dsn) == total, "duplicates or loss"
+
+        # raw limit: the same rows, pre-encoded, COPY'd in transactions of the same size
+        with psycopg.connect(dsn) as c:
+            ids = dict(c.execute("SELECT path, id FROM nexus.tags").fetchall())
+            c.execute("CREATE TABLE nexus.points_raw (LIKE nexus.points INCLUDING ALL)")
+            c.commit()
+            rows = []
+            for i in range(n_msgs):
+                dev = devices[i % len(devices)]
+                for j in range(per):
+                    rows.append(encode_row(T0 + (i // len(devices)) * 1000, ids[f"{dev.path}/tag{j}"],
+                                           (i * per + j) * 0.5, 0))
+            t = time.perf_counter()
+            for k in range(0, len(rows), args.batch):
+                with c.cursor().copy("COPY nexus.points_raw (time, tag_id, value, value_text, status)"
+                                     " FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.write(HEADER + b"".join(rows[k:k + args.batch]) + TRAILER)
+                c.commit()
+            raw = total / (time.perf_counter() - t)
+        print(f"ingestion worker : {ours:>10,.0f} points/s committed (1 worker, batches of {args.batch}, "
+              f"{per} points/message, dedup + ack after commit)")
+        print(f"raw binary COPY  : {raw:>10,.0f} points/s (same rows, same table shape, same transaction size)")
+        print(f"ratio            : {ours / raw:.2f} x raw COPY")
+    finally:
+        mq.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
