@@ -18,7 +18,7 @@ from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
 from nexus.mqtt import MqttClient
 from nexus.ops import OpsServer
-from nexus.runtime import install_stop_signals
+from nexus.runtime import gauge_loop, install_stop_signals
 
 log = logging.getLogger("gateway")
 
@@ -51,7 +51,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
             pub = tg.create_task(publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
             polls = [tg.create_task(p.poll_loop(poll_stop), name=f"gateway[{p.device.id}].poll_loop") for p in pollers]
-            tg.create_task(_gauge_loop(mqtt, stop), name=f"gateway[{gid}].gauge_loop")
+            tg.create_task(gauge_loop(lambda: m.MQTT_RECONNECTS.set(mqtt.reconnects), stop),
+                           name=f"gateway[{gid}].gauge_loop")
             await stop.wait()
             await asyncio.gather(*polls)  # pollers end at their next await point
             await queue.put(STOP)
@@ -72,12 +73,3 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
              sum(p.skipped for p in pollers), publisher.points_acked, publisher.messages_acked, publisher.errors)
     return 0
 
-
-async def _gauge_loop(mqtt: MqttClient, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        m.MQTT_RECONNECTS.set(mqtt.reconnects)
-        try:
-            async with asyncio.timeout(1.0):
-                await stop.wait()
-        except TimeoutError:
-            pass

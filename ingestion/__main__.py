@@ -1,4 +1,4 @@
-"""``nexus-ingestion``: run one ingestion worker."""
+"""``nexus-ingestion``: run one ingestion process."""
 
 from __future__ import annotations
 
@@ -6,18 +6,11 @@ import sys
 
 from ingestion.daemon import run
 from ingestion.settings import Settings
-from nexus.runtime import run_main, setup_logging
-from nexus.settings import SettingsError, load
+from nexus.runtime import daemon_main
 
 
 def main() -> int:
-    try:
-        settings = load(Settings, env_prefix="NEXUS_INGESTION", config_file=(sys.argv[1] if len(sys.argv) > 1 else None))
-    except SettingsError as exc:
-        print(f"nexus-ingestion: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log)
-    return run_main(lambda: run(settings))
+    return daemon_main("nexus-ingestion", Settings, "NEXUS_INGESTION", run)
 
 
 if __name__ == "__main__":

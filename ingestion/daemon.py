@@ -19,7 +19,7 @@ from ingestion.settings import DbSettings, Settings
 from ingestion.writer import Item, Writer, decode_item
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
-from nexus.runtime import Backoff, install_stop_signals
+from nexus.runtime import Backoff, gauge_loop, install_stop_signals
 from proto.uns import batch_filter
 
 log = logging.getLogger("ingestion")
@@ -199,7 +199,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"ingestion[{wid}].mqtt_loop")
             flush = tg.create_task(ingestor.flush_loop(stop), name=f"ingestion[{wid}].flush_loop")
-            tg.create_task(_reconnect_gauge_loop(mqtt, stop), name=f"ingestion[{wid}].gauge_loop")
+            tg.create_task(gauge_loop(lambda: m.MQTT_RECONNECTS.set(mqtt.reconnects), stop),
+                           name=f"ingestion[{wid}].gauge_loop")
             await stop.wait()
             mqtt.pause_reading()  # stop intake; flush_loop writes what is buffered, then returns
             await flush
@@ -212,12 +213,3 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
              ingestor.totals["duplicates"], ingestor.totals["dead_letters"])
     return 0
 
-
-async def _reconnect_gauge_loop(mqtt: MqttClient, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        m.MQTT_RECONNECTS.set(mqtt.reconnects)
-        try:
-            async with asyncio.timeout(1.0):
-                await stop.wait()
-        except TimeoutError:
-            pass

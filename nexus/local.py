@@ -162,7 +162,7 @@ class Postgres:
 
     def _chown(self, path: Path) -> None:
         if os.geteuid() == 0:
-            for root, dirs, files in os.walk(path):
+            for root, _dirs, files in os.walk(path):
                 os.chown(root, 65534, 65534)
                 for name in files:
                     os.chown(os.path.join(root, name), 65534, 65534)

@@ -116,3 +116,24 @@ def run_main(run: Callable[[], Awaitable[int | None]]) -> int:
         return asyncio.run(run()) or 0  # type: ignore[arg-type]
     except KeyboardInterrupt:
         return 130
+
+
+def daemon_main(name: str, settings_cls: type, env_prefix: str, run: Callable[[Any], Awaitable[int]]) -> int:
+    """The whole ``main()`` of a daemon: settings (file argument, env), logging, ``asyncio.run``."""
+    from nexus.settings import SettingsError, load
+
+    try:
+        settings = load(settings_cls, env_prefix=env_prefix, config_file=(sys.argv[1] if len(sys.argv) > 1 else None))
+    except SettingsError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log)
+    return run_main(lambda: run(settings))
+
+
+async def gauge_loop(update: Callable[[], None], stop: asyncio.Event, every: float = 1.0) -> None:
+    """Call ``update`` (e.g. copy a counter into a Prometheus gauge) every ``every`` seconds until ``stop``."""
+    while True:
+        update()
+        if await sleep_or_stop(every, stop):
+            return

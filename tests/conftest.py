@@ -97,10 +97,10 @@ class Daemon:
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"{self.module} did not stop on SIGTERM within {timeout}s:\n{self.output()}")
+            raise AssertionError(f"{self.module} did not stop on SIGTERM within {timeout}s:\n{self.output()}") from exc
 
     def kill(self) -> None:
         assert self.proc is not None
