@@ -158,7 +158,8 @@ class Demo:
             published = self.stop()
         if not dsn:
             return 1
-        return self._summary(dsn, rows_before, published, time.monotonic() - started) and ok and 0 or 1
+        stored_ok = self._summary(dsn, rows_before, published, time.monotonic() - started)
+        return 0 if stored_ok and ok else 1
 
     def _rows(self, dsn: str) -> int:
         try:
