@@ -154,7 +154,7 @@ class Ingestor:
     async def _housekeeping(self) -> None:
         try:
             cur = await self.writer.conn.execute(
-                "DELETE FROM nexus.ingested_messages WHERE ingested_at < now() - %s * INTERVAL '1 hour'",
+                "DELETE FROM nexus.ingested_messages WHERE ingested_at < now() - make_interval(hours => %s)",
                 (self.settings.db.dedup_window_hours,))
             if cur.rowcount:
                 log.info("expired %d message digests", cur.rowcount)

@@ -110,9 +110,9 @@ async def apply_policies(conn: psycopg.AsyncConnection, *, retention_days: int, 
     async with conn.transaction():
         await conn.execute("SELECT remove_compression_policy('nexus.points', if_exists => TRUE)")
         if compress_after_days > 0:
-            await conn.execute("SELECT add_compression_policy('nexus.points', compress_after => %s * INTERVAL '1 day')",
+            await conn.execute("SELECT add_compression_policy('nexus.points', compress_after => make_interval(days => %s))",
                                (compress_after_days,))
         await conn.execute("SELECT remove_retention_policy('nexus.points', if_exists => TRUE)")
         if retention_days > 0:
-            await conn.execute("SELECT add_retention_policy('nexus.points', drop_after => %s * INTERVAL '1 day')",
+            await conn.execute("SELECT add_retention_policy('nexus.points', drop_after => make_interval(days => %s))",
                                (retention_days,))

@@ -149,7 +149,7 @@ class Demo:
             rows_before = self._rows(dsn)
             print(f"\nrunning{' for %ds' % self.args.duration if self.args.duration else ''}; Ctrl-C stops. "
                   f"Logs in {self.home / 'logs'}. Ops: http://127.0.0.1:{self.args.ops_port}/metrics\n", flush=True)
-            ok = self._progress(dsn, started)
+            ok = self._progress(dsn, time.monotonic())  # the duration counts from "running"
         except KeyboardInterrupt:
             print("\nstopping ...", flush=True)
             dsn = self.pg.dsn_for("nexus") if self.pg else ""

@@ -1,0 +1,53 @@
+"""`nexus demo --duration N` (what `make demo DURATION=N` runs) exits 0 with rows stored and none lost."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nexus.local import free_port
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_pair() -> int:
+    """A port whose successor is free too (the demo uses port and port + 1)."""
+    for _ in range(50):
+        p = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+def test_demo_runs_for_a_duration_and_exits_zero(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "nexus.cli", "demo", "--duration", "6", "--home", str(tmp_path / "home"),
+            "--mqtt-port", str(free_port()), "--pg-port", str(free_port()),
+            "--modbus-port", str(free_pair()), "--ops-port", str(free_pair())]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "== NEXUS demo summary ==" in out
+    stored = next(line for line in out.splitlines() if line.startswith("rows stored"))
+    assert int(stored.split()[2].replace(",", "")) > 0, out
+    assert "lost               0" in out, out
+
+
+def test_demo_refuses_a_taken_port_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "nexus.cli", "demo", "--duration", "1", "--home",
+                              str(tmp_path / "home"), "--mqtt-port", str(port)],
+                             capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert res.returncode == 2
+    assert f"port {port} for mosquitto (--mqtt-port) is already in use" in res.stderr
