@@ -1,0 +1,30 @@
+"""Migrations on plain PostgreSQL: applied once, TimescaleDB step skipped, views usable."""
+
+from __future__ import annotations
+
+import psycopg
+
+from ingestion.schema import migrate, migrations
+
+
+async def test_migrations_apply_once_and_skip_timescale_on_plain_postgres(db: str) -> None:
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+        first = await migrate(conn)
+        second = await migrate(conn)
+        assert first.applied == (1,) and not first.timescale
+        assert second.applied == () and not second.timescale  # 002 looked at again, skipped again
+        rows = await (await conn.execute("SELECT version, name FROM nexus.schema_migrations")).fetchall()
+        assert rows == [(1, "001_core.sql")]
+        assert [m.requires_timescale for m in migrations()] == [False, True]
+        await conn.execute("INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
+                           " VALUES ('e/s/a/l/d/t', 'e', 's', 'a', 'l', 'd', 't', 'bar')")
+        await conn.execute("INSERT INTO nexus.points (time, tag_id, value, status) VALUES"
+                           " ('2026-01-01 00:00:10+00', 1, 1.0, 0), ('2026-01-01 00:00:50+00', 1, 3.0, 0),"
+                           " ('2026-01-01 00:01:10+00', 1, 5.0, 2150236160)")
+        m = await (await conn.execute(
+            "SELECT path, value, quality, unit FROM nexus.metrics ORDER BY time")).fetchall()
+        assert m == [("e/s/a/l/d/t", 1.0, "good", "bar"), ("e/s/a/l/d/t", 3.0, "good", "bar"),
+                     ("e/s/a/l/d/t", 5.0, "bad", "bar")]
+        b = await (await conn.execute(
+            "SELECT min, max, avg, last, samples FROM nexus.points_1m ORDER BY bucket")).fetchall()
+        assert b == [(1.0, 3.0, 2.0, 3.0, 2), (5.0, 5.0, 5.0, 5.0, 1)]
