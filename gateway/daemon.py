@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 
-from gateway import metrics as m
 from gateway.config import PlantConfig, load_plant
 from gateway.errors import ConfigError
 from gateway.poller import DevicePoller
@@ -18,7 +17,7 @@ from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
 from nexus.mqtt import MqttClient
 from nexus.ops import OpsServer
-from nexus.runtime import gauge_loop, install_stop_signals
+from nexus.runtime import install_stop_signals
 
 log = logging.getLogger("gateway")
 
@@ -51,8 +50,6 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
             pub = tg.create_task(publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
             polls = [tg.create_task(p.poll_loop(poll_stop), name=f"gateway[{p.device.id}].poll_loop") for p in pollers]
-            tg.create_task(gauge_loop(lambda: m.MQTT_RECONNECTS.set(mqtt.reconnects), stop),
-                           name=f"gateway[{gid}].gauge_loop")
             await stop.wait()
             await asyncio.gather(*polls)  # pollers end at their next await point
             await queue.put(STOP)
@@ -62,7 +59,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             except TimeoutError:
                 log.error("publish queue not drained within %ss; %d batches left", SHUTDOWN_DEADLINE, queue.qsize())
                 pub.cancel()
-            left = await publisher.drain(SHUTDOWN_DEADLINE) if mqtt.connected else len(publisher._unacked)
+            left = await publisher.drain(SHUTDOWN_DEADLINE) if mqtt.connected else publisher.unacked
             if left:
                 log.error("%d messages unacknowledged at shutdown", left)
             mqtt_stop.set()

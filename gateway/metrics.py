@@ -13,4 +13,3 @@ POINTS_OUT = Counter("nexus_gateway_points_published_total", "Points in batch me
 MESSAGES_OUT = Counter("nexus_gateway_messages_published_total", "Messages acknowledged by the broker", ["kind"])
 PUBLISH_ERRORS = Counter("nexus_gateway_publish_errors_total", "Publishes the broker rejected")
 QUEUE_DEPTH = Gauge("nexus_gateway_publish_queue_depth", "Device batches waiting to be published")
-MQTT_RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")

@@ -82,6 +82,10 @@ class Publisher:
 
         fut.add_done_callback(done)
 
+    @property
+    def unacked(self) -> int:
+        return len(self._unacked)
+
     async def drain(self, timeout: float) -> int:
         """Wait for outstanding PUBACKs; return how many are still unacknowledged at the deadline."""
         if self._unacked:

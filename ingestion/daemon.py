@@ -19,7 +19,7 @@ from ingestion.settings import DbSettings, Settings
 from ingestion.writer import Item, Writer, decode_item
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
-from nexus.runtime import Backoff, gauge_loop, install_stop_signals
+from nexus.runtime import Backoff, install_stop_signals
 from proto.uns import batch_filter
 
 log = logging.getLogger("ingestion")
@@ -168,11 +168,11 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         stop = asyncio.Event()
         install_stop_signals(stop)
     wid = settings.worker_id
-    state_box: dict[str, object] = {}
+    mqtt: MqttClient | None = None
+    ingestor: Ingestor | None = None
     # ops first: while the database is unreachable, /healthz answers and /readyz says why not ready
-    ops = OpsServer(settings.ops, checks={
-        "mqtt": lambda: bool(state_box.get("mqtt")) and state_box["mqtt"].connected,  # type: ignore[attr-defined]
-        "db": lambda: bool(state_box.get("ingestor")) and state_box["ingestor"].db_ok})  # type: ignore[attr-defined]
+    ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt is not None and mqtt.connected,
+                                          "db": lambda: ingestor is not None and ingestor.db_ok})
     await ops.start()
     conn = await connect_db(settings.db, stop)
     if conn is None:
@@ -192,15 +192,12 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
                       on_message=ingestor.on_message, clean_start=False,
                       session_expiry=settings.session_expiry, manual_ack=True)
     ingestor.mqtt = mqtt
-    state_box.update(mqtt=mqtt, ingestor=ingestor)
     mqtt_stop = asyncio.Event()
     started = time.monotonic()
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"ingestion[{wid}].mqtt_loop")
             flush = tg.create_task(ingestor.flush_loop(stop), name=f"ingestion[{wid}].flush_loop")
-            tg.create_task(gauge_loop(lambda: m.MQTT_RECONNECTS.set(mqtt.reconnects), stop),
-                           name=f"ingestion[{wid}].gauge_loop")
             await stop.wait()
             mqtt.pause_reading()  # stop intake; flush_loop writes what is buffered, then returns
             await flush

@@ -15,4 +15,3 @@ COMMIT_SECONDS = Histogram("nexus_ingest_commit_seconds", "Whole batch transacti
 PENDING_POINTS = Gauge("nexus_ingest_pending_points", "Points received and not yet committed (queue depth)")
 READ_PAUSES = Counter("nexus_ingest_read_pauses_total", "Times reading from the broker paused for backpressure")
 DB_ERRORS = Counter("nexus_ingest_db_errors_total", "Database errors (batch retried after reconnect)")
-MQTT_RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")

@@ -73,10 +73,9 @@ def _read_tail(path: Path, n: int = 2000) -> str:
 class Mosquitto:
     """A private mosquitto on 127.0.0.1:``port``, configured for no-loss QoS 1."""
 
-    def __init__(self, folder: Path, port: int, *, persist: bool = False) -> None:
+    def __init__(self, folder: Path, port: int) -> None:
         self.folder = Path(folder)
         self.port = port
-        self.persist = persist  # keep sessions and queued messages across broker restarts
         self.proc: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -96,13 +95,11 @@ class Mosquitto:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            + (f"persistence true\npersistence_location {self.folder}/\nautosave_interval 1\n" if self.persist
-               else "persistence false\n") +
+            "persistence false\n"
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"
             "max_inflight_messages 0\n"
             "max_keepalive 300\n"
-            + ("user root\n" if os.geteuid() == 0 else "") +  # keep write access to our own folder
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
         )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
+from prometheus_client import Gauge
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -29,6 +30,8 @@ from nexus.common import MqttSettings
 from nexus.runtime import Backoff, sleep_or_stop
 
 log = logging.getLogger("nexus.mqtt")
+
+RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")
 
 
 class MqttError(Exception):
@@ -141,6 +144,7 @@ class MqttClient:
                     continue
                 if not first:
                     self.reconnects += 1
+                    RECONNECTS.inc()
                 first = False
                 backoff.reset()
                 while self.connected and not stop.is_set():

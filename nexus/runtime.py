@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from nexus.common import LogSettings
+from nexus.settings import SettingsError, load
 
 log = logging.getLogger("nexus.runtime")
 
@@ -120,8 +121,6 @@ def run_main(run: Callable[[], Awaitable[int | None]]) -> int:
 
 def daemon_main(name: str, settings_cls: type, env_prefix: str, run: Callable[[Any], Awaitable[int]]) -> int:
     """The whole ``main()`` of a daemon: settings (file argument, env), logging, ``asyncio.run``."""
-    from nexus.settings import SettingsError, load
-
     try:
         settings = load(settings_cls, env_prefix=env_prefix, config_file=(sys.argv[1] if len(sys.argv) > 1 else None))
     except SettingsError as exc:
@@ -130,10 +129,3 @@ def daemon_main(name: str, settings_cls: type, env_prefix: str, run: Callable[[A
     setup_logging(settings.log)
     return run_main(lambda: run(settings))
 
-
-async def gauge_loop(update: Callable[[], None], stop: asyncio.Event, every: float = 1.0) -> None:
-    """Call ``update`` (e.g. copy a counter into a Prometheus gauge) every ``every`` seconds until ``stop``."""
-    while True:
-        update()
-        if await sleep_or_stop(every, stop):
-            return

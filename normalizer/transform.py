@@ -15,13 +15,11 @@ class Transform:
     deadband: float = 0.0  #: absolute change below which a new value is not reported (0 = report all)
 
     def __post_init__(self) -> None:
-        for name in ("scale", "offset", "deadband"):
+        for name in ("scale", "offset", "deadband", "min", "max"):
             v = getattr(self, name)
+            if v is None and name in ("min", "max"):
+                continue
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-        for name in ("min", "max"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.deadband < 0:
             raise ValueError(f"deadband must be >= 0, got {self.deadband}")
