@@ -1,6 +1,7 @@
 """The plant configuration a gateway polls: devices, their place in the UNS, and their tags.
 
-Loaded from TOML or YAML (same structure)::
+Loaded from TOML or YAML (same structure). Keys common to every protocol are parsed here; the
+protocol's module (see :mod:`gateway.driver`) parses its own connection and address keys::
 
     [plant]
     enterprise = "acme"
@@ -10,15 +11,13 @@ Loaded from TOML or YAML (same structure)::
     id = "press-1"              # also the UNS device level
     area = "stamping"
     line = "line-1"
-    protocol = "modbus_tcp"
+    protocol = "modbus_tcp"     # modbus_tcp | modbus_rtu | modbus_rtu_tcp | opcua | s7 | enip | mqtt
     host = "10.0.0.5"
-    port = 502
-    unit_id = 1
     interval_ms = 1000
 
       [[devices.tags]]
       name = "oil_temp"
-      table = "holding"         # holding | input | coil | discrete
+      table = "holding"         # protocol-specific address keys
       address = 0
       type = "float32"
       unit = "degC"
@@ -33,52 +32,44 @@ from typing import Any
 
 import yaml
 
+from gateway.driver import PROTOCOLS, protocol_module
 from gateway.errors import ConfigError
-from gateway.registers import BYTE_ORDERS, TYPES, register_count
+from gateway.values import TYPES, canonical_type
 from normalizer import Transform
 from proto.uns import DevicePath, validate_level
-
-TABLES = ("holding", "input", "coil", "discrete")
-PROTOCOLS = ("modbus_tcp",)
-MAX_REGISTERS = 125  # Modbus limit per read of registers (function codes 3 and 4)
-MAX_BITS = 2000  # Modbus limit per read of coils/discrete inputs (function codes 1 and 2)
 
 
 @dataclass(frozen=True, kw_only=True)
 class TagConfig:
     name: str  #: UNS tag level
-    table: str  #: holding | input | coil | discrete
-    address: int  #: zero-based register or bit address
-    type: str = "uint16"  #: bool int16 uint16 int32 uint32 int64 uint64 float32 float64 string
-    length: int = 0  #: characters, for strings
-    bit: int | None = None  #: for bool in a register: bit 0 (LSB) .. 15
-    byte_order: str | None = None  #: overrides the device's
-    word_order: str | None = None  #: overrides the device's
+    address: Any  #: protocol-specific address (a frozen dataclass of the protocol module)
+    type: str = "uint16"  #: canonical type, one of gateway.values.TYPES
+    length: int = 0  #: bytes/characters, for strings
     unit: str | None = None  #: engineering unit after normalization, e.g. "degC"
-    writable: bool = False  #: accepts writes on $nexus/cmd (holding registers and coils only)
+    writable: bool = False  #: accepts writes on $nexus/cmd/<device>/<tag>/set
+    publish: bool = True  #: also publish the retained per-tag UNS topic (when the gateway does)
     transform: Transform = field(default_factory=Transform)  #: scale/offset/clamp/deadband
-
-    @property
-    def count(self) -> int:
-        """Registers (or bits) read for this tag."""
-        return 1 if self.table in ("coil", "discrete") else register_count(self.type, self.length)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DeviceConfig:
     id: str  #: unique in the plant, also the UNS device level
     path: DevicePath  #: enterprise/site/area/line/device
-    protocol: str = "modbus_tcp"
-    host: str = "127.0.0.1"
-    port: int = 502
-    unit_id: int = 1  #: Modbus unit (slave) id
-    interval_ms: int = 1000  #: poll period
+    protocol: str = "modbus_tcp"  #: a key of gateway.driver.PROTOCOLS
+    conn: Any = None  #: protocol-specific connection settings (a frozen dataclass)
+    interval_ms: int = 1000  #: poll period (subscription drivers: how often buffered changes are published)
     timeout_ms: int = 1000  #: per request
-    byte_order: str = "big"
-    word_order: str = "big"
-    max_registers: int = MAX_REGISTERS  #: largest coalesced register read
-    max_gap: int = 8  #: unused registers a coalesced read may span between two tags
+    jitter_pct: float = 5.0  #: each poll starts up to this % of the interval late, so devices do not poll in step
+    breaker_failures: int = 3  #: consecutive failures that open the circuit breaker
+    breaker_open_ms: int = 1000  #: first wait before a half-open probe; doubles per failed probe up to 4 s
+    max_pending_writes: int = 16  #: write commands waiting for this device; more are refused as busy
     tags: tuple[TagConfig, ...] = ()
+
+    def tag(self, name: str) -> TagConfig | None:
+        for t in self.tags:
+            if t.name == name:
+                return t
+        return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,7 +77,8 @@ class PlantConfig:
     devices: tuple[DeviceConfig, ...]
 
 
-def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+def get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    """``d[key]`` checked to be of ``typ`` (ints accepted for floats, bools never for numbers)."""
     if key not in d:
         if default is ...:
             raise ConfigError(f"'{key}' is required", where=where)
@@ -102,57 +94,69 @@ def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str, 
     return value
 
 
-def _choice(value: str, choices: tuple[str, ...], key: str, where: str) -> str:
+def choice(value: str, choices: tuple[str, ...], key: str, where: str) -> str:
     if value not in choices:
         raise ConfigError(f"'{key}' is {value!r}; expected one of {', '.join(choices)}", where=where)
     return value
 
 
-def _tag(d: dict[str, Any], where: str, device_id: str) -> TagConfig:
-    name = _get(d, "name", str, where)
+def int_in(d: dict[str, Any], key: str, lo: int, hi: int, where: str, default: Any = ...) -> Any:
+    """An int key within ``lo..hi``."""
+    v = get(d, key, int, where, default)
+    if v is not None and not lo <= v <= hi:
+        raise ConfigError(f"'{key}' {v} outside {lo}..{hi}", where=where)
+    return v
+
+
+def parse_type(d: dict[str, Any], where: str, default: str | None = None,
+               allowed: tuple[str, ...] = TYPES) -> str:
+    """The tag's canonical ``type`` (IEC aliases accepted), restricted to ``allowed``."""
+    raw = get(d, "type", str, where, default)
+    dtype = canonical_type(raw)
+    if dtype is None or dtype not in allowed:
+        raise ConfigError(f"'type' is {raw!r}; expected one of {', '.join(allowed)}", where=where)
+    return dtype
+
+
+def unknown_keys(d: dict[str, Any], known: set[str] | frozenset[str], where: str) -> None:
+    extra = set(d) - set(known)
+    if extra:
+        raise ConfigError(f"unknown key(s) {sorted(extra)}", where=where)
+
+
+_TAG_KEYS = frozenset({"name", "unit", "writable", "publish", "transform"})
+_DEVICE_KEYS = frozenset({"id", "enterprise", "site", "area", "line", "protocol", "interval_ms", "timeout_ms",
+                          "jitter_pct", "breaker_failures", "breaker_open_ms", "max_pending_writes", "tags"})
+
+
+def _tag(d: dict[str, Any], where: str, device_id: str, module: Any, conn: Any) -> TagConfig:
+    if not isinstance(d, dict):
+        raise ConfigError("a tag must be a table/mapping", where=where, device_id=device_id)
+    name = get(d, "name", str, where)
     try:
         validate_level(name, what="tag name")
     except ValueError as exc:
         raise ConfigError(str(exc), where=where, device_id=device_id) from exc
-    table = _choice(_get(d, "table", str, where, "holding"), TABLES, "table", where)
-    default_type = "bool" if table in ("coil", "discrete") else "uint16"
-    dtype = _choice(_get(d, "type", str, where, default_type), TYPES, "type", where)
-    if table in ("coil", "discrete") and dtype != "bool":
-        raise ConfigError(f"a {table} tag must have type bool, not {dtype}", where=where)
-    address = _get(d, "address", int, where)
-    if not 0 <= address <= 65535:
-        raise ConfigError(f"'address' {address} outside 0..65535", where=where)
-    length = _get(d, "length", int, where, 0)
-    if dtype == "string" and not 1 <= length <= 250:
-        raise ConfigError("a string tag needs 'length' (characters) in 1..250", where=where)
-    bit = _get(d, "bit", int, where, None)
-    if bit is not None and (dtype != "bool" or table in ("coil", "discrete") or not 0 <= bit <= 15):
-        raise ConfigError("'bit' (0..15) is only for bool tags in holding/input registers", where=where)
-    writable = _get(d, "writable", bool, where, False)
-    if writable and table in ("input", "discrete"):
-        raise ConfigError(f"{'an' if table == 'input' else 'a'} {table} tag is read-only on Modbus; it cannot be writable", where=where)
-    tr = _get(d, "transform", dict, where, {})
+    unknown_keys(d, _TAG_KEYS | module.TAG_KEYS, where)
+    address, dtype, length = module.parse_tag(d, where, conn)
+    tr = get(d, "transform", dict, where, {})
     try:
         transform = Transform(**tr)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad transform: {exc}", where=where) from exc
-    tag = TagConfig(
-        name=name, table=table, address=address, type=dtype, length=length, bit=bit,
-        byte_order=_choice(d["byte_order"], BYTE_ORDERS, "byte_order", where) if "byte_order" in d else None,
-        word_order=_choice(d["word_order"], BYTE_ORDERS, "word_order", where) if "word_order" in d else None,
-        unit=_get(d, "unit", str, where, None), writable=writable, transform=transform)
-    if address + tag.count > 65536:
-        raise ConfigError("value runs past address 65535", where=where)
-    unknown = set(d) - {"name", "table", "address", "type", "length", "bit", "byte_order", "word_order", "unit",
-                        "writable", "transform"}
-    if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)}", where=where)
-    return tag
+    if dtype in ("bool", "string") and (not transform.identity or transform.deadband):
+        raise ConfigError(f"a transform needs a numeric tag, not {dtype}", where=where)
+    return TagConfig(name=name, address=address, type=dtype, length=length, unit=get(d, "unit", str, where, None),
+                     writable=get(d, "writable", bool, where, False), publish=get(d, "publish", bool, where, True),
+                     transform=transform)
 
 
-def _device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfig:
-    dev_id = _get(d, "id", str, where)
-    levels = {k: _get(d, k, str, where, plant.get(k)) for k in ("enterprise", "site", "area", "line")}
+def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfig:
+    """One device of the plant config (``plant`` holds defaults for the UNS levels)."""
+    if not isinstance(d, dict):
+        raise ConfigError("a device must be a table/mapping", where=where)
+    dev_id = get(d, "id", str, where)
+    levels = {k: get(d, k, str, where, plant.get(k)) for k in ("enterprise", "site", "area", "line")}
     for k, v in levels.items():
         if v is None:
             raise ConfigError(f"'{k}' is required (on the device or in [plant])", where=where, device_id=dev_id)
@@ -160,48 +164,37 @@ def _device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfi
         path = DevicePath(device=dev_id, **levels)
     except ValueError as exc:
         raise ConfigError(str(exc), where=where, device_id=dev_id) from exc
-    protocol = _choice(_get(d, "protocol", str, where, "modbus_tcp"), PROTOCOLS, "protocol", where)
-    interval = _get(d, "interval_ms", int, where, 1000)
-    if not 10 <= interval <= 86_400_000:
-        raise ConfigError(f"'interval_ms' {interval} outside 10..86400000", where=where, device_id=dev_id)
-    max_regs = _get(d, "max_registers", int, where, MAX_REGISTERS)
-    if not 1 <= max_regs <= MAX_REGISTERS:
-        raise ConfigError(f"'max_registers' must be 1..{MAX_REGISTERS}", where=where, device_id=dev_id)
-    port = _get(d, "port", int, where, 502)
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"'port' {port} outside 1..65535", where=where, device_id=dev_id)
-    unit_id = _get(d, "unit_id", int, where, 1)
-    if not 0 <= unit_id <= 255:
-        raise ConfigError(f"'unit_id' {unit_id} outside 0..255", where=where, device_id=dev_id)
-    tags = tuple(_tag(t, f"{where}.tags[{i}]", dev_id) for i, t in enumerate(_get(d, "tags", list, where, [])))
+    protocol = choice(get(d, "protocol", str, where, "modbus_tcp"), tuple(PROTOCOLS), "protocol", where)
+    module = protocol_module(protocol, where=where)
+    unknown_keys(d, _DEVICE_KEYS | module.DEVICE_KEYS, where)
+    conn = module.parse_connection(d, where, protocol)
+    tags = tuple(_tag(t, f"{where}.tags[{i}]", dev_id, module, conn)
+                 for i, t in enumerate(get(d, "tags", list, where, [])))
     seen: set[str] = set()
     for i, t in enumerate(tags):
         if t.name in seen:
             raise ConfigError(f"duplicate tag name {t.name!r}", where=f"{where}.tags[{i}]", device_id=dev_id)
         seen.add(t.name)
-    known = {"id", "enterprise", "site", "area", "line", "protocol", "host", "port", "unit_id", "interval_ms",
-             "timeout_ms", "byte_order", "word_order", "max_registers", "max_gap", "tags"}
-    if set(d) - known:
-        raise ConfigError(f"unknown key(s) {sorted(set(d) - known)}", where=where, device_id=dev_id)
+    jitter = get(d, "jitter_pct", float, where, 5.0)
+    if not 0 <= jitter <= 10:
+        raise ConfigError(f"'jitter_pct' {jitter} outside 0..10", where=where, device_id=dev_id)
     return DeviceConfig(
-        id=dev_id, path=path, protocol=protocol, host=_get(d, "host", str, where, "127.0.0.1"), port=port,
-        unit_id=unit_id, interval_ms=interval,
-        timeout_ms=_get(d, "timeout_ms", int, where, 1000),
-        byte_order=_choice(_get(d, "byte_order", str, where, "big"), BYTE_ORDERS, "byte_order", where),
-        word_order=_choice(_get(d, "word_order", str, where, "big"), BYTE_ORDERS, "word_order", where),
-        max_registers=max_regs, max_gap=_get(d, "max_gap", int, where, 8), tags=tags)
+        id=dev_id, path=path, protocol=protocol, conn=conn,
+        interval_ms=int_in(d, "interval_ms", 10, 86_400_000, where, 1000),
+        timeout_ms=int_in(d, "timeout_ms", 10, 600_000, where, 1000), jitter_pct=jitter,
+        breaker_failures=int_in(d, "breaker_failures", 1, 1000, where, 3),
+        breaker_open_ms=int_in(d, "breaker_open_ms", 10, 3_600_000, where, 1000),
+        max_pending_writes=int_in(d, "max_pending_writes", 1, 10_000, where, 16), tags=tags)
 
 
 def parse_plant(doc: dict[str, Any]) -> PlantConfig:
     if not isinstance(doc, dict):
         raise ConfigError("the plant config must be a table/mapping", where="plant")
-    plant = _get(doc, "plant", dict, "plant", {})
-    if set(doc) - {"plant", "devices"}:
-        raise ConfigError(f"unknown key(s) {sorted(set(doc) - {'plant', 'devices'})}", where="plant")
-    if set(plant) - {"enterprise", "site", "area", "line"}:
-        raise ConfigError(f"unknown key(s) {sorted(set(plant) - {'enterprise', 'site', 'area', 'line'})}",
-                          where="plant")
-    devices = tuple(_device(d, plant, f"devices[{i}]") for i, d in enumerate(_get(doc, "devices", list, "plant", [])))
+    plant = get(doc, "plant", dict, "plant", {})
+    unknown_keys(doc, {"plant", "devices"}, "plant")
+    unknown_keys(plant, {"enterprise", "site", "area", "line"}, "plant")
+    devices = tuple(parse_device(d, plant, f"devices[{i}]")
+                    for i, d in enumerate(get(doc, "devices", list, "plant", [])))
     ids: set[str] = set()
     for i, dev in enumerate(devices):
         if dev.id in ids:

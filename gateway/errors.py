@@ -23,3 +23,7 @@ class TemporaryError(GatewayError):
 
 class PermanentError(GatewayError):
     """A request the device will never accept (bad address, bad type): reported, not retried."""
+
+
+class WriteRefused(PermanentError):
+    """A write command that is refused before it reaches the device (unknown or read-only tag, bad value)."""
