@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +66,12 @@ class DeviceConfig:
     max_pending_writes: int = 16  #: write commands waiting for this device; more are refused as busy
     tags: tuple[TagConfig, ...] = ()
 
+    @cached_property
+    def tag_map(self) -> dict[str, TagConfig]:
+        return {t.name: t for t in self.tags}
+
     def tag(self, name: str) -> TagConfig | None:
-        for t in self.tags:
-            if t.name == name:
-                return t
-        return None
+        return self.tag_map.get(name)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,9 @@
-"""The gateway daemon: one poll loop per device, one publish loop, one MQTT connection.
+"""The gateway daemon: one task group per device, one publish loop, one MQTT connection.
 
-Task names: ``gateway[<id>].mqtt_loop``, ``gateway[<id>].publish_loop``, ``gateway[<device>].poll_loop``.
-Shutdown: stop polling → publish what is queued → wait for PUBACKs under a deadline → disconnect.
+Task names: ``gateway[<id>].mqtt_loop``, ``gateway[<id>].publish_loop``, ``gateway[<id>].respond_loop``,
+``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
+Shutdown: stop polling and answer pending writes → publish what is queued → wait for PUBACKs under a
+deadline → disconnect.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ import asyncio
 import logging
 import time
 
+from gateway.commands import Commands
 from gateway.config import PlantConfig, load_plant
 from gateway.errors import ConfigError
-from gateway.poller import DevicePoller
+from gateway.fleet import Fleet
+from gateway.poller import PollPool
 from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
-from nexus.mqtt import MqttClient
+from nexus.mqtt import Message, MqttClient
+from proto.commands import set_filter
 from nexus.ops import OpsServer
 from nexus.runtime import install_stop_signals
 
@@ -36,29 +41,41 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             return 2
     gid = settings.gateway_id
     queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_size)
-    mqtt = MqttClient(settings.mqtt, client_id=settings.client_id)
+    fleet = Fleet(queue, PollPool(settings.max_concurrent_polls))
+    commands: Commands | None = None
+
+    def on_message(msg: Message) -> None:
+        if commands is not None:
+            commands.on_message(msg)
+
+    mqtt = MqttClient(settings.mqtt, client_id=settings.client_id,
+                      subscriptions=[(set_filter(settings.control_root), 1)], on_message=on_message)
+    commands = Commands(settings.control_root, mqtt, fleet.get)
     publisher = Publisher(settings, mqtt, queue)
-    pollers = [DevicePoller(d, queue) for d in plant.devices]
     ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt.connected})
     await ops.start()
-    log.info("gateway %s polling %d devices, %d tags", gid, len(pollers), sum(len(d.tags) for d in plant.devices))
+    log.info("gateway %s polling %d devices, %d tags", gid, len(plant.devices), sum(len(d.tags) for d in plant.devices))
     started = time.monotonic()
-    poll_stop = stop
     mqtt_stop = asyncio.Event()
+    devices_stopped = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
             pub = tg.create_task(publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
-            polls = [tg.create_task(p.poll_loop(poll_stop), name=f"gateway[{p.device.id}].poll_loop") for p in pollers]
+            responses = tg.create_task(commands.respond_loop(devices_stopped), name=f"gateway[{gid}].respond_loop")
+            await fleet.apply(plant.devices)
             await stop.wait()
-            await asyncio.gather(*polls)  # pollers end at their next await point
+            await fleet.stop_all()  # pollers end at their next await point; pending writes are answered
+            devices_stopped.set()
             await queue.put(STOP)
             try:
                 async with asyncio.timeout(SHUTDOWN_DEADLINE):
                     await pub
+                    await responses
             except TimeoutError:
                 log.error("publish queue not drained within %ss; %d batches left", SHUTDOWN_DEADLINE, queue.qsize())
                 pub.cancel()
+                responses.cancel()
             left = await publisher.drain(SHUTDOWN_DEADLINE) if mqtt.connected else publisher.unacked
             if left:
                 log.error("%d messages unacknowledged at shutdown", left)
@@ -66,7 +83,6 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
     finally:
         await ops.close()
     log.info("gateway stopped after %.0fs: %d polls, %d skipped, %d points in %d messages acknowledged, "
-             "%d publish errors", time.monotonic() - started, sum(p.polls for p in pollers),
-             sum(p.skipped for p in pollers), publisher.points_acked, publisher.messages_acked, publisher.errors)
+             "%d publish errors, %d write responses", time.monotonic() - started, fleet.polls, fleet.skipped,
+             publisher.points_acked, publisher.messages_acked, publisher.errors, commands.answered)
     return 0
-

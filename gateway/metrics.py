@@ -13,3 +13,8 @@ POINTS_OUT = Counter("nexus_gateway_points_published_total", "Points in batch me
 MESSAGES_OUT = Counter("nexus_gateway_messages_published_total", "Messages acknowledged by the broker", ["kind"])
 PUBLISH_ERRORS = Counter("nexus_gateway_publish_errors_total", "Publishes the broker rejected")
 QUEUE_DEPTH = Gauge("nexus_gateway_publish_queue_depth", "Device batches waiting to be published")
+BREAKER_STATE = Gauge("nexus_gateway_breaker_state", "Circuit breaker: 0 closed, 1 open, 2 half-open", ["device"])
+BREAKER_OPENS = Counter("nexus_gateway_breaker_opens_total", "Times the circuit breaker opened", ["device"])
+WRITES = Counter("nexus_gateway_writes_total", "Write commands by result (ok, error, refused, busy)",
+                 ["device", "result"])
+DEVICES = Gauge("nexus_gateway_devices", "Devices this gateway polls now")

@@ -1,4 +1,5 @@
-"""Modbus TCP driver: coalesced reads of the four tables, typed decoding, quality per tag.
+"""Modbus driver (TCP, RTU on a serial line, RTU frames over TCP): coalesced reads of the four
+tables, typed decoding, quality per tag, writes of holding registers and coils.
 
 Neighbouring tags of one table are read together when the span stays within ``max_registers``
 (``MAX_BITS`` for coils/discrete inputs) and the hole between them is at most ``max_gap``. A span
@@ -10,18 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from gateway.config import MAX_BITS, DeviceConfig, TagConfig
-from gateway.errors import TemporaryError
-from gateway.registers import decode
+from gateway import driver
+from gateway.config import DeviceConfig, TagConfig, choice, get, int_in, parse_type
+from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
+from gateway.registers import BYTE_ORDERS, decode, encode, register_count
 from proto.points import Point, Status
 
 log = logging.getLogger("gateway.modbus")
+
+TABLES = ("holding", "input", "coil", "discrete")
+MAX_REGISTERS = 125  # Modbus limit per read of registers (function codes 3 and 4)
+MAX_BITS = 2000  # Modbus limit per read of coils/discrete inputs (function codes 1 and 2)
+REGISTER_TYPES = ("bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string")
+PARITIES = ("N", "E", "O")
+
+DEVICE_KEYS = frozenset({"host", "port", "unit_id", "byte_order", "word_order", "max_registers", "max_gap",
+                         "serial_port", "baudrate", "parity", "bytesize", "stopbits"})
+TAG_KEYS = frozenset({"table", "address", "type", "length", "bit", "byte_order", "word_order"})
 
 _READ = {"holding": "read_holding_registers", "input": "read_input_registers",
          "coil": "read_coils", "discrete": "read_discrete_inputs"}
@@ -37,6 +52,78 @@ _EXCEPTIONS = {
 }
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModbusConnection:
+    transport: str  #: tcp | rtu (serial) | rtu_tcp (RTU frames over a TCP socket)
+    host: str = "127.0.0.1"
+    port: int = 502
+    serial_port: str = ""  #: e.g. /dev/ttyUSB0, for rtu
+    baudrate: int = 19200
+    parity: str = "N"  #: N | E | O
+    bytesize: int = 8
+    stopbits: int = 1
+    unit_id: int = 1  #: Modbus unit (slave) id
+    byte_order: str = "big"
+    word_order: str = "big"
+    max_registers: int = MAX_REGISTERS  #: largest coalesced register read
+    max_gap: int = 8  #: unused registers a coalesced read may span between two tags
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModbusAddress:
+    table: str  #: holding | input | coil | discrete
+    address: int  #: zero-based register or bit address
+    count: int  #: registers (or bits) read for this tag
+    bit: int | None = None  #: for bool in a register: bit 0 (LSB) .. 15
+    byte_order: str  #: resolved: the tag's or the device's
+    word_order: str
+
+
+def parse_connection(d: dict[str, Any], where: str, protocol: str) -> ModbusConnection:
+    transport = {"modbus_tcp": "tcp", "modbus_rtu": "rtu", "modbus_rtu_tcp": "rtu_tcp"}[protocol]
+    serial_port = get(d, "serial_port", str, where, "")
+    if transport == "rtu" and not serial_port:
+        raise ConfigError("'serial_port' is required for modbus_rtu (e.g. \"/dev/ttyUSB0\")", where=where)
+    if transport != "rtu" and serial_port:
+        raise ConfigError(f"'serial_port' is only for modbus_rtu, not {protocol}", where=where)
+    return ModbusConnection(
+        transport=transport, host=get(d, "host", str, where, "127.0.0.1"), port=int_in(d, "port", 1, 65535, where, 502),
+        serial_port=serial_port, baudrate=int_in(d, "baudrate", 300, 4_000_000, where, 19200),
+        parity=choice(get(d, "parity", str, where, "N"), PARITIES, "parity", where),
+        bytesize=int_in(d, "bytesize", 5, 8, where, 8), stopbits=int_in(d, "stopbits", 1, 2, where, 1),
+        unit_id=int_in(d, "unit_id", 0, 255, where, 1),
+        byte_order=choice(get(d, "byte_order", str, where, "big"), BYTE_ORDERS, "byte_order", where),
+        word_order=choice(get(d, "word_order", str, where, "big"), BYTE_ORDERS, "word_order", where),
+        max_registers=int_in(d, "max_registers", 1, MAX_REGISTERS, where, MAX_REGISTERS),
+        max_gap=int_in(d, "max_gap", 0, MAX_REGISTERS, where, 8))
+
+
+def parse_tag(d: dict[str, Any], where: str, conn: ModbusConnection) -> tuple[ModbusAddress, str, int]:
+    table = choice(get(d, "table", str, where, "holding"), TABLES, "table", where)
+    bits_table = table in ("coil", "discrete")
+    dtype = parse_type(d, where, "bool" if bits_table else "uint16", REGISTER_TYPES)
+    if bits_table and dtype != "bool":
+        raise ConfigError(f"a {table} tag must have type bool, not {dtype}", where=where)
+    address = int_in(d, "address", 0, 65535, where)
+    length = get(d, "length", int, where, 0)
+    if dtype == "string" and not 1 <= length <= 250:
+        raise ConfigError("a string tag needs 'length' (characters) in 1..250", where=where)
+    bit = get(d, "bit", int, where, None)
+    if bit is not None and (dtype != "bool" or bits_table or not 0 <= bit <= 15):
+        raise ConfigError("'bit' (0..15) is only for bool tags in holding/input registers", where=where)
+    if get(d, "writable", bool, where, False) and table in ("input", "discrete"):
+        article = "an" if table == "input" else "a"
+        raise ConfigError(f"{article} {table} tag is read-only on Modbus; it cannot be writable", where=where)
+    count = 1 if bits_table else register_count(dtype, length)
+    if address + count > 65536:
+        raise ConfigError("value runs past address 65535", where=where)
+    addr = ModbusAddress(
+        table=table, address=address, count=count, bit=bit,
+        byte_order=choice(d["byte_order"], BYTE_ORDERS, "byte_order", where) if "byte_order" in d else conn.byte_order,
+        word_order=choice(d["word_order"], BYTE_ORDERS, "word_order", where) if "word_order" in d else conn.word_order)
+    return addr, dtype, length
+
+
 @dataclass
 class Span:
     """One read request covering one or more tags of a table."""
@@ -50,56 +137,69 @@ class Span:
 def plan(tags: tuple[TagConfig, ...] | list[TagConfig], *, max_registers: int, max_gap: int) -> list[Span]:
     """Group tags into as few reads as the limits allow (tags may overlap, e.g. bits of one register)."""
     spans: list[Span] = []
-    for table in ("holding", "input", "coil", "discrete"):
+    for table in TABLES:
         limit = MAX_BITS if table in ("coil", "discrete") else max_registers
         cur: Span | None = None
-        for tag in sorted((t for t in tags if t.table == table), key=lambda t: t.address):
-            end = tag.address + tag.count
-            if cur is not None and tag.address - (cur.start + cur.count) <= max_gap and end - cur.start <= limit:
+        for tag in sorted((t for t in tags if t.address.table == table), key=lambda t: t.address.address):
+            a = tag.address
+            end = a.address + a.count
+            if cur is not None and a.address - (cur.start + cur.count) <= max_gap and end - cur.start <= limit:
                 cur.count = max(cur.count, end - cur.start)
                 cur.tags.append(tag)
                 continue
-            cur = Span(table, tag.address, tag.count, [tag])
+            cur = Span(table, a.address, a.count, [tag])
             spans.append(cur)
     return spans
 
 
-class ModbusDriver:
-    """Reads one Modbus TCP device. One connection, reused; :meth:`connect` again after a failure."""
+class Driver(driver.Driver):
+    """Reads and writes one Modbus device. One connection, reused; :meth:`connect` again after a failure."""
 
     def __init__(self, device: DeviceConfig) -> None:
-        self.device = device
-        self.spans = plan(device.tags, max_registers=device.max_registers, max_gap=device.max_gap)
-        self._client: AsyncModbusTcpClient | None = None
+        super().__init__(device)
+        self.conn: ModbusConnection = device.conn
+        self.spans = plan(device.tags, max_registers=self.conn.max_registers, max_gap=self.conn.max_gap)
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self.requests = 0
 
     @property
     def connected(self) -> bool:
         return self._client is not None and self._client.connected
 
+    def _where(self) -> str:
+        c = self.conn
+        return c.serial_port if c.transport == "rtu" else f"{c.host}:{c.port}"
+
     async def connect(self) -> None:
-        self.close()
-        d = self.device
-        client = AsyncModbusTcpClient(d.host, port=d.port, timeout=d.timeout_ms / 1000, retries=0, reconnect_delay=0)
+        await self.close()
+        c, timeout = self.conn, self.device.timeout_ms / 1000
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        if c.transport == "rtu":
+            client = AsyncModbusSerialClient(c.serial_port, framer=FramerType.RTU, baudrate=c.baudrate,
+                                             bytesize=c.bytesize, parity=c.parity, stopbits=c.stopbits,
+                                             timeout=timeout, retries=0, reconnect_delay=0)
+        else:
+            framer = FramerType.RTU if c.transport == "rtu_tcp" else FramerType.SOCKET
+            client = AsyncModbusTcpClient(c.host, port=c.port, framer=framer, timeout=timeout, retries=0,
+                                          reconnect_delay=0)
         try:
-            async with asyncio.timeout(d.timeout_ms / 1000 + 1):
+            async with asyncio.timeout(timeout + 1):
                 ok = await client.connect()
         except (TimeoutError, OSError) as exc:
             client.close()
-            raise TemporaryError(f"connect to {d.host}:{d.port} failed: {exc!r}", device_id=d.id) from exc
+            raise TemporaryError(f"connect to {self._where()} failed: {exc!r}", device_id=self.device.id) from exc
         if not ok:
             client.close()
-            raise TemporaryError(f"connect to {d.host}:{d.port} failed", device_id=d.id)
+            raise TemporaryError(f"connect to {self._where()} failed", device_id=self.device.id)
         self._client = client
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
-    def bad_points(self, status: int, reason: str, ts: int | None = None) -> list[Point]:
-        ts = ts or int(time.time() * 1000)
-        return [Point(t.name, None, ts, status, t.unit, reason) for t in self.device.tags]
+    def health(self) -> dict[str, Any]:
+        return {"connected": self.connected, "requests": self.requests, "spans": len(self.spans)}
 
     async def read(self) -> list[Point]:
         """Read every tag once. Device-level failures raise :class:`TemporaryError` (the caller
@@ -111,44 +211,78 @@ class ModbusDriver:
             points.extend(await self._read_span(span))
         return points
 
-    async def _read_span(self, span: Span) -> list[Point]:
+    async def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        """One request with the device's timeout; transport failures close the connection."""
         d = self.device
-        fn = getattr(self._client, _READ[span.table])
+        if self._client is None:
+            raise TemporaryError("not connected", device_id=d.id)
         try:
             async with asyncio.timeout(d.timeout_ms / 1000 + 0.5):
-                rr = await fn(span.start, count=span.count, device_id=d.unit_id)
+                rr = await getattr(self._client, fn)(*args, device_id=self.conn.unit_id, **kwargs)
             self.requests += 1
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            self.close()
-            raise TemporaryError(f"read timed out after {d.timeout_ms} ms", device_id=d.id) from exc
+            return rr
+        except TimeoutError as exc:
+            await self.close()
+            raise TemporaryError(f"request timed out after {d.timeout_ms} ms", device_id=d.id) from exc
         except (ModbusException, OSError) as exc:
-            self.close()
-            raise TemporaryError(f"read failed: {exc}", device_id=d.id) from exc
+            await self.close()
+            raise TemporaryError(f"request failed: {exc}", device_id=d.id) from exc
+
+    async def _read_span(self, span: Span) -> list[Point]:
+        rr = await self._call(_READ[span.table], span.start, count=span.count)
         ts = int(time.time() * 1000)
         if rr.isError():
             code = getattr(rr, "exception_code", 0)
             if code == 2 and len(span.tags) > 1:
                 self._split(span)
                 log.warning("span %s@%d+%d refused (illegal address); reading its tags one by one",
-                            span.table, span.start, span.count, extra={"device": d.id})
+                            span.table, span.start, span.count, extra={"device": self.device.id})
             status, reason = _EXCEPTIONS.get(code, (Status.BAD_DEVICE_FAILURE, f"modbus exception {code}"))
             return [Point(t.name, None, ts, status, t.unit, reason) for t in span.tags]
         out = []
         if span.table in ("coil", "discrete"):
             bits = rr.bits
             for t in span.tags:
-                out.append(Point(t.name, bool(bits[t.address - span.start]), ts, Status.GOOD, t.unit))
+                out.append(Point(t.name, bool(bits[t.address.address - span.start]), ts, Status.GOOD, t.unit))
             return out
         regs = rr.registers
         for t in span.tags:
-            off = t.address - span.start
-            value = decode(regs[off:off + t.count], t.type, byte_order=t.byte_order or d.byte_order,
-                           word_order=t.word_order or d.word_order, bit=t.bit)
-            if t.type not in ("bool", "string"):
-                value = t.transform.apply(value)  # type: ignore[arg-type]
+            a: ModbusAddress = t.address
+            off = a.address - span.start
+            value = decode(regs[off:off + a.count], t.type, byte_order=a.byte_order, word_order=a.word_order,
+                           bit=a.bit)
             out.append(Point(t.name, value, ts, Status.GOOD, t.unit))
         return out
 
     def _split(self, span: Span) -> None:
         i = self.spans.index(span)
-        self.spans[i:i + 1] = [Span(span.table, t.address, t.count, [t]) for t in span.tags]
+        self.spans[i:i + 1] = [Span(span.table, t.address.address, t.address.count, [t]) for t in span.tags]
+
+    async def write(self, tag: TagConfig, value: Any) -> None:
+        a: ModbusAddress = tag.address
+        if a.table == "coil":
+            rr = await self._call("write_coil", a.address, bool(value))
+        elif a.table != "holding":
+            raise PermanentError(f"a {a.table} tag is read-only", device_id=self.device.id)
+        elif a.bit is not None:  # one bit of a register: read-modify-write (FC 22 is not universal)
+            rr = await self._call("read_holding_registers", a.address, count=1)
+            self._check(rr, "read before bit write")
+            reg = rr.registers[0]
+            reg = (reg | (1 << a.bit)) if value else (reg & ~(1 << a.bit))
+            rr = await self._call("write_register", a.address, reg)
+        else:
+            try:
+                regs = encode(value, tag.type, byte_order=a.byte_order, word_order=a.word_order, length=tag.length)
+            except (ValueError, struct.error) as exc:
+                raise WriteRefused(f"cannot encode {value!r} as {tag.type}: {exc}", device_id=self.device.id) from exc
+            if len(regs) == 1:
+                rr = await self._call("write_register", a.address, regs[0])
+            else:
+                rr = await self._call("write_registers", a.address, regs)
+        self._check(rr, "write")
+
+    def _check(self, rr: Any, what: str) -> None:
+        if rr.isError():
+            code = getattr(rr, "exception_code", 0)
+            reason = _EXCEPTIONS.get(code, (0, f"modbus exception {code}"))[1]
+            raise PermanentError(f"{what} refused by the device: {reason}", device_id=self.device.id)

@@ -1,23 +1,32 @@
-"""Per-device poll loop: connect, read every interval, hand a batch to the publish queue.
+"""One device's loops: poll it on schedule, and execute write commands, over one reused connection.
 
-Backpressure: if the publish queue is full when a poll is due, the poll is skipped and counted
-(``nexus_gateway_skipped_polls_total{why="queue_full"}``); nothing already read is ever dropped.
-A device that is down gets all its tags published with BAD quality and the reason, at every
-reconnect attempt; they are GOOD again with the first successful read.
+Scheduling: polls start every ``interval_ms`` plus a random 0..``jitter_pct`` % delay, so devices do
+not poll in step. A poll needs a slot of the gateway's bounded :class:`PollPool`; a poll that cannot
+start within one interval, or whose results could not be queued (publish queue full), is skipped
+and counted (``nexus_gateway_skipped_polls_total{why}``), never queued up. Nothing already read is
+ever dropped.
+
+Failures: every failed connect or read reports all tags BAD with the reason, and feeds the
+device's :class:`CircuitBreaker`; while it is open the device is left alone, then probed once.
+Tags are GOOD again with the first successful read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from gateway import metrics as m
-from gateway.config import DeviceConfig
-from gateway.errors import TemporaryError
-from gateway.modbus import ModbusDriver
-from nexus.runtime import Backoff, sleep_or_stop
+from gateway.breaker import CircuitBreaker
+from gateway.config import DeviceConfig, TagConfig
+from gateway.driver import Driver, make_driver
+from gateway.errors import GatewayError, PermanentError, TemporaryError
+from nexus.runtime import sleep_or_stop
 from proto.points import Point, Status
 
 log = logging.getLogger("gateway.poller")
@@ -29,62 +38,135 @@ class DeviceBatch:
     points: list[Point]
 
 
+class PollPool:
+    """At most ``size`` polls in flight across the gateway (the bounded worker pool)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sem = asyncio.Semaphore(size)
+
+    async def acquire(self, wait: float) -> bool:
+        try:
+            async with asyncio.timeout(wait):
+                await self._sem.acquire()
+            return True
+        except TimeoutError:
+            return False
+
+    def release(self) -> None:
+        self._sem.release()
+
+
+@dataclass(slots=True)
+class WriteCommand:
+    """A validated write: ``raw`` is already in the device's units and type."""
+
+    tag: TagConfig
+    raw: Any
+    reply: Callable[[str | None], None]  #: called once with None (written) or the error message
+    queued_at: float = field(default_factory=time.monotonic)
+
+
 class DevicePoller:
-    def __init__(self, device: DeviceConfig, queue: asyncio.Queue[DeviceBatch]) -> None:
+    def __init__(self, device: DeviceConfig, queue: asyncio.Queue[Any], *, pool: PollPool | None = None,
+                 driver: Driver | None = None) -> None:
         self.device = device
         self.queue = queue
-        self.driver = ModbusDriver(device)
+        self.pool = pool or PollPool(1)
+        self.driver = driver or make_driver(device)
+        self.breaker = CircuitBreaker(device.id, failures=device.breaker_failures,
+                                      open_s=device.breaker_open_ms / 1000)
+        self.commands: asyncio.Queue[Any] = asyncio.Queue(maxsize=device.max_pending_writes)
         self.polls = 0
         self.skipped = 0
+        self.writes = 0
+        self._io = asyncio.Lock()  # one request at a time on the device's connection
         self._up = False
         self._last: dict[str, tuple[object, int]] = {}  # tag -> (value, status) last reported, for deadbands
-        self._transforms = {t.name: t.transform for t in device.tags}
+        self._transforms = {t.name: t.transform for t in device.tags if t.type not in ("bool", "string")}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and execute writes until ``stop``; the device's own task group."""
+        d = self.device.id
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.poll_loop(stop), name=f"gateway[{d}].poll_loop")
+                tg.create_task(self.command_loop(stop), name=f"gateway[{d}].command_loop")
+        finally:
+            await self.driver.close()
+
+    # --- polling -------------------------------------------------------------------------------
 
     async def poll_loop(self, stop: asyncio.Event) -> None:
         d = self.device
         interval = d.interval_ms / 1000
-        backoff = Backoff(first=min(0.5, interval), cap=max(interval, 5.0))
-        next_due = time.monotonic()
+        jitter = interval * d.jitter_pct / 100
+        next_due = time.monotonic() + random.uniform(0, jitter)
         m.DEVICE_UP.labels(d.id).set(0)
         try:
             while not stop.is_set():
-                if not self.driver.connected:
-                    try:
-                        await self.driver.connect()
-                        backoff.reset()
-                        self._set_up(True)
-                    except TemporaryError as exc:
-                        self._fail(exc, Status.BAD_NOT_CONNECTED)
-                        if await backoff.wait(stop):
-                            return
-                        next_due = time.monotonic()
-                        continue
-                if self.queue.full():
-                    self.skipped += 1
-                    m.SKIPPED_POLLS.labels(d.id, "queue_full").inc()
-                else:
-                    t0 = time.perf_counter()
-                    try:
-                        points = await self.driver.read()
-                    except TemporaryError as exc:
-                        self._fail(exc, Status.BAD_TIMEOUT if "timed out" in str(exc) else Status.BAD_COMMUNICATION_ERROR)
-                        continue
-                    m.POLL_SECONDS.labels(d.id).observe(time.perf_counter() - t0)
-                    m.POLLS.labels(d.id).inc()
-                    self.polls += 1
-                    self._emit(points)
-                next_due += interval
-                now = time.monotonic()
-                if next_due < now:  # the poll overran its interval: skip the missed slots, count them
-                    missed = int((now - next_due) / interval) + 1
-                    self.skipped += missed
-                    m.SKIPPED_POLLS.labels(d.id, "overrun").inc(missed)
-                    next_due += missed * interval
-                if await sleep_or_stop(next_due - now, stop):
+                if await sleep_or_stop(next_due - time.monotonic(), stop):
                     return
+                if not self.driver.connected and not await self._connect(stop):
+                    next_due = time.monotonic() + min(interval, 0.5)
+                    continue
+                await self._poll_once(interval)
+                next_due = self._next_due(next_due, interval) + random.uniform(0, jitter)
         finally:
-            self.driver.close()
+            await self.driver.close()
             m.DEVICE_UP.labels(d.id).set(0)
+
+    async def _connect(self, stop: asyncio.Event) -> bool:
+        if not self.breaker.allow():
+            await sleep_or_stop(self.breaker.retry_in(), stop)
+            return False
+        try:
+            async with self._io:
+                await self.driver.connect()
+        except (TemporaryError, PermanentError) as exc:
+            self._fail(exc, Status.BAD_NOT_CONNECTED)
+            return False
+        self.breaker.success()
+        self._set_up(True)
+        return True
+
+    async def _poll_once(self, interval: float) -> None:
+        d = self.device
+        if self.queue.full():
+            self._skip("queue_full")
+            return
+        if not await self.pool.acquire(interval):
+            self._skip("pool_busy")
+            return
+        t0 = time.perf_counter()
+        try:
+            async with self._io:
+                points = await self.driver.read()
+        except TemporaryError as exc:
+            self._fail(exc, Status.BAD_TIMEOUT if "timed out" in str(exc) else Status.BAD_COMMUNICATION_ERROR)
+            return
+        finally:
+            self.pool.release()
+        self.breaker.success()
+        self._set_up(True)
+        m.POLL_SECONDS.labels(d.id).observe(time.perf_counter() - t0)
+        m.POLLS.labels(d.id).inc()
+        self.polls += 1
+        self._emit(points)
+
+    def _next_due(self, due: float, interval: float) -> float:
+        due += interval
+        now = time.monotonic()
+        if due < now:  # the poll overran its interval: skip the missed slots, count them
+            missed = int((now - due) / interval) + 1
+            self.skipped += missed
+            m.SKIPPED_POLLS.labels(self.device.id, "overrun").inc(missed)
+            due += missed * interval
+        return due
+
+    def _skip(self, why: str) -> None:
+        self.skipped += 1
+        m.SKIPPED_POLLS.labels(self.device.id, why).inc()
 
     def _set_up(self, up: bool) -> None:
         if up != self._up:
@@ -92,23 +174,30 @@ class DevicePoller:
         self._up = up
         m.DEVICE_UP.labels(self.device.id).set(1 if up else 0)
 
-    def _fail(self, exc: Exception, status: int) -> None:
+    def _fail(self, exc: GatewayError, status: int) -> None:
         m.READ_ERRORS.labels(self.device.id).inc()
         if self._up:
-            log.warning("device read failed: %s", exc, extra={"device": self.device.id})
+            log.warning("device failed: %s", exc, extra={"device": self.device.id})
         self._set_up(False)
-        self._emit(self.driver.bad_points(status, str(exc)))
+        self.breaker.failure()
+        reason = str(exc)
+        if self.breaker.state == "open":
+            reason = f"{reason} (circuit open after {self.breaker.consecutive} consecutive failures)"
+        self._emit(self.driver.bad_points(status, reason))
 
     def _emit(self, points: list[Point]) -> None:
-        """Queue the points that changed beyond their deadband (all of them without deadbands)."""
+        """Normalize, then queue the points that changed beyond their deadband (all of them without)."""
         out = []
         last = self._last
+        transforms = self._transforms
         for p in points:
-            prev = last.get(p.tag)
-            if prev is not None and prev[1] == p.status:
-                tr = self._transforms.get(p.tag)
-                if tr is not None and tr.deadband and isinstance(p.value, (int, float)) and \
-                        isinstance(prev[0], (int, float)) and not tr.changed(prev[0], p.value):  # type: ignore[arg-type]
+            tr = transforms.get(p.tag)
+            if tr is not None and p.value is not None and p.status == Status.GOOD:
+                if not tr.identity:
+                    p = p._replace(value=tr.apply(p.value))
+                prev = last.get(p.tag)
+                if tr.deadband and prev is not None and prev[1] == p.status and prev[0] is not None \
+                        and not tr.changed(prev[0], p.value):  # type: ignore[arg-type]
                     continue
             last[p.tag] = (p.value, p.status)
             out.append(p)
@@ -117,6 +206,58 @@ class DevicePoller:
         try:
             self.queue.put_nowait(DeviceBatch(self.device, out))
         except asyncio.QueueFull:  # only bad-quality reports can race here; count them, never drop silently
-            self.skipped += 1
-            m.SKIPPED_POLLS.labels(self.device.id, "queue_full").inc()
+            self._skip("queue_full")
         m.QUEUE_DEPTH.set(self.queue.qsize())
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def submit(self, cmd: WriteCommand) -> bool:
+        """Queue a write; False when the device's command queue is full (the caller answers busy)."""
+        try:
+            self.commands.put_nowait(cmd)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+    async def command_loop(self, stop: asyncio.Event) -> None:
+        while (cmd := await self._next_command(stop)) is not None:
+            cmd.reply(await self._write(cmd))
+        while not self.commands.empty():  # answer what is left; no command goes unanswered
+            self.commands.get_nowait().reply("device polling stopped")
+
+    async def _next_command(self, stop: asyncio.Event) -> WriteCommand | None:
+        if stop.is_set():
+            return None
+        getter = asyncio.ensure_future(self.commands.get())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not getter.done():
+            getter.cancel()
+            try:
+                await getter
+            except asyncio.CancelledError:
+                return None
+        return getter.result() if not stop.is_set() else self._refuse(getter.result())
+
+    def _refuse(self, cmd: WriteCommand) -> None:
+        cmd.reply("device polling stopped")
+
+    async def _write(self, cmd: WriteCommand) -> str | None:
+        d = self.device
+        if not self.driver.connected:
+            return "device not connected"
+        try:
+            async with self._io:
+                async with asyncio.timeout(d.timeout_ms / 1000 + 1):
+                    await self.driver.write(cmd.tag, cmd.raw)
+        except TimeoutError:
+            m.WRITES.labels(d.id, "error").inc()
+            return f"write timed out after {d.timeout_ms} ms"
+        except (TemporaryError, PermanentError) as exc:
+            m.WRITES.labels(d.id, "error").inc()
+            return str(exc)
+        self.writes += 1
+        m.WRITES.labels(d.id, "ok").inc()
+        log.info("wrote %s = %r", cmd.tag.name, cmd.raw, extra={"device": d.id, "tag": cmd.tag.name})
+        return None

@@ -54,7 +54,11 @@ class Publisher:
 
     async def _publish_tags(self, batch: DeviceBatch) -> None:
         dev = batch.device.path
+        tags = batch.device.tag_map
         for p in batch.points:
+            tag = tags.get(p.tag)
+            if tag is not None and not tag.publish:
+                continue
             key = f"{dev.path}/{p.tag}"
             state = (p.value, p.status)
             if self._last_tag.get(key) == state:

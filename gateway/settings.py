@@ -18,6 +18,8 @@ class Settings:
     topic_root: str = "nexus"  #: first level(s) of batch topics
     uns_prefix: str = ""  #: optional levels before enterprise on per-tag UNS topics
     tag_topics: bool = True  #: also publish one retained message per tag (on change) for UNS browsing
+    control_root: str = "$nexus"  #: root of control topics: <root>/cmd/<device>/<tag>/set, <root>/config/...
+    max_concurrent_polls: int = 256  #: bounded worker pool: polls in flight at once across all devices
     queue_size: int = 1000  #: device batches waiting to be published; when full, polls are skipped and counted
     max_points_per_message: int = 1000  #: a device batch larger than this is split into several messages
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -25,12 +27,14 @@ class Settings:
     log: LogSettings = field(default_factory=LogSettings)
 
     def __post_init__(self) -> None:
-        try:
-            validate_level(self.gateway_id, what="gateway_id")
-            validate_prefix(self.topic_root)
-            validate_prefix(self.uns_prefix)
-        except ValueError as exc:
-            raise SettingsError(str(exc), field="gateway_id/topic_root/uns_prefix") from exc
+        checks = (("gateway_id", lambda v: validate_level(v, what="gateway_id")), ("topic_root", validate_prefix),
+                  ("uns_prefix", validate_prefix), ("control_root", lambda v: validate_prefix(v.lstrip("$"))))
+        for name, check in checks:
+            try:
+                check(getattr(self, name))
+            except ValueError as exc:
+                raise SettingsError(str(exc), field=name) from exc
+        positive(self.max_concurrent_polls, "max_concurrent_polls")
         positive(self.queue_size, "queue_size")
         positive(self.max_points_per_message, "max_points_per_message")
 

@@ -1,4 +1,4 @@
-"""A simulated Modbus TCP PLC, served by pymodbus's own server, with moving values.
+"""A simulated Modbus PLC (TCP, RTU over TCP, or RTU on a serial line), served by pymodbus's own server, with moving values.
 
 Given a device from the plant config, it serves that device's tags at their addresses, encoded
 with the device's byte and word order, so the gateway reads exactly what a real PLC with that map
@@ -20,7 +20,8 @@ import time
 import zlib
 from typing import Any
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.config import DeviceConfig, TagConfig, load_plant
@@ -51,27 +52,27 @@ def animated_value(tag: TagConfig, t: float) -> Any:
     step = int(t)
     if tag.type.startswith("int"):
         return (step + h) % 2000 - 1000  # a ramp that goes negative
-    limit = {"uint16": 2**16, "uint32": 2**32, "uint64": 2**64}[tag.type]
+    limit = {"uint8": 2**8, "uint16": 2**16, "uint32": 2**32, "uint64": 2**64}[tag.type]
     return (step * (1 + h % 3) + h) % limit  # counter
 
 
 class SimulatedPlc:
     def __init__(self, device: DeviceConfig, *, constants: dict[str, Any] | None = None,
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+                 host: str = "127.0.0.1", port: int | None = None, serial_port: str = "") -> None:
         self.device = device
         self.constants = dict(constants or {})
         self.host = host
-        self.port = port if port is not None else device.port
+        self.serial_port = serial_port  #: for modbus_rtu devices: the line to serve instead of the device's
+        self.port = port if port is not None else device.conn.port
         self._by_table: dict[str, list[TagConfig]] = {}
         for tag in device.tags:
-            self._by_table.setdefault(tag.table, []).append(tag)
-        self._server: ModbusTcpServer | None = None
+            self._by_table.setdefault(tag.address.table, []).append(tag)
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self.reads = 0
 
     def _regs_of(self, tag: TagConfig, value: Any) -> list[int]:
-        d = self.device
-        return encode(value, tag.type, byte_order=tag.byte_order or d.byte_order,
-                      word_order=tag.word_order or d.word_order, length=tag.length)
+        a = tag.address
+        return encode(value, tag.type, byte_order=a.byte_order, word_order=a.word_order, length=tag.length)
 
     async def _action(self, fc: int, start: int, address: int, count: int, regs: list[int],
                       values: list[int] | list[bool] | None) -> None:
@@ -85,36 +86,43 @@ class SimulatedPlc:
         t = time.time()
         for tag in self._by_table.get(table, ()):
             value = self.constants[tag.name] if tag.name in self.constants else animated_value(tag, t)
+            a = tag.address
             if table in ("coil", "discrete"):
-                idx, bit = tag.address // 16 - start, tag.address % 16
-            elif tag.type == "bool" and tag.bit is not None:
-                idx, bit = tag.address - start, tag.bit
+                idx, bit = a.address // 16 - start, a.address % 16
+            elif tag.type == "bool" and a.bit is not None:
+                idx, bit = a.address - start, a.bit
             else:
                 idx = -1
             if idx >= 0:
                 regs[idx] = (regs[idx] | (1 << bit)) if value else (regs[idx] & ~(1 << bit))
             else:
-                off = tag.address - start
-                regs[off:off + tag.count] = self._regs_of(tag, value)
+                off = a.address - start
+                regs[off:off + a.count] = self._regs_of(tag, value)
         return None
 
     def _remember_write(self, table: str, address: int, values: list[Any], start: int) -> None:
         """A client wrote: tags fully inside the written range keep the written value."""
-        d = self.device
         for tag in self._by_table.get(table, ()):
-            if table == "coil" and address <= tag.address < address + len(values):
-                self.constants[tag.name] = bool(values[tag.address - address])
-            elif table == "holding" and address <= tag.address and tag.address + tag.count <= address + len(values):
-                off = tag.address - address
-                self.constants[tag.name] = decode(
-                    [int(v) for v in values[off:off + tag.count]], tag.type, byte_order=tag.byte_order or d.byte_order,
-                    word_order=tag.word_order or d.word_order, bit=tag.bit)
+            a = tag.address
+            if table == "coil" and address <= a.address < address + len(values):
+                self.constants[tag.name] = bool(values[a.address - address])
+            elif table == "holding" and address <= a.address and a.address + a.count <= address + len(values):
+                off = a.address - address
+                self.constants[tag.name] = decode([int(v) for v in values[off:off + a.count]], tag.type,
+                                                  byte_order=a.byte_order, word_order=a.word_order, bit=a.bit)
 
     async def start(self) -> None:
         bits = [SimData(0, count=BLOCK, values=False, datatype=DataType.BITS)]
         regs = [SimData(0, count=BLOCK, values=0, datatype=DataType.REGISTERS)]
-        dev = SimDevice(id=self.device.unit_id, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
-        self._server = ModbusTcpServer(dev, address=(self.host, self.port))
+        conn = self.device.conn
+        dev = SimDevice(id=conn.unit_id, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
+        if conn.transport == "rtu":  # serve the serial line (tests use one end of a pseudo-terminal pair)
+            self._server = ModbusSerialServer(dev, framer=FramerType.RTU, port=self.serial_port or conn.serial_port,
+                                              baudrate=conn.baudrate, parity=conn.parity, bytesize=conn.bytesize,
+                                              stopbits=conn.stopbits)
+        else:
+            framer = FramerType.RTU if conn.transport == "rtu_tcp" else FramerType.SOCKET
+            self._server = ModbusTcpServer(dev, framer=framer, address=(self.host, self.port))
         await self._server.serve_forever(background=True)  # listens, then returns
 
     async def stop(self) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import MAX_REGISTERS, DeviceConfig, PlantConfig, TagConfig, load_plant, parse_plant
+from gateway.config import DeviceConfig, PlantConfig, TagConfig, load_plant, parse_plant
+from gateway.modbus import MAX_REGISTERS, ModbusAddress
 from gateway.errors import ConfigError
 from normalizer import Transform
 from proto.uns import DevicePath
@@ -64,13 +65,17 @@ def test_minimal_valid_config() -> None:
     (dev,) = plant.devices
     assert dev.id == "press-1"
     assert dev.path == DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
-    assert (dev.protocol, dev.host, dev.port, dev.unit_id) == ("modbus_tcp", "127.0.0.1", 502, 1)
-    assert (dev.interval_ms, dev.timeout_ms, dev.byte_order, dev.word_order) == (1000, 1000, "big", "big")
-    assert (dev.max_registers, dev.max_gap) == (MAX_REGISTERS, 8)
+    c = dev.conn
+    assert (dev.protocol, c.transport, c.host, c.port, c.unit_id) == ("modbus_tcp", "tcp", "127.0.0.1", 502, 1)
+    assert (dev.interval_ms, dev.timeout_ms, c.byte_order, c.word_order) == (1000, 1000, "big", "big")
+    assert (c.max_registers, c.max_gap) == (MAX_REGISTERS, 8)
+    assert (dev.jitter_pct, dev.breaker_failures, dev.breaker_open_ms, dev.max_pending_writes) == (5.0, 3, 1000, 16)
     t0, t1 = dev.tags
-    assert t0 == TagConfig(name="oil_temp", table="holding", address=0, type="float32", unit="degC")
-    assert t0.count == 2 and t0.transform == Transform() and t0.transform.identity
-    assert (t1.name, t1.table, t1.type, t1.count, t1.unit, t1.writable) == ("speed", "holding", "uint16", 1, None, False)
+    assert t0 == TagConfig(name="oil_temp", type="float32", unit="degC", address=ModbusAddress(
+        table="holding", address=0, count=2, byte_order="big", word_order="big"))
+    assert t0.transform == Transform() and t0.transform.identity and t0.publish
+    assert (t1.name, t1.address.table, t1.type, t1.address.count, t1.unit, t1.writable) == (
+        "speed", "holding", "uint16", 1, None, False)
 
 
 def test_empty_plant_and_no_devices() -> None:
@@ -96,16 +101,17 @@ def test_full_tag_options() -> None:
         {"name": "recipe", "address": 20, "type": "string", "length": 11, "writable": True},
     ]
     dev = parse_plant(d).devices[0]
-    assert (dev.host, dev.port, dev.unit_id, dev.interval_ms, dev.timeout_ms) == ("10.0.0.5", 5020, 3, 250, 300)
-    assert (dev.byte_order, dev.word_order, dev.max_registers, dev.max_gap) == ("little", "little", 60, 0)
+    c = dev.conn
+    assert (c.host, c.port, c.unit_id, dev.interval_ms, dev.timeout_ms) == ("10.0.0.5", 5020, 3, 250, 300)
+    assert (c.byte_order, c.word_order, c.max_registers, c.max_gap) == ("little", "little", 60, 0)
     state, door, alarm, level, recipe = dev.tags
-    assert (state.type, state.count, state.writable) == ("bool", 1, True)
-    assert (door.type, door.table) == ("bool", "discrete")
-    assert (alarm.bit, alarm.count) == (3, 1)
-    assert (level.byte_order, level.word_order, level.count) == ("big", "big", 2)
+    assert (state.type, state.address.count, state.writable) == ("bool", 1, True)
+    assert (door.type, door.address.table) == ("bool", "discrete")
+    assert (alarm.address.bit, alarm.address.count) == (3, 1)
+    assert (level.address.byte_order, level.address.word_order, level.address.count) == ("big", "big", 2)
     assert level.transform == Transform(scale=0.1, offset=-5.0, min=0, max=100, deadband=0.5)
-    assert (recipe.length, recipe.count) == (11, 6)
-    assert state.byte_order is None and state.word_order is None
+    assert (recipe.length, recipe.address.count) == (11, 6)
+    assert (state.address.byte_order, state.address.word_order) == ("little", "little")  # the device's
 
 
 # ---------------------------------------------------------------- precise errors
@@ -116,7 +122,7 @@ def test_full_tag_options() -> None:
     [
         (doc(id=None), "devices[0]", "'id' is required"),
         (doc(id=5), "devices[0]", "'id' must be str, got 5"),
-        (doc(protocol="opcua"), "devices[0]", "'protocol' is 'opcua'; expected one of modbus_tcp"),
+        (doc(protocol="profinet"), "devices[0]", "'protocol' is 'profinet'; expected one of modbus_tcp, modbus_rtu"),
         (doc(area=None), "devices[0]", "'area' is required (on the device or in [plant])"),
         (doc(interval_ms=5), "devices[0]", "'interval_ms' 5 outside 10..86400000"),
         (doc(interval_ms=86_400_001), "devices[0]", "'interval_ms' 86400001 outside"),
@@ -124,8 +130,8 @@ def test_full_tag_options() -> None:
         (doc(interval_ms=True), "devices[0]", "'interval_ms' must be int, got a bool"),
         (doc(port=0), "devices[0]", "'port' 0 outside 1..65535"),
         (doc(port=70000), "devices[0]", "'port' 70000 outside 1..65535"),
-        (doc(max_registers=0), "devices[0]", f"'max_registers' must be 1..{MAX_REGISTERS}"),
-        (doc(max_registers=126), "devices[0]", f"'max_registers' must be 1..{MAX_REGISTERS}"),
+        (doc(max_registers=0), "devices[0]", f"'max_registers' 0 outside 1..{MAX_REGISTERS}"),
+        (doc(max_registers=126), "devices[0]", f"'max_registers' 126 outside 1..{MAX_REGISTERS}"),
         (doc(byte_order="middle"), "devices[0]", "'byte_order' is 'middle'; expected one of big, little"),
         (doc(word_order="BIG"), "devices[0]", "'word_order' is 'BIG'"),
         (doc(id="press/1"), "devices[0]", "device 'press/1' contains '/' (level separator)"),
@@ -310,11 +316,11 @@ def test_toml_and_yaml_give_the_same_plant(tmp_path: Path) -> None:
     assert from_toml == from_yaml == load_plant(tmp_path / "plant.yml")
     dev = from_toml.devices[0]
     assert isinstance(dev, DeviceConfig)
-    assert (dev.host, dev.interval_ms, dev.word_order) == ("10.0.0.5", 500, "little")
+    assert (dev.conn.host, dev.interval_ms, dev.conn.word_order) == ("10.0.0.5", 500, "little")
     assert [t.name for t in dev.tags] == ["oil_temp", "running", "recipe"]
     assert dev.tags[0].transform.apply(100) == pytest.approx(11.0)
     assert dev.tags[1].writable and dev.tags[1].type == "bool"
-    assert dev.tags[2].count == 4
+    assert dev.tags[2].address.count == 4
 
 
 def test_load_plant_errors(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from gateway.config import MAX_BITS, TagConfig
-from gateway.modbus import Span, plan
+from gateway.config import TagConfig
+from gateway.modbus import MAX_BITS, ModbusAddress, Span, plan
 from gateway.registers import BYTE_ORDERS, REGISTER_COUNT, TYPES, decode, encode, register_count
 
 ORDERS = list(itertools.product(BYTE_ORDERS, BYTE_ORDERS))
@@ -193,7 +193,11 @@ def test_float32_out_of_range_raises_value_error() -> None:
 
 def _tag(name: str, address: int, table: str = "holding", dtype: str | None = None, **kw: object) -> TagConfig:
     dtype = dtype or ("bool" if table in ("coil", "discrete") else "uint16")
-    return TagConfig(name=name, table=table, address=address, type=dtype, **kw)  # type: ignore[arg-type]
+    count = 1 if table in ("coil", "discrete") else register_count(dtype, int(kw.get("length", 0)))  # type: ignore[arg-type]
+    bit = kw.pop("bit", None)
+    addr = ModbusAddress(table=table, address=address, count=count, bit=bit, byte_order="big",  # type: ignore[arg-type]
+                         word_order="big")
+    return TagConfig(name=name, address=addr, type=dtype, **kw)  # type: ignore[arg-type]
 
 
 def _shape(spans: list[Span]) -> list[tuple[str, int, int, list[str]]]:
@@ -283,4 +287,5 @@ def test_plan_every_tag_inside_its_span() -> None:
     for s in spans:
         assert s.count <= 40
         for t in s.tags:
-            assert s.start <= t.address and t.address + t.count <= s.start + s.count
+            a = t.address
+            assert s.start <= a.address and a.address + a.count <= s.start + s.count

@@ -272,9 +272,11 @@ def test_log_level_case_insensitive() -> None:
 @pytest.mark.parametrize(
     ("env", "field"),
     [
-        ({"NEXUS_GATEWAY_GATEWAY_ID": "gw/1"}, "gateway_id/topic_root/uns_prefix"),
-        ({"NEXUS_GATEWAY_UNS_PREFIX": "a//b"}, "gateway_id/topic_root/uns_prefix"),
-        ({"NEXUS_GATEWAY_TOPIC_ROOT": "$SYS"}, "gateway_id/topic_root/uns_prefix"),
+        ({"NEXUS_GATEWAY_GATEWAY_ID": "gw/1"}, "gateway_id"),
+        ({"NEXUS_GATEWAY_UNS_PREFIX": "a//b"}, "uns_prefix"),
+        ({"NEXUS_GATEWAY_TOPIC_ROOT": "$SYS"}, "topic_root"),
+        ({"NEXUS_GATEWAY_CONTROL_ROOT": "$nexus/+"}, "control_root"),
+        ({"NEXUS_GATEWAY_MAX_CONCURRENT_POLLS": "0"}, "max_concurrent_polls"),
         ({"NEXUS_GATEWAY_QUEUE_SIZE": "0"}, "queue_size"),
         ({"NEXUS_GATEWAY_MAX_POINTS_PER_MESSAGE": "-1"}, "max_points_per_message"),
         ({"NEXUS_GATEWAY_MQTT_PORT": "99999"}, "mqtt.port"),

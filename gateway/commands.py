@@ -1,0 +1,103 @@
+"""Write commands from MQTT: validate, hand to the device's command queue, answer on ``.../response``.
+
+Validation happens before anything reaches a device: the tag must exist and be writable, the value
+must have the tag's type and fit its range (the transform's min/max, in engineering units), and the
+device's bounded command queue must have room. The engineering value is turned back into the raw
+value the device stores (the inverse of scale/offset). Every request gets exactly one response.
+Requests for devices this gateway does not poll are left to the gateway that does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from gateway import metrics as m
+from gateway.config import TagConfig
+from gateway.errors import WriteRefused
+from gateway.poller import DevicePoller, WriteCommand
+from gateway.values import INT_RANGES, check_write
+from nexus.mqtt import Message, MqttClient
+from proto.commands import decode_request, encode_response, parse_set_topic, response_topic
+from proto.errors import PayloadError
+
+log = logging.getLogger("gateway.commands")
+
+
+def to_raw(tag: TagConfig, value: Any) -> Any:
+    """The raw device value for engineering ``value``; :class:`WriteRefused` says why not."""
+    if not tag.writable:
+        raise WriteRefused(f"tag {tag.name!r} is read-only")
+    tr = tag.transform
+    if tag.type in ("bool", "string") or tr.identity:
+        return check_write(tag.type, value, length=tag.length)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WriteRefused(f"expected a number for a {tag.type} tag, got {value!r}")
+    if tr.min is not None and value < tr.min or tr.max is not None and value > tr.max:
+        raise WriteRefused(f"{value} is outside the tag's range {tr.min}..{tr.max}")
+    raw: float = (value - tr.offset) / tr.scale
+    if tag.type in INT_RANGES:  # scaled integers: 12.3 at scale 0.1 is 123, not 122.99999999999999
+        return check_write(tag.type, round(raw))
+    return check_write(tag.type, raw)
+
+
+class Commands:
+    """Routes ``<root>/cmd/<device>/<tag>/set`` requests to the device pollers of this gateway."""
+
+    def __init__(self, root: str, mqtt: MqttClient, pollers: Callable[[str], DevicePoller | None]) -> None:
+        self.root = root
+        self.mqtt = mqtt
+        self.pollers = pollers
+        self.answered = 0
+        self._out: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    def on_message(self, msg: Message) -> None:
+        """Called for every request (never raises: a bad request gets an error response)."""
+        parsed = parse_set_topic(self.root, msg.topic)
+        if parsed is None:
+            return
+        device_id, tag_name = parsed
+        poller = self.pollers(device_id)
+        if poller is None:
+            return  # another gateway's device (or nobody's): that gateway answers
+        rid = None
+        try:
+            req = decode_request(msg.payload)
+            rid = req.request_id
+            tag = poller.device.tag(tag_name)
+            if tag is None:
+                raise WriteRefused(f"device {device_id!r} has no tag {tag_name!r}")
+            raw = to_raw(tag, req.value)
+        except (PayloadError, WriteRefused) as exc:
+            m.WRITES.labels(device_id, "refused").inc()
+            self._answer(device_id, tag_name, rid, str(exc), None)
+            return
+        value = req.value
+
+        def reply(error: str | None) -> None:
+            self._answer(device_id, tag_name, rid, error, value)
+
+        if not poller.submit(WriteCommand(tag, raw, reply)):
+            m.WRITES.labels(device_id, "busy").inc()
+            reply(f"device {device_id!r} is busy: {poller.device.max_pending_writes} writes already waiting")
+
+    def _answer(self, device: str, tag: str, rid: str | None, error: str | None, value: Any) -> None:
+        if error is not None:
+            log.info("write refused: %s", error, extra={"device": device, "tag": tag})
+        self._out.put_nowait((response_topic(self.root, device, tag), encode_response(rid, error=error, value=value)))
+
+    async def respond_loop(self, stop: asyncio.Event) -> None:
+        """Publish responses (QoS 1) in order; ends when ``stop`` is set and all are out."""
+        while not (stop.is_set() and self._out.empty()):
+            try:
+                async with asyncio.timeout(0.2):
+                    topic, payload = await self._out.get()
+            except TimeoutError:
+                continue
+            try:
+                await self.mqtt.publish(topic, payload, qos=1)
+                self.answered += 1
+            except Exception as exc:  # noqa: BLE001 - a lost broker must not end the loop; the caller times out
+                log.warning("write response not published: %s", exc, extra={"topic": topic})

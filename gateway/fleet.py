@@ -1,0 +1,105 @@
+"""The devices a gateway polls now, changed in place: start, stop or restart one device's loops
+without touching the others (hot reload from gateway_core, or a plant file at start)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import metrics as m
+from gateway.config import DeviceConfig
+from gateway.poller import DevicePoller, PollPool
+
+log = logging.getLogger("gateway.fleet")
+
+
+@dataclass
+class _Running:
+    poller: DevicePoller
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+class Fleet:
+    """Owns one task per device (``gateway[<device>].run``) and awaits each one it stops."""
+
+    def __init__(self, queue: asyncio.Queue[Any], pool: PollPool) -> None:
+        self.queue = queue
+        self.pool = pool
+        self._running: dict[str, _Running] = {}
+        self.polls_done = 0  # of stopped pollers, so totals survive reloads
+        self.skipped_done = 0
+
+    def get(self, device_id: str) -> DevicePoller | None:
+        r = self._running.get(device_id)
+        return r.poller if r is not None else None
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted(self._running)
+
+    @property
+    def polls(self) -> int:
+        return self.polls_done + sum(r.poller.polls for r in self._running.values())
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_done + sum(r.poller.skipped for r in self._running.values())
+
+    async def apply(self, devices: Iterable[DeviceConfig]) -> dict[str, list[str]]:
+        """Make the running set equal to ``devices``; unchanged devices keep polling undisturbed."""
+        wanted = {d.id: d for d in devices}
+        changes: dict[str, list[str]] = {"started": [], "stopped": [], "restarted": []}
+        for dev_id in [i for i in self._running if i not in wanted]:
+            await self.stop(dev_id)
+            changes["stopped"].append(dev_id)
+        for dev_id, dev in wanted.items():
+            r = self._running.get(dev_id)
+            if r is not None and r.poller.device == dev:
+                continue
+            if r is not None:
+                await self.stop(dev_id)
+                changes["restarted"].append(dev_id)
+            else:
+                changes["started"].append(dev_id)
+            self.start(dev)
+        if any(changes.values()):
+            log.info("devices changed: %s", {k: v for k, v in changes.items() if v})
+        return changes
+
+    def start(self, device: DeviceConfig) -> DevicePoller:
+        poller = DevicePoller(device, self.queue, pool=self.pool)
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop), name=f"gateway[{device.id}].run")
+        task.add_done_callback(self._crashed)
+        self._running[device.id] = _Running(poller, stop, task)
+        m.DEVICES.set(len(self._running))
+        return poller
+
+    def _crashed(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("device task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def stop(self, device_id: str, *, deadline: float = 5.0) -> None:
+        r = self._running.pop(device_id, None)
+        if r is None:
+            return
+        r.stop.set()
+        try:
+            async with asyncio.timeout(deadline + r.poller.device.timeout_ms / 1000):
+                await asyncio.gather(r.task, return_exceptions=True)
+        except TimeoutError:
+            log.error("device %s did not stop within its deadline; cancelled", device_id)
+            r.task.cancel()
+            await asyncio.gather(r.task, return_exceptions=True)
+        self.polls_done += r.poller.polls
+        self.skipped_done += r.poller.skipped
+        m.DEVICES.set(len(self._running))
+
+    async def stop_all(self) -> None:
+        for r in self._running.values():  # signal all first so they stop in parallel
+            r.stop.set()
+        await asyncio.gather(*(self.stop(i) for i in list(self._running)))
