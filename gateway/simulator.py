@@ -32,7 +32,7 @@ log = logging.getLogger("gateway.simulator")
 _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
              22: "holding", 23: "holding", 4: "input"}
 _STATES = ("RUNNING", "IDLE", "SETUP", "FAULT", "CLEANING")
-BLOCK = 10_000  # registers (and bits) per table
+MIN_BLOCK = 64  # registers (and bits) served per table beyond the highest tag; pymodbus checks blocks slowly
 
 
 def _seed(name: str) -> int:
@@ -112,8 +112,9 @@ class SimulatedPlc:
                                                   byte_order=a.byte_order, word_order=a.word_order, bit=a.bit)
 
     async def start(self) -> None:
-        bits = [SimData(0, count=BLOCK, values=False, datatype=DataType.BITS)]
-        regs = [SimData(0, count=BLOCK, values=0, datatype=DataType.REGISTERS)]
+        block = max((t.address.address + t.address.count for t in self.device.tags), default=0) + MIN_BLOCK
+        bits = [SimData(0, count=block, values=False, datatype=DataType.BITS)]
+        regs = [SimData(0, count=block, values=0, datatype=DataType.REGISTERS)]
         conn = self.device.conn
         dev = SimDevice(id=conn.unit_id, simdata=(bits, list(bits), regs, list(regs)), action=self._action)
         if conn.transport == "rtu":  # serve the serial line (tests use one end of a pseudo-terminal pair)
