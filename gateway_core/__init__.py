@@ -1,5 +1,7 @@
-"""gateway_core: the REST configuration service (devices, tags, gateways) on PostgreSQL.
+"""gateway_core: the configuration service of NEXUS Edge.
 
-Not built yet: this package is the home of the config service, hot reload over ``$nexus/config``
-and gateway sharding (see the project's issue list). Today gateways read a plant config file.
+A REST API (FastAPI) over a versioned configuration store in PostgreSQL (devices, tags, revisions,
+audit, API keys), pushing every committed change to the gateways over MQTT and sharding the devices
+across the live gateways by weighted rendezvous hashing. Contract: :mod:`proto.config`;
+overview: ``docs/gateway_core.md``.
 """

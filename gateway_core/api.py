@@ -1,0 +1,156 @@
+"""The REST application: FastAPI app factory, the service context, error mapping, health endpoints.
+
+Every route lives under ``/api/v1`` (``routes_devices``, ``routes_config``, ``history``); OpenAPI at
+``/openapi.json``, Swagger UI at ``/docs``. Errors are ``{"detail": <message>, "field": <name>}`` with
+a precise status: 400 bad request, 401/403 auth, 404, 409 duplicate, 412 stale If-Match, 422 invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway_core import history, routes_config, routes_devices
+from gateway_core.auth import Auth
+from gateway_core.control import Control
+from gateway_core.errors import ApiError
+from gateway_core.history import History
+from gateway_core.models import ErrorOut, ReadyOut
+from gateway_core.settings import Settings
+from gateway_core.sharding import Assigner
+from gateway_core.store import Pool, Store
+
+log = logging.getLogger("gateway_core.api")
+
+PREFIX = "/api/v1"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (400, "Bad request"),
+        (401, "Missing or unknown API key"),
+        (403, "Role lacks the right"),
+        (404, "Not found"),
+        (409, "Conflict (duplicate)"),
+        (412, "If-Match does not match the current revision"),
+        (422, "Invalid input; 'field' names it"),
+        (503, "Database or broker unavailable"),
+    )
+}
+
+
+@dataclass
+class Core:
+    """Everything a request handler needs, on ``app.state.core``."""
+
+    settings: Settings
+    store: Store
+    auth: Auth
+    assigner: Assigner
+    control: Control
+    history: History
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, pool: Pool, history_pool: Pool | None = None) -> Core:
+        store = Store(pool)
+        assigner = Assigner(
+            heartbeat_timeout=settings.heartbeat_timeout, handoff_timeout=settings.handoff_timeout
+        )
+        return cls(
+            settings=settings,
+            store=store,
+            auth=Auth(store, settings.admin_key),
+            assigner=assigner,
+            control=Control(settings, assigner),
+            history=History(history_pool or pool, settings.history),
+        )
+
+    async def load(self) -> None:
+        """Hand the stored configuration to the assigner (at start)."""
+        revision = await self.store.revision()
+        self.assigner.load(((r.id, r.doc, r.revision) for r in await self.store.all_devices()), revision)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if len(parts) > 1 and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]  # the field's own name is what a client looks for
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out
+
+
+def create_app(core: Core) -> FastAPI:
+    app = FastAPI(
+        title="NEXUS Edge configuration service",
+        version="1",
+        description="Devices, tags, revisions and gateways of a NEXUS Edge plant. "
+        "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    )
+    app.state.core = core
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(
+            {"detail": exc.message, "field": exc.field}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": ["body"], "msg": "invalid request"}
+        where = _loc(tuple(first["loc"]))
+        return JSONResponse(
+            {"detail": f"{where}: {first['msg']}", "field": where, "errors": errors}, status_code=422
+        )
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"invalid input for the database: {str(exc).strip()}", "field": None}, status_code=422
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def db_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", str(exc).strip())
+        return JSONResponse({"detail": "the database is unavailable", "field": None}, status_code=503)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, tags=["ops"])
+    async def readyz() -> JSONResponse:
+        checks = {}
+        for name, check in core.checks.items():
+            try:
+                checks[name] = bool(check())
+            except Exception:  # noqa: BLE001 - a broken check means "not ready"
+                checks[name] = False
+        ok = all(checks.values())
+        return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(routes_devices.router, prefix=PREFIX, responses=ERRORS)
+    app.include_router(routes_config.router, prefix=PREFIX, responses=ERRORS)
+    app.include_router(history.router, prefix=PREFIX, responses=ERRORS)
+    return app

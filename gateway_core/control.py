@@ -1,0 +1,160 @@
+"""The MQTT side of the service: gateway statuses in, sync answers and config messages out, tag writes.
+
+``assign_loop`` owns every config message: it runs :meth:`Assigner.step` whenever something changed
+(a commit, a status, a will, a sync request) and at least every ``TICK`` seconds (heartbeat expiry,
+handoff deadlines), and publishes what it returns, in order, at QoS 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from gateway_core import metrics as m
+from gateway_core.errors import ApiError
+from gateway_core.settings import Settings
+from gateway_core.sharding import Assigner
+from gateway_core.store import Commit
+from nexus.mqtt import Message, MqttClient
+from nexus.runtime import sleep_or_stop
+from proto import commands as pcmd
+from proto import config as pc
+from proto.errors import ContractError
+
+log = logging.getLogger("gateway_core.control")
+
+TICK = 0.25  #: seconds between reconciliation passes when nothing happens
+MAX_PENDING_SYNCS = 10_000  #: sync requests waiting for an answer; more are refused (the gateway retries)
+
+
+class Control:
+    def __init__(self, settings: Settings, assigner: Assigner) -> None:
+        self.settings = settings
+        self.root = settings.control_root
+        self.assigner = assigner
+        self.mqtt: MqttClient | None = None
+        self.settled = False
+        self._wake = asyncio.Event()
+        self._syncs: dict[str, None] = {}  # gateways waiting for a sync response, in arrival order
+        self._writes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [
+            (pc.status_filter(self.root), 1),
+            (pc.sync_request_topic(self.root), 1),
+            (f"{self.root}/cmd/+/+/response", 1),
+        ]
+
+    def committed(self, commit: Commit) -> None:
+        """Called after COMMIT: hand the changed devices to the assigner for publishing."""
+        m.REVISION.set(commit.revision)
+        for ch in commit.changes:
+            self.assigner.device_changed(ch.device_id, ch.after, commit.revision)
+        self.assigner.revision = max(self.assigner.revision, commit.revision)
+        self._wake.set()
+
+    # -- incoming (event loop thread, must not block) --------------------------------------------
+    def on_message(self, msg: Message) -> None:
+        try:
+            if msg.topic.startswith(f"{self.root}/status/gateways/"):
+                gateway = pc.last_level(self.root, msg.topic, "status/gateways")
+                if not msg.payload:  # a cleared retained status
+                    return
+                status = pc.decode_status(msg.payload)
+                if status.gateway != gateway:
+                    raise pc.ConfigMessageError(
+                        f"{status.gateway!r} published on the topic of {gateway!r}", field="gateway"
+                    )
+                self.assigner.on_status(status, wall_ms=int(time.time() * 1000) if msg.retain else None)
+            elif msg.topic == pc.sync_request_topic(self.root):
+                req = pc.decode_sync_request(msg.payload)
+                if len(self._syncs) < MAX_PENDING_SYNCS:
+                    self._syncs[req.gateway] = None
+            elif msg.topic.startswith(f"{self.root}/cmd/") and msg.topic.endswith("/response"):
+                resp = pcmd.decode_response(msg.payload)
+                fut = self._writes.get(str(resp.get("request_id")))
+                if fut is not None and not fut.done():
+                    fut.set_result(resp)
+                return
+            else:
+                return
+        except ContractError as exc:
+            m.BAD_MESSAGES.labels(msg.topic.split("/")[-2] if "/" in msg.topic else msg.topic).inc()
+            log.warning("bad control message: %s", exc, extra={"topic": msg.topic})
+            return
+        self._wake.set()
+
+    def on_connect(self) -> None:
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    async def assign_loop(self, stop: asyncio.Event) -> None:
+        # Retained statuses arrive right after subscribing: wait for them, so the first pass knows
+        # which gateways already poll what (no needless moves after a service restart).
+        if self.mqtt is not None:
+            try:
+                async with asyncio.timeout(self.settings.mqtt.connect_timeout):
+                    await self.mqtt.wait_connected()
+            except TimeoutError:
+                pass
+        if await sleep_or_stop(self.settings.startup_settle, stop):
+            return
+        self.settled = True
+        while not stop.is_set():
+            self._wake.clear()
+            await self.publish_step()
+            await sleep_or_stop(TICK, self._wake)
+
+    async def publish_step(self) -> None:
+        out: list[tuple[str, bytes]] = [
+            (pc.device_topic(self.root, msg.device_id), pc.encode_device(msg)) for msg in self.assigner.step()
+        ]
+        while self._syncs:
+            gateway = next(iter(self._syncs))
+            del self._syncs[gateway]
+            resp = pc.SyncResponse(
+                revision=self.assigner.revision, devices=self.assigner.sync_devices(gateway)
+            )
+            out.append((pc.sync_response_topic(self.root, gateway), pc.encode_sync_response(resp)))
+            m.MESSAGES.labels("sync").inc()
+        if out and self.mqtt is not None:
+            acks = [await self.mqtt.publish(topic, payload, qos=1) for topic, payload in out]
+            try:
+                async with asyncio.timeout(self.settings.mqtt_timeout):
+                    await asyncio.gather(*acks)
+            except TimeoutError:
+                log.warning(
+                    "%d config messages not acknowledged within %.0f s; resent on reconnect",
+                    sum(not a.done() for a in acks),
+                    self.settings.mqtt_timeout,
+                )
+            except Exception as exc:  # noqa: BLE001 - a refused publish is logged, the state stays
+                log.warning("config publish failed: %s", exc)
+
+    # -- tag writes --------------------------------------------------------------------------------
+    async def write(self, device_id: str, tag: str, value: Any) -> dict[str, Any]:
+        if self.mqtt is None or not self.mqtt.connected:
+            raise ApiError(503, "the broker is not connected; cannot send the write", field="broker")
+        request_id = uuid.uuid4().hex
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._writes[request_id] = fut
+        timeout = self.settings.write_timeout
+        try:
+            payload = orjson.dumps({"value": value, "request_id": request_id})
+            async with asyncio.timeout(timeout):
+                await (await self.mqtt.publish(pcmd.set_topic(self.root, device_id, tag), payload, qos=1))
+                result = await fut
+        except TimeoutError as exc:
+            m.WRITES.labels("timeout").inc()
+            raise ApiError(
+                504, f"no response to the write of {device_id}/{tag} within {timeout:g} s", field="timeout"
+            ) from exc
+        finally:
+            self._writes.pop(request_id, None)
+        m.WRITES.labels("answered").inc()
+        return result

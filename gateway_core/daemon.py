@@ -1,0 +1,151 @@
+"""The configuration service daemon: REST API (uvicorn), MQTT client and assignment loop in one TaskGroup.
+
+Tasks: ``core.http`` (uvicorn ``Server.serve`` inside our loop), ``core.mqtt_loop`` (broker session),
+``core.assign_loop`` (sharding and config pushes), ``core.stop_watch``. Shutdown on SIGTERM/SIGINT:
+stop accepting HTTP requests (uvicorn finishes the running ones), let the assignment loop finish its
+pass, disconnect from the broker, close the database connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import psycopg
+import uvicorn
+
+from gateway_core.api import Core, create_app
+from gateway_core.errors import PermanentError
+from gateway_core.schema import migrate
+from gateway_core.settings import DbSettings, Settings
+from gateway_core.store import Pool
+from nexus.mqtt import MqttClient
+from nexus.ops import OpsServer
+from nexus.runtime import Backoff, install_stop_signals
+
+log = logging.getLogger("gateway_core")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: our stop event owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def migrate_db(db: DbSettings, stop: asyncio.Event) -> bool:
+    """Connect with capped backoff and migrate; False if ``stop`` was set first."""
+    backoff = Backoff(first=0.5, cap=10.0)
+    while not stop.is_set():
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                db.dsn, autocommit=True, connect_timeout=int(db.connect_timeout)
+            ) as conn:
+                await migrate(conn)
+                return True
+        except psycopg.OperationalError as exc:
+            log.warning("database not reachable: %s", str(exc).strip())
+            if await backoff.wait(stop):
+                break
+    return False
+
+
+class Service:
+    """One running service; ``port`` is the bound HTTP port once ``started`` is set."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self.port = settings.http.port
+        self.core: Core | None = None
+
+    async def run(self, *, signals: bool = False) -> int:
+        s = self.settings
+        if signals:
+            install_stop_signals(self.stop)
+        if not await migrate_db(s.db, self.stop):
+            return 0
+        pool = Pool(s.db.dsn, size=s.db.pool_size, connect_timeout=s.db.connect_timeout)
+        history_pool = (
+            Pool(s.db.history_dsn, size=2, connect_timeout=s.db.connect_timeout) if s.db.history_dsn else None
+        )
+        core = self.core = Core.build(s, pool, history_pool)
+        await core.load()
+        control = core.control
+        mqtt = MqttClient(
+            s.mqtt,
+            client_id=s.client_id,
+            subscriptions=control.subscriptions(),
+            on_message=control.on_message,
+            on_connect=control.on_connect,
+        )
+        control.mqtt = mqtt
+        core.checks.update(mqtt=lambda: mqtt.connected, assigner=lambda: control.settled)
+        ops = OpsServer(s.ops, checks=core.checks)
+        server = _Server(
+            uvicorn.Config(
+                create_app(core),
+                host=s.http.host,
+                port=s.http.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        await ops.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(mqtt.run_loop(self.stop), name="core.mqtt_loop")
+                tg.create_task(control.assign_loop(self.stop), name="core.assign_loop")
+                http = tg.create_task(self._serve(server), name="core.http")
+                tg.create_task(self._watch(server, http), name="core.stop_watch")
+                while not server.started and not http.done():
+                    await asyncio.sleep(0.02)
+                if server.started:
+                    self.port = server.servers[0].sockets[0].getsockname()[1]
+                    log.info("REST API on http://%s:%s/docs", s.http.host, self.port)
+                    self.started.set()
+                else:
+                    self.stop.set()
+        finally:
+            await ops.close()
+            await pool.close()
+            if history_pool:
+                await history_pool.close()
+        log.info("configuration service stopped at revision %s", core.assigner.revision)
+        return 0
+
+    async def _serve(self, server: uvicorn.Server) -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            raise PermanentError(
+                f"REST API cannot listen on {self.settings.http.host}:{self.settings.http.port}"
+                " (see the log above; setting http.port)"
+            ) from exc
+
+    async def _watch(self, server: uvicorn.Server, http: asyncio.Task[None]) -> None:
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait([stop_wait, http], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        server.should_exit = True
+        if not self.stop.is_set():
+            log.error("HTTP server ended unexpectedly; stopping")
+            self.stop.set()
+
+
+async def run(settings: Settings) -> int:
+    code = 0
+    try:
+        code = await Service(settings).run(signals=True)
+    except* PermanentError as group:
+        for exc in group.exceptions:
+            log.error("%s", exc)
+        code = 1
+    return code

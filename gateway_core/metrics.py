@@ -1,0 +1,14 @@
+"""Prometheus metrics of the configuration service."""
+
+from prometheus_client import Counter, Gauge
+
+REVISION = Gauge("nexus_core_config_revision", "Current global configuration revision")
+GATEWAYS_LIVE = Gauge("nexus_core_gateways_live", "Gateways counted live (heartbeat within the timeout)")
+MESSAGES = Counter("nexus_core_config_messages_total", "Config messages published", ["kind"])
+HANDOFFS = Counter("nexus_core_handoffs_total", "Devices released from one live gateway before assignment")
+HANDOFF_TIMEOUTS = Counter(
+    "nexus_core_handoff_timeouts_total",
+    "Releases whose old gateway still listed the device at the handoff timeout",
+)
+BAD_MESSAGES = Counter("nexus_core_bad_messages_total", "Control messages that broke the contract", ["topic"])
+WRITES = Counter("nexus_core_tag_writes_total", "Tag write commands", ["result"])

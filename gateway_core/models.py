@@ -1,0 +1,201 @@
+"""Request and response bodies of the REST API (pydantic, for validation and the OpenAPI document).
+
+Device and tag bodies allow extra keys: the protocol's own connection and address keys (``host``,
+``table``, ``address``, ``node_id`` ...), which the protocol module validates (see gateway.config).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["admin", "engineer", "operator", "viewer"]
+
+
+class TransformIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    scale: float = 1.0
+    offset: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    deadband: float = 0.0
+
+
+class TagIn(BaseModel):
+    """A tag: ``name`` plus the protocol's address keys (e.g. Modbus ``table``, ``address``, ``bit``)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        json_schema_extra={
+            "example": {
+                "name": "zone1_temp",
+                "table": "holding",
+                "address": 0,
+                "type": "float32",
+                "unit": "degC",
+            }
+        },
+    )
+    name: str | None = Field(None, description="UNS tag level; in a tag PUT, taken from the URL when absent")
+    type: str | None = Field(
+        None, description="bool int16 uint16 int32 uint32 int64 uint64 float32 float64 string"
+    )
+    unit: str | None = None
+    writable: bool | None = Field(None, description="accepts writes (POST .../write)")
+    publish: bool | None = Field(None, description="publish the retained per-tag UNS topic")
+    transform: TransformIn | None = None
+
+
+class DeviceIn(BaseModel):
+    """A device: the mapping of a plant config ``[[devices]]`` entry (UNS levels required here)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        json_schema_extra={
+            "example": {
+                "id": "press-1",
+                "enterprise": "acme",
+                "site": "berlin",
+                "area": "stamping",
+                "line": "line-1",
+                "protocol": "modbus_tcp",
+                "host": "10.0.0.5",
+                "port": 502,
+                "interval_ms": 1000,
+                "tags": [
+                    {
+                        "name": "zone1_temp",
+                        "table": "holding",
+                        "address": 0,
+                        "type": "float32",
+                        "unit": "degC",
+                    }
+                ],
+            }
+        },
+    )
+    id: str | None = Field(None, description="unique device id, also the UNS device level")
+    enterprise: str | None = None
+    site: str | None = None
+    area: str | None = None
+    line: str | None = None
+    protocol: str | None = Field(
+        None, description="modbus_tcp (default), modbus_rtu, opcua, s7, enip, mqtt ..."
+    )
+    interval_ms: int | None = Field(None, description="poll period, 10..86400000 ms")
+    timeout_ms: int | None = None
+    tags: list[TagIn] | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    field: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class DeviceOut(BaseModel):
+    id: str
+    revision: int = Field(description="revision of the device's last change; also its ETag")
+    gateway: str | None = Field(description="gateway assigned to poll it now (null: none)")
+    device: dict[str, Any]
+
+
+class DeviceList(BaseModel):
+    items: list[DeviceOut]
+    total: int
+    limit: int
+    offset: int
+    revision: int = Field(description="current global configuration revision")
+
+
+class TagOut(BaseModel):
+    device_id: str
+    revision: int
+    tag: dict[str, Any]
+
+
+class RevisionOut(BaseModel):
+    revision: int
+    at: datetime
+    actor: str
+    action: str
+    summary: str
+    rollback_of: int | None
+    devices_changed: int
+
+
+class RevisionList(BaseModel):
+    items: list[RevisionOut]
+    total: int
+    current: int
+
+
+class AuditOut(BaseModel):
+    id: int
+    revision: int | None
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditList(BaseModel):
+    items: list[AuditOut]
+    total: int
+
+
+class CommitOut(BaseModel):
+    revision: int
+    created: list[str]
+    updated: list[str]
+    deleted: list[str]
+
+
+class GatewayOut(BaseModel):
+    id: str
+    online: bool
+    capacity: int
+    applied_revision: int
+    lag: int = Field(description="revisions sent to it that it has not reported applied")
+    assigned: list[str] = Field(description="devices the service assigned to it")
+    polling: list[str] = Field(description="devices it reports polling")
+    errors: dict[str, str]
+    last_status_ts: int
+
+
+class GatewayList(BaseModel):
+    items: list[GatewayOut]
+    revision: int
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
+    role: Role
+
+
+class KeyOut(BaseModel):
+    name: str
+    role: Role
+    created_at: datetime | None = None
+    created_by: str | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="the secret; shown only once")
+
+
+class WriteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: bool | int | float | str
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    checks: dict[str, bool]

@@ -1,0 +1,83 @@
+"""Settings of the configuration service (env prefix ``NEXUS_CORE``; TOML via ``NEXUS_CORE_CONFIG``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from nexus.common import LogSettings, MqttSettings, OpsSettings
+from nexus.settings import SettingsError, port, positive
+from proto.config import DEFAULT_CONTROL_ROOT, HEARTBEAT_TIMEOUT, validate_control_root
+
+
+@dataclass(frozen=True, kw_only=True)
+class DbSettings:
+    dsn: str = "postgresql://nexus@127.0.0.1:5432/nexus"  #: configuration store (schema ``core``)
+    #: historian for /api/v1/history (tables nexus.tags / nexus.points); empty = same as ``dsn``
+    history_dsn: str = ""
+    connect_timeout: float = 10.0  #: seconds
+    pool_size: int = 4  #: connections kept open to the store
+
+    def __post_init__(self) -> None:
+        positive(self.connect_timeout, "db.connect_timeout")
+        if not 1 <= self.pool_size <= 100:
+            raise SettingsError(f"must be 1..100, got {self.pool_size}", field="db.pool_size")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpSettings:
+    host: str = "127.0.0.1"  #: address of the REST API
+    port: int = 8080  #: its TCP port (0 = any free port)
+
+    def __post_init__(self) -> None:
+        port(self.port, "http.port")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistorySettings:
+    max_range_days: float = 366.0  #: longest from..to span of one history query, days
+    max_rows: int = 100_000  #: most raw points or buckets one query returns
+
+    def __post_init__(self) -> None:
+        positive(self.max_range_days, "history.max_range_days")
+        positive(self.max_rows, "history.max_rows")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    service_id: str = field(
+        default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname()
+    )  #: MQTT id
+    control_root: str = DEFAULT_CONTROL_ROOT  #: first level(s) of config/status/cmd topics
+    admin_key: str | None = None  #: bootstrap admin API key (env NEXUS_CORE_ADMIN_KEY); never logged
+    heartbeat_timeout: float = HEARTBEAT_TIMEOUT  #: seconds without a status before a gateway counts as dead
+    handoff_timeout: float = 10.0  #: seconds to wait for a released device to leave the old gateway's status
+    startup_settle: float = 1.0  #: seconds to collect retained gateway statuses before the first assignment
+    write_timeout: float = 10.0  #: seconds a tag write waits for the gateway's response
+    mqtt_timeout: float = 10.0  #: seconds to wait for PUBACK of a config message
+    db: DbSettings = field(default_factory=DbSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_control_root(self.control_root)
+        except ValueError as exc:
+            raise SettingsError(str(exc), field="control_root") from exc
+        for name in ("heartbeat_timeout", "handoff_timeout", "write_timeout", "mqtt_timeout"):
+            positive(getattr(self, name), name)
+        if self.startup_settle < 0:
+            raise SettingsError(f"must be >= 0, got {self.startup_settle}", field="startup_settle")
+        if self.admin_key is not None and len(self.admin_key) < 16:
+            raise SettingsError("must be at least 16 characters", field="admin_key")
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"nexus-core-{self.service_id}"
+
+    def __repr__(self) -> str:  # the admin key must never reach a log line
+        return f"Settings(service_id={self.service_id!r}, control_root={self.control_root!r}, ...)"

@@ -1,0 +1,224 @@
+"""Which gateway polls which device: weighted rendezvous hashing and the handoff state machine.
+
+Every device goes to the live gateway with the highest score ``-capacity / ln(h)``, where ``h`` in
+(0, 1) is a hash of (gateway, device): the weighted rendezvous (highest random weight) method. It is
+stable: when a gateway joins, only devices that now score highest on it move to it; when one dies,
+only its own devices move. Shares are proportional to capacity.
+
+"A device is polled by exactly one gateway at a time": before a device moves away from a gateway
+that is still live, the :class:`Assigner` publishes it with ``gateway: null`` (release) and assigns
+it to the new gateway only once the old one's status no longer lists it, the old one died, or
+``handoff_timeout`` passed. :meth:`Assigner.step` is pure bookkeeping and returns the messages to
+publish, in order; the caller publishes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway_core import metrics as m
+from proto.config import DeviceMessage, GatewayStatus
+
+log = logging.getLogger("gateway_core.sharding")
+
+
+def _unit(gateway: str, device_id: str) -> float:
+    digest = hashlib.blake2b(f"{gateway}\x00{device_id}".encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / 2.0**64  # strictly inside (0, 1)
+
+
+def score(gateway: str, device_id: str, weight: float) -> float:
+    return -weight / math.log(_unit(gateway, device_id))
+
+
+def choose(device_id: str, weights: Mapping[str, float]) -> str | None:
+    """The gateway for ``device_id`` among ``weights`` (gateway -> capacity > 0); None if there is none."""
+    best, best_score = None, -1.0
+    for gw in sorted(weights):
+        w = weights[gw]
+        if w > 0:
+            s = score(gw, device_id, w)
+            if s > best_score:
+                best, best_score = gw, s
+    return best
+
+
+@dataclass
+class GatewayState:
+    id: str
+    online: bool
+    capacity: int = 0
+    applied_revision: int = 0
+    devices: frozenset[str] = frozenset()  #: what it reports polling now
+    errors: dict[str, str] = field(default_factory=dict)
+    ts: int = 0  #: its clock at the last status (Unix ms)
+    last_seen: float = 0.0  #: our monotonic clock at the last status
+    sent_revision: int = 0  #: revision of the newest config message that concerned it
+
+
+class Assigner:
+    def __init__(
+        self, *, heartbeat_timeout: float, handoff_timeout: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
+        self.handoff_timeout = handoff_timeout
+        self.clock = clock
+        self.revision = 0
+        self.gateways: dict[str, GatewayState] = {}
+        self.devices: dict[str, tuple[dict[str, Any], int]] = {}  #: id -> (doc, revision of its last change)
+        self.owner: dict[str, str | None] = {}  #: id -> gateway we last published for it
+        self.releasing: dict[str, tuple[frozenset[str], float]] = {}  #: id -> (gateways to leave, deadline)
+        self.dirty: set[str] = set()  #: documents changed since last published
+        self.tombstones: set[str] = set()
+
+    # -- inputs ------------------------------------------------------------------------------------
+    def load(self, devices: Iterable[tuple[str, dict[str, Any], int]], revision: int) -> None:
+        for device_id, doc, rev in devices:
+            self.devices[device_id] = (doc, rev)
+            self.dirty.add(device_id)
+        self.revision = max(self.revision, revision)
+
+    def device_changed(self, device_id: str, doc: dict[str, Any] | None, revision: int) -> None:
+        """A committed change (``doc`` None: deleted). Older news than what we hold is ignored."""
+        self.revision = max(self.revision, revision)
+        known = self.devices.get(device_id)
+        if known is not None and known[1] >= revision:
+            return
+        if doc is None:
+            if known is not None or device_id in self.owner:
+                self.devices.pop(device_id, None)
+                self.dirty.discard(device_id)
+                self.tombstones.add(device_id)
+        else:
+            self.devices[device_id] = (doc, revision)
+            self.tombstones.discard(device_id)
+            self.dirty.add(device_id)
+
+    def on_status(self, status: GatewayStatus, *, wall_ms: int | None = None) -> None:
+        """A gateway's status (retained or live) or its will."""
+        g = self.gateways.get(status.gateway) or GatewayState(id=status.gateway, online=False)
+        self.gateways[status.gateway] = g
+        if not status.online:
+            if g.online:
+                log.warning("gateway %s went offline", status.gateway, extra={"gateway": status.gateway})
+            g.online = False
+            return
+        stale = wall_ms is not None and status.ts and wall_ms - status.ts > self.heartbeat_timeout * 1000
+        if not g.online and not stale:
+            log.info(
+                "gateway %s is live (capacity %s)",
+                status.gateway,
+                status.capacity,
+                extra={"gateway": status.gateway},
+            )
+        g.online = not stale
+        g.capacity, g.applied_revision, g.devices = (
+            status.capacity,
+            status.applied_revision,
+            frozenset(status.devices),
+        )
+        g.errors, g.ts, g.last_seen = dict(status.errors), status.ts, self.clock()
+
+    # -- views -------------------------------------------------------------------------------------
+    def live(self) -> dict[str, int]:
+        return {g.id: g.capacity for g in self.gateways.values() if g.online}
+
+    def assigned(self, gateway: str) -> list[str]:
+        return sorted(d for d, g in self.owner.items() if g == gateway and d in self.devices)
+
+    def sync_devices(self, gateway: str) -> list[dict[str, Any]]:
+        if gateway in self.gateways:
+            self.gateways[gateway].sent_revision = self.revision
+        return [self.devices[d][0] for d in self.assigned(gateway)]
+
+    def lag(self, gateway: str) -> int:
+        g = self.gateways[gateway]
+        return max(0, g.sent_revision - g.applied_revision)
+
+    # -- the state machine -------------------------------------------------------------------------
+    def expire(self) -> None:
+        now = self.clock()
+        for g in self.gateways.values():
+            if g.online and now - g.last_seen > self.heartbeat_timeout:
+                log.warning(
+                    "gateway %s missed its heartbeat for %.1f s: dead",
+                    g.id,
+                    now - g.last_seen,
+                    extra={"gateway": g.id},
+                )
+                g.online = False
+        m.GATEWAYS_LIVE.set(sum(g.online for g in self.gateways.values()))
+
+    def step(self) -> list[DeviceMessage]:
+        """One reconciliation pass: the messages to publish now, in order."""
+        self.expire()
+        now = self.clock()
+        live = self.live()
+        out: list[DeviceMessage] = []
+        for d in sorted(self.tombstones):
+            out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=None, device=None))
+            self._sent(self.owner.pop(d, None))
+            self.releasing.pop(d, None)
+            m.MESSAGES.labels("tombstone").inc()
+        self.tombstones.clear()
+        for d in sorted(self.devices):
+            doc = self.devices[d][0]
+            target = choose(d, live)
+            if d in self.releasing:
+                leaving, deadline = self.releasing[d]
+                holding = {g for g in leaving if self._holds(g, d)}
+                if holding and now < deadline:
+                    continue
+                if holding:
+                    m.HANDOFF_TIMEOUTS.inc()
+                    log.warning(
+                        "device %s: %s still polls it %.1f s after release; assigning anyway",
+                        d,
+                        sorted(holding),
+                        self.handoff_timeout,
+                        extra={"device": d},
+                    )
+                del self.releasing[d]
+            else:
+                if d in self.owner and self.owner[d] == target and d not in self.dirty:
+                    continue
+                cur = self.owner.get(d)
+                leaving = frozenset(g for g in self.gateways if g != target and self._holds(g, d))
+                if cur is not None and cur != target and self.gateways.get(cur) and self.gateways[cur].online:
+                    leaving |= {cur}
+                if target is not None and leaving:
+                    out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=None, device=doc))
+                    for g in leaving:
+                        self._sent(g)
+                    self.owner[d] = None
+                    self.releasing[d] = (leaving, now + self.handoff_timeout)
+                    self.dirty.discard(d)
+                    m.HANDOFFS.inc()
+                    m.MESSAGES.labels("release").inc()
+                    log.info(
+                        "device %s: released from %s for %s", d, sorted(leaving), target, extra={"device": d}
+                    )
+                    continue
+            if self.owner.get(d, "") == target and d not in self.dirty:
+                continue
+            out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=target, device=doc))
+            self._sent(self.owner.get(d))
+            self._sent(target)
+            self.owner[d] = target
+            self.dirty.discard(d)
+            m.MESSAGES.labels("assign").inc()
+        return out
+
+    def _holds(self, gateway: str, device_id: str) -> bool:
+        g = self.gateways.get(gateway)
+        return g is not None and g.online and device_id in g.devices
+
+    def _sent(self, gateway: str | None) -> None:
+        if gateway is not None and gateway in self.gateways:
+            self.gateways[gateway].sent_revision = self.revision
