@@ -2,12 +2,18 @@
 process), the whole service (uvicorn + MQTT + assignment loop) in the test's event loop, and
 simulated gateways (plain paho clients publishing status, will and following config messages).
 
-Import the fixtures into a test module: ``from tests.core_fixtures import api, service  # noqa: F401``.
+A test module wraps them in its own fixtures::
+
+    @pytest.fixture
+    async def api(db: str) -> AsyncIterator[Api]:
+        async with open_api(db) as a:
+            yield a
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import socket
 import threading
@@ -20,7 +26,6 @@ import httpx
 import orjson
 import paho.mqtt.client as paho
 import psycopg
-import pytest
 
 from gateway_core.api import Core, create_app
 from gateway_core.daemon import Service
@@ -68,8 +73,8 @@ class Api:
     dsn: str
 
 
-@pytest.fixture
-async def api(db: str) -> AsyncIterator[Api]:
+@contextlib.asynccontextmanager
+async def open_api(db: str) -> AsyncIterator[Api]:
     """The REST app over ASGI on a fresh migrated database; the client sends the admin key."""
     await migrated(db)
     pool = Pool(db, size=4)
@@ -106,12 +111,12 @@ async def start_service(settings: Settings, tg: asyncio.TaskGroup) -> Service:
     return svc
 
 
-@pytest.fixture
-async def service(db: str, broker: Any, prefix: str) -> AsyncIterator[Running]:
+@contextlib.asynccontextmanager
+async def run_service(db: str, broker: Any, prefix: str) -> AsyncIterator[Running]:
     """The whole service (HTTP on a free port, MQTT, assignment loop) running in this test's loop."""
     root = f"$t/{prefix}"
     settings = core_settings(db, broker_port=broker.port, root=root, heartbeat_timeout=1.5, handoff_timeout=5.0,
-                             startup_settle=0.2, write_timeout=3.0)
+                             startup_settle=0.2, write_timeout=1.0)
     async with asyncio.TaskGroup() as tg:
         svc = await start_service(settings, tg)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.port}", headers=ADMIN, timeout=10) as client:

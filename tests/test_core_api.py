@@ -4,6 +4,7 @@ ETag/If-Match, revisions and audit, rollback, import/export, pagination and filt
 from __future__ import annotations
 
 import tomllib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,14 @@ import pytest
 import yaml
 
 from tests.conftest import query
-from tests.core_fixtures import Api, api, device_doc  # noqa: F401
+from tests.core_fixtures import Api, device_doc, open_api
 
 ROOT = Path(__file__).resolve().parent.parent
+
+@pytest.fixture
+async def api(db: str) -> AsyncIterator[Api]:
+    async with open_api(db) as a:
+        yield a
 
 
 async def create(api: Api, doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""gateway_core with a real mosquitto: config pushed after COMMIT (device message, tombstone), sync
+request/response, sharding across simulated gateways (death by will and by missed heartbeats,
+release-before-assign when one joins) and tag writes answered over MQTT. The service runs in the
+test's event loop (uvicorn on a free port, real MQTT client, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from proto import commands as pcmd
+from proto import config as pc
+from tests.conftest import query
+from tests.core_fixtures import Recorder, Running, SimGateway, device_doc, run_service, until
+
+
+@pytest.fixture
+async def service(db: str, broker: Any, prefix: str) -> AsyncIterator[Running]:
+    async with run_service(db, broker, prefix) as running:
+        yield running
+
+
+@pytest.fixture
+def closing() -> Iterator[list[Recorder]]:
+    clients: list[Recorder] = []
+    yield clients
+    for c in clients:
+        c.close()
+
+
+async def test_push_after_commit_and_tombstone(service: Running, closing: list[Recorder]) -> None:
+    rec = Recorder(service.broker_port, [pc.device_filter(service.root)])
+    closing.append(rec)
+    r = await service.client.post("/api/v1/devices", json=device_doc())
+    assert r.status_code == 201
+    msgs = await until(lambda: rec.device_messages(service.root), 5, "device message")
+    assert msgs == [pc.DeviceMessage(revision=1, device_id="press-1", gateway=None, device=device_doc())]
+    topic = rec.snapshot()[0][1]
+    assert topic == f"{service.root}/config/devices/press-1"
+    # what was pushed is what is committed
+    assert query(service.dsn, "SELECT doc, revision FROM core.devices") == [(device_doc(), 1)]
+
+    await service.client.put("/api/v1/devices/press-1", json=device_doc(interval_ms=200))
+    await service.client.delete("/api/v1/devices/press-1")
+    await until(lambda: len(rec.device_messages(service.root)) >= 3, 5, "3 messages")
+    msgs = rec.device_messages(service.root)
+    assert msgs[1].revision == 2 and msgs[1].device == device_doc(interval_ms=200)
+    assert msgs[2] == pc.DeviceMessage(revision=3, device_id="press-1", gateway=None, device=None)  # tombstone
+    assert not [m for m in rec.snapshot() if m[3]]  # config messages are not retained
+
+
+async def test_sync_request_gets_the_gateways_devices(service: Running, closing: list[Recorder]) -> None:
+    gw = SimGateway(service.broker_port, service.root, "gw-a")
+    closing.append(gw)
+    plant = {"plant": {"enterprise": "acme", "site": "berlin", "area": "a1", "line": "l1"},
+             "devices": [{"id": f"d{i}", "host": "127.0.0.1", "tags": [{"name": "t", "address": i}]}
+                         for i in range(3)]}
+    r = await service.client.post("/api/v1/import", json=plant)
+    assert r.status_code == 200
+    await until(lambda: gw.polling == {"d0", "d1", "d2"}, 5, "gw-a polls all devices")
+
+    rec = Recorder(service.broker_port, [pc.sync_response_topic(service.root, "gw-a")])
+    closing.append(rec)
+    rec.client.publish(pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-a")),
+                       qos=1)
+    msgs = await until(rec.snapshot, 5, "sync response")
+    resp = pc.decode_sync_response(msgs[0][2])
+    assert resp.revision == 1
+    assert sorted(d["id"] for d in resp.devices) == ["d0", "d1", "d2"]
+    assert resp.devices[0] == {"id": "d0", "enterprise": "acme", "site": "berlin", "area": "a1", "line": "l1",
+                               "host": "127.0.0.1", "tags": [{"name": "t", "address": 0}]}
+    # an unknown gateway gets an empty set
+    rec2 = Recorder(service.broker_port, [pc.sync_response_topic(service.root, "gw-x")])
+    closing.append(rec2)
+    rec2.client.publish(pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-x")),
+                        qos=1)
+    msgs = await until(rec2.snapshot, 5, "sync response for gw-x")
+    assert pc.decode_sync_response(msgs[0][2]) == pc.SyncResponse(revision=1, devices=[])
+
+    r = await service.client.get("/api/v1/gateways/gw-a")
+    g = r.json()
+    assert g["online"] and g["capacity"] == 100 and g["assigned"] == ["d0", "d1", "d2"]
+    assert g["polling"] == ["d0", "d1", "d2"] and g["applied_revision"] == 1 and g["lag"] == 0
+
+
+def pollers(gateways: list[SimGateway]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for g in gateways:
+        for d in g.polling:
+            out.setdefault(d, []).append(g.id)
+    return out
+
+
+async def import_devices(service: Running, n: int) -> list[str]:
+    ids = [f"dev-{i:02d}" for i in range(n)]
+    plant = {"plant": {"enterprise": "acme", "site": "s", "area": "a", "line": "l"},
+             "devices": [{"id": d, "host": "127.0.0.1", "tags": [{"name": "t", "address": 0}]} for d in ids]}
+    r = await service.client.post("/api/v1/import", json=plant)
+    assert r.status_code == 200
+    return ids
+
+
+async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(service: Running,
+                                                                       closing: list[Recorder]) -> None:
+    a = SimGateway(service.broker_port, service.root, "gw-a")
+    b = SimGateway(service.broker_port, service.root, "gw-b")
+    c = SimGateway(service.broker_port, service.root, "gw-c")
+    closing.extend([a, b, c])
+    await until(lambda: len(service.core.assigner.live()) == 3, 5, "three live gateways")
+    ids = await import_devices(service, 24)
+    gws = [a, b, c]
+    await until(lambda: sorted(pollers(gws)) == ids and all(len(p) == 1 for p in pollers(gws).values()), 10,
+                "every device polled by exactly one gateway")
+    assert a.polling and b.polling and c.polling
+    r = await service.client.get("/api/v1/devices", params={"gateway": "gw-b", "limit": 1000})
+    assert sorted(d["id"] for d in r.json()["items"]) == sorted(b.polling)
+    assert all(d["gateway"] == "gw-b" for d in r.json()["items"])
+
+    # death by last will: gw-b's devices move at once, the others stay where they are
+    on_a, on_c, on_b = set(a.polling), set(c.polling), set(b.polling)
+    t0 = time.monotonic()
+    b.crash()
+    await until(lambda: set(a.polling) | set(c.polling) == set(ids), 5, "gw-b's devices re-assigned")
+    assert time.monotonic() - t0 < service.core.settings.heartbeat_timeout
+    assert on_a <= a.polling and on_c <= c.polling and not (a.polling & c.polling)
+    r = await service.client.get("/api/v1/gateways", params={"online": False})
+    assert [g["id"] for g in r.json()["items"]] == ["gw-b"] and r.json()["items"][0]["assigned"] == []
+    assert on_b
+
+    # death by silence: gw-c stops its heartbeat but stays connected
+    on_c = set(c.polling)
+    t0 = time.monotonic()
+    c.heartbeat = False
+    await until(lambda: set(a.polling) == set(ids), 6, "gw-c's devices re-assigned to gw-a")
+    took = time.monotonic() - t0
+    assert took < service.core.settings.heartbeat_timeout + 1.0, took
+    assert on_c
+
+
+async def test_join_releases_before_assigning(service: Running, closing: list[Recorder]) -> None:
+    timeline = Recorder(service.broker_port, [pc.device_filter(service.root), pc.status_filter(service.root)])
+    closing.append(timeline)
+    a = SimGateway(service.broker_port, service.root, "gw-a")
+    closing.append(a)
+    ids = await import_devices(service, 16)
+    await until(lambda: a.polling == set(ids), 5, "gw-a polls everything")
+    b = SimGateway(service.broker_port, service.root, "gw-b")
+    closing.append(b)
+    await until(lambda: b.polling and set(a.polling) | set(b.polling) == set(ids)
+                and not (a.polling & b.polling), 10, "gw-b took its share")
+    moved = set(b.polling)
+
+    # replay what the broker delivered, in order: a device is never named for gw-b while gw-a's
+    # latest status still lists it, and every moved device was released first
+    status: dict[str, set[str]] = {}
+    seq: dict[str, list[str | None]] = {}
+    for _, topic, payload, _ in timeline.snapshot():
+        if "/status/gateways/" in topic:
+            st = pc.decode_status(payload)
+            status[st.gateway] = set(st.devices) if st.online else set()
+            continue
+        msg = pc.decode_device(payload)
+        seq.setdefault(msg.device_id, []).append(msg.gateway)
+        if msg.gateway == "gw-b":
+            assert msg.device_id not in status.get("gw-a", set()), f"{msg.device_id} still polled by gw-a"
+    for d in ids:
+        assert seq[d][-3:] == ["gw-a", None, "gw-b"] if d in moved else seq[d][-1] == "gw-a", (d, seq[d])
+    # and gw-a's own view: for each moved device, the release came before gw-b was named
+    for d in moved:
+        events = [gw for kind, dev, gw in a.order if kind == "device" and dev == d]
+        assert events[-2:] == [None, "gw-b"], (d, events)
+
+
+async def test_tag_write_is_answered_over_mqtt(service: Running, closing: list[Recorder]) -> None:
+    a = SimGateway(service.broker_port, service.root, "gw-a")
+    closing.append(a)
+    r = await service.client.post("/api/v1/keys", json={"name": "op", "role": "operator"})
+    op = {"Authorization": f"Bearer {r.json()['key']}"}
+    await service.client.post("/api/v1/devices", json=device_doc())
+    await until(lambda: a.polling == {"press-1"}, 5, "gw-a polls press-1")
+
+    seen: list[Any] = []
+
+    class Responder(Recorder):
+        def on_message(self, msg: Any) -> None:
+            req = pcmd.decode_request(msg.payload)
+            seen.append((msg.topic, req))
+            device, tag = pcmd.parse_set_topic(service.root, msg.topic) or ("", "")
+            self.client.publish(pcmd.response_topic(service.root, device, tag),
+                                pcmd.encode_response(req.request_id, value=req.value, ts=1), qos=1)
+
+    responder = Responder(service.broker_port, [pcmd.set_filter(service.root)])
+    closing.append(responder)
+    r = await service.client.post("/api/v1/devices/press-1/tags/setpoint/write", json={"value": 42}, headers=op)
+    assert r.status_code == 200, r.text
+    topic, req = seen[0]
+    assert topic == f"{service.root}/cmd/press-1/setpoint/set" and req.value == 42
+    assert r.json() == {"schema": 1, "request_id": req.request_id, "ok": True, "value": 42, "ts": 1}
+
+    responder.close()
+    closing.remove(responder)
+    r = await service.client.post("/api/v1/devices/press-1/tags/setpoint/write", json={"value": 1}, headers=op)
+    assert r.status_code == 504 and r.json()["field"] == "timeout"
+    assert orjson.loads(orjson.dumps(r.json()))["detail"].startswith("no response to the write of press-1/setpoint")
