@@ -74,11 +74,11 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def open_api(db: str) -> AsyncIterator[Api]:
+async def open_api(db: str, **settings: Any) -> AsyncIterator[Api]:
     """The REST app over ASGI on a fresh migrated database; the client sends the admin key."""
     await migrated(db)
     pool = Pool(db, size=4)
-    core = Core.build(core_settings(db), pool)
+    core = Core.build(core_settings(db, **settings), pool)
     transport = httpx.ASGITransport(app=create_app(core))
     async with httpx.AsyncClient(transport=transport, base_url="http://core", headers=ADMIN) as client:
         yield Api(client, core, db)
