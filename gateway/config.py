@@ -112,8 +112,8 @@ def int_in(d: dict[str, Any], key: str, lo: int, hi: int, where: str, default: A
 
 def parse_type(d: dict[str, Any], where: str, default: str | None = None,
                allowed: tuple[str, ...] = TYPES) -> str:
-    """The tag's canonical ``type`` (IEC aliases accepted), restricted to ``allowed``."""
-    raw = get(d, "type", str, where, default)
+    """The tag's canonical ``type`` (IEC aliases accepted), restricted to ``allowed``; required without a default."""
+    raw = get(d, "type", str, where, ... if default is None else default)
     dtype = canonical_type(raw)
     if dtype is None or dtype not in allowed:
         raise ConfigError(f"'type' is {raw!r}; expected one of {', '.join(allowed)}", where=where)

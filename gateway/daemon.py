@@ -16,6 +16,7 @@ from gateway.commands import Commands
 from gateway.config import PlantConfig, load_plant
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
+from gateway.managed import Managed
 from gateway.poller import PollPool
 from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
@@ -33,7 +34,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
     if stop is None:
         stop = asyncio.Event()
         install_stop_signals(stop)
-    if plant is None:
+    if plant is None and settings.config_source == "file":
         try:
             plant = load_plant(settings.plant)
         except ConfigError as exc:
@@ -43,18 +44,33 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
     queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_size)
     fleet = Fleet(queue, PollPool(settings.max_concurrent_polls))
     commands: Commands | None = None
+    managed = None
+    subscriptions = [(set_filter(settings.control_root), 1)]
+    if settings.config_source == "core":
+        managed = Managed(gateway_id=gid, root=settings.control_root, capacity=settings.capacity,
+                          heartbeat_s=settings.heartbeat_s, fleet=fleet)
+        subscriptions += managed.subscriptions
 
     def on_message(msg: Message) -> None:
-        if commands is not None:
+        if managed is not None and managed.handles(msg.topic):
+            managed.on_message(msg)
+        elif commands is not None:
             commands.on_message(msg)
 
-    mqtt = MqttClient(settings.mqtt, client_id=settings.client_id,
-                      subscriptions=[(set_filter(settings.control_root), 1)], on_message=on_message)
+    mqtt = MqttClient(settings.mqtt, client_id=settings.client_id, subscriptions=subscriptions,
+                      on_message=on_message, will=managed.will if managed else None,
+                      on_connect=managed.on_connect if managed else None)
     commands = Commands(settings.control_root, mqtt, fleet.get)
+    if managed is not None:
+        managed.mqtt = mqtt
     publisher = Publisher(settings, mqtt, queue)
     ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt.connected})
     await ops.start()
-    log.info("gateway %s polling %d devices, %d tags", gid, len(plant.devices), sum(len(d.tags) for d in plant.devices))
+    if plant is not None:
+        log.info("gateway %s polling %d devices, %d tags", gid, len(plant.devices),
+                 sum(len(d.tags) for d in plant.devices))
+    else:
+        log.info("gateway %s waiting for devices from gateway_core on %s/config", gid, settings.control_root)
     started = time.monotonic()
     mqtt_stop = asyncio.Event()
     devices_stopped = asyncio.Event()
@@ -63,7 +79,11 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
             pub = tg.create_task(publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
             responses = tg.create_task(commands.respond_loop(devices_stopped), name=f"gateway[{gid}].respond_loop")
-            await fleet.apply(plant.devices)
+            if managed is not None:
+                tg.create_task(managed.apply_loop(devices_stopped), name=f"gateway[{gid}].apply_loop")
+                tg.create_task(managed.status_loop(devices_stopped), name=f"gateway[{gid}].status_loop")
+            if plant is not None:
+                await fleet.apply(plant.devices)
             await stop.wait()
             await fleet.stop_all()  # pollers end at their next await point; pending writes are answered
             devices_stopped.set()
@@ -79,6 +99,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             left = await publisher.drain(SHUTDOWN_DEADLINE) if mqtt.connected else publisher.unacked
             if left:
                 log.error("%d messages unacknowledged at shutdown", left)
+            if managed is not None:
+                await managed.offline()
             mqtt_stop.set()
     finally:
         await ops.close()

@@ -43,9 +43,8 @@ FORMATS = ("auto", "json", "number", "bool", "string")
 DEVICE_KEYS = frozenset({"host", "port", "username", "password", "client_id", "qos", "keepalive", "buffer_size"})
 TAG_KEYS = frozenset({"type", "topic", "format", "value", "timestamp", "quality", "quality_map", "write_topic"})
 
-#: proto.points.Status has no BadTypeMismatch (0x80740000) / BadDecodingError (0x80070000): the generic
-#: Bad is the closest code that claims nothing wrong; the reason says precisely what did not convert.
-BAD_TYPE_MISMATCH = Status.BAD
+#: a payload that does not convert to the tag's type; the reason says precisely what did not convert
+BAD_TYPE_MISMATCH = Status.BAD_TYPE_MISMATCH
 _DEFAULT_TYPE = {"auto": "float64", "json": "float64", "number": "float64", "bool": "bool", "string": "string"}
 _BOOLS = {"true": True, "false": False, "1": True, "0": False, "on": True, "off": False}
 _QUALITY_NAMES = {"good": Status.GOOD, "uncertain": Status.UNCERTAIN, "bad": Status.BAD}

@@ -14,7 +14,10 @@ from proto.uns import validate_level, validate_prefix
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     gateway_id: str = field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())  #: unique id
-    plant: str = "plant.toml"  #: path of the plant config (devices and tags), TOML or YAML
+    plant: str = "plant.toml"  #: path of the plant config (devices and tags), TOML or YAML; used when config_source=file
+    config_source: str = "file"  #: file: devices from ``plant``; core: devices assigned by gateway_core over MQTT
+    capacity: int = 100  #: relative share of devices gateway_core assigns to this gateway (core mode)
+    heartbeat_s: float = 2.0  #: seconds between status messages (core mode)
     topic_root: str = "nexus"  #: first level(s) of batch topics
     uns_prefix: str = ""  #: optional levels before enterprise on per-tag UNS topics
     tag_topics: bool = True  #: also publish one retained message per tag (on change) for UNS browsing
@@ -35,6 +38,10 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(str(exc), field=name) from exc
         positive(self.max_concurrent_polls, "max_concurrent_polls")
+        positive(self.capacity, "capacity")
+        positive(self.heartbeat_s, "heartbeat_s")
+        if self.config_source not in ("file", "core"):
+            raise SettingsError(f"expected file or core, got {self.config_source!r}", field="config_source")
         positive(self.queue_size, "queue_size")
         positive(self.max_points_per_message, "max_points_per_message")
 

@@ -59,8 +59,11 @@ def setup_logging(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level.upper())
-    for noisy in ("pymodbus", "asyncio"):
+    # protocol libraries log every lost connection with a traceback; the gateway reports it once per device
+    for noisy in ("pymodbus", "asyncio", "snap7", "paho"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for noisiest in ("asyncua", "pycomm3"):
+        logging.getLogger(noisiest).setLevel(max(logging.CRITICAL, root.level))
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

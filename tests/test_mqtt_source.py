@@ -268,7 +268,7 @@ async def test_bad_payloads_are_bad_points_and_the_driver_goes_on(broker: Mosqui
     finally:
         await drv.close()
     got = [(x.tag, x.value, x.status, x.reason) for x in points]
-    bad, good = Status.BAD, Status.GOOD
+    bad, good = Status.BAD_TYPE_MISMATCH, Status.GOOD
     not_json = f"payload is not JSON ({orjson_error(b'not json')}): b'not json'"
     not_utf8 = f"payload is not JSON ({orjson_error(NOT_UTF8)}): {NOT_UTF8!r}"
     assert got == [

@@ -1,0 +1,193 @@
+"""Devices managed by gateway_core: follow ``<root>/config/...`` and apply each change in place.
+
+- At every (re)connect the gateway asks for a full sync; the answer replaces its device set, so a
+  message missed while disconnected can never leave it stale.
+- A device message naming this gateway starts or restarts that device only; one naming another
+  gateway (or nobody, or a tombstone) stops it. Older revisions of a device than the one applied are
+  ignored (a redelivered message must not undo a newer change).
+- After each applied change, and every heartbeat, the gateway publishes its retained status: the
+  applied revision, the devices it polls, and the devices whose config it could not apply and why.
+  Its MQTT last will marks it offline, so gateway_core can move its devices to other gateways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from gateway.config import DeviceConfig, parse_device
+from gateway.errors import ConfigError
+from gateway.fleet import Fleet
+from nexus.mqtt import Message, MqttClient, Will
+from proto.config import (
+    ConfigMessageError,
+    GatewayStatus,
+    SyncRequest,
+    decode_device,
+    decode_sync_response,
+    device_filter,
+    encode_status,
+    encode_sync_request,
+    offline_will,
+    status_topic,
+    sync_request_topic,
+    sync_response_topic,
+)
+
+log = logging.getLogger("gateway.managed")
+
+
+class Managed:
+    def __init__(self, *, gateway_id: str, root: str, capacity: int, heartbeat_s: float, fleet: Fleet) -> None:
+        self.gid = gateway_id
+        self.root = root
+        self.capacity = capacity
+        self.heartbeat_s = heartbeat_s
+        self.fleet = fleet
+        self.mqtt: MqttClient | None = None
+        self.applied_revision = 0
+        self.errors: dict[str, str] = {}
+        self._wanted: dict[str, DeviceConfig] = {}
+        self._revisions: dict[str, int] = {}  # device id -> revision of the message that set its state
+        self._changed = asyncio.Event()
+        self._status_due = asyncio.Event()
+        self._pending_revision = 0
+        self._sync_due = False
+
+    # --- what the MQTT client needs ------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(device_filter(self.root), 1), (sync_response_topic(self.root, self.gid), 1)]
+
+    @property
+    def will(self) -> Will:
+        return Will(status_topic(self.root, self.gid), offline_will(self.gid), qos=1, retain=True)
+
+    def on_connect(self) -> None:
+        """Ask for a full sync on every connection (sent by :meth:`status_loop`, after the subscriptions)."""
+        self._sync_due = True
+        self._status_due.set()
+
+    def handles(self, topic: str) -> bool:
+        return topic.startswith(f"{self.root}/config/")
+
+    def on_message(self, msg: Message) -> None:
+        """A config message (never raises: a bad one is logged and counted in the status errors)."""
+        try:
+            if msg.topic == sync_response_topic(self.root, self.gid):
+                self._on_sync(msg.payload)
+            elif msg.topic.startswith(f"{self.root}/config/devices/"):
+                self._on_device(msg.payload)
+        except ConfigMessageError as exc:
+            log.error("bad config message on %s: %s", msg.topic, exc, extra={"topic": msg.topic})
+
+    # --- state changes -------------------------------------------------------------------------
+
+    def _on_sync(self, payload: bytes) -> None:
+        resp = decode_sync_response(payload)
+        wanted: dict[str, DeviceConfig] = {}
+        errors: dict[str, str] = {}
+        for doc in resp.devices:
+            dev_id = doc["id"]
+            if self._revisions.get(dev_id, -1) > resp.revision:  # a newer device message already arrived
+                if dev_id in self._wanted:
+                    wanted[dev_id] = self._wanted[dev_id]
+                continue
+            self._revisions[dev_id] = resp.revision
+            self._parse_into(wanted, errors, doc)
+        for dev_id, rev in self._revisions.items():  # newer messages for devices the sync did not list
+            if rev > resp.revision and dev_id in self._wanted:
+                wanted[dev_id] = self._wanted[dev_id]
+        self._wanted, self.errors = wanted, errors
+        self._mark(resp.revision)
+        log.info("sync: revision %d, %d devices assigned", resp.revision, len(wanted))
+
+    def _on_device(self, payload: bytes) -> None:
+        msg = decode_device(payload)
+        if msg.revision < self._revisions.get(msg.device_id, -1):
+            return  # stale (redelivered after a newer change)
+        self._revisions[msg.device_id] = msg.revision
+        self.errors.pop(msg.device_id, None)
+        if msg.gateway == self.gid and msg.device is not None:
+            self._parse_into(self._wanted, self.errors, msg.device)
+        else:
+            self._wanted.pop(msg.device_id, None)
+        self._mark(msg.revision)
+
+    def _parse_into(self, wanted: dict[str, DeviceConfig], errors: dict[str, str], doc: dict[str, Any]) -> None:
+        dev_id = str(doc.get("id"))
+        try:
+            wanted[dev_id] = parse_device(doc, {}, f"config/devices/{dev_id}")
+        except ConfigError as exc:
+            errors[dev_id] = str(exc)
+            wanted.pop(dev_id, None)
+            log.error("device config not applied: %s", exc, extra={"device": dev_id})
+
+    def _mark(self, revision: int) -> None:
+        self._pending_revision = max(self._pending_revision, revision)
+        self._changed.set()
+
+    # --- loops ---------------------------------------------------------------------------------
+
+    async def apply_loop(self, stop: asyncio.Event) -> None:
+        """Apply the wanted device set to the fleet, one change set at a time."""
+        while not stop.is_set():
+            if await _wait_or_stop(self._changed, stop):
+                return
+            self._changed.clear()
+            revision = self._pending_revision
+            await self.fleet.apply(list(self._wanted.values()))
+            self.applied_revision = max(self.applied_revision, revision)
+            self._status_due.set()
+
+    async def status_loop(self, stop: asyncio.Event) -> None:
+        """Ask for a sync after each connect; publish the status on change and every heartbeat."""
+        while not stop.is_set():
+            self._status_due.clear()
+            if self._sync_due and self.mqtt is not None and self.mqtt.connected:
+                self._sync_due = False
+                await self._publish(sync_request_topic(self.root), encode_sync_request(SyncRequest(gateway=self.gid)))
+            await self._publish_status()
+            try:
+                async with asyncio.timeout(self.heartbeat_s):
+                    await _wait_or_stop(self._status_due, stop)
+            except TimeoutError:
+                pass
+
+    def status(self) -> GatewayStatus:
+        return GatewayStatus(gateway=self.gid, online=True, capacity=self.capacity,
+                             applied_revision=self.applied_revision, devices=tuple(self.fleet.devices),
+                             errors=dict(self.errors), ts=int(time.time() * 1000))
+
+    async def _publish_status(self) -> None:
+        await self._publish(status_topic(self.root, self.gid), encode_status(self.status()), retain=True)
+
+    async def offline(self) -> None:
+        """Clean shutdown: say so at once instead of waiting for the broker to fire the will."""
+        await self._publish(status_topic(self.root, self.gid), offline_will(self.gid), retain=True, wait=True)
+
+    async def _publish(self, topic: str, payload: bytes, *, retain: bool = False, wait: bool = False) -> None:
+        if self.mqtt is None or not self.mqtt.connected:
+            return  # the next connect re-syncs and re-announces
+        try:
+            fut = await self.mqtt.publish(topic, payload, qos=1, retain=retain)
+            if wait:
+                async with asyncio.timeout(2):
+                    await fut
+        except Exception as exc:  # noqa: BLE001 - a broker hiccup must not end the loop
+            log.warning("control message not published: %s", exc, extra={"topic": topic})
+
+
+async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for ``event``; True if ``stop`` was set first."""
+    if stop.is_set():
+        return True
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+    return stop.is_set()
+
