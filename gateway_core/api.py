@@ -7,15 +7,19 @@ a precise status: 400 bad request, 401/403 auth, 404, 409 duplicate, 412 stale I
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway_core import history, routes_config, routes_devices
 from gateway_core.auth import Auth
@@ -88,8 +92,27 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def single_query_values(request: Request) -> None:
+    """Every query parameter of this API takes one value: a repeated one is a client mistake."""
+    keys = [k for k, _ in request.query_params.multi_items()]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ApiError(
+                400, f"query parameter {key!r} is given {keys.count(key)} times; give it once", field=key
+            )
+
+
 def create_app(core: Core) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Under a plain ASGI server the database connections live in its event loop: close them there.
+        # (The daemon runs uvicorn with lifespan off and closes them itself.)
+        yield
+        await core.store.pool.close()
+        await core.history.pool.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="NEXUS Edge configuration service",
         version="1",
         description="Devices, tags, revisions and gateways of a NEXUS Edge plant. "
@@ -131,6 +154,22 @@ def create_app(core: Core) -> FastAPI:
         log.warning("database unavailable: %s", str(exc).strip())
         return JSONResponse({"detail": "the database is unavailable", "field": None}, status_code=503)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Allow: every method of the path, not only those of the first route
+            path = request.url.path
+            methods = {
+                m
+                for r in app.router.routes
+                if isinstance(r, APIRoute) and r.path_regex.match(path)
+                for m in r.methods
+            }
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse(
+            {"detail": str(exc.detail), "field": None}, status_code=exc.status_code, headers=headers
+        )
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return Response("ok\n", media_type="text/plain")
@@ -150,7 +189,8 @@ def create_app(core: Core) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(routes_devices.router, prefix=PREFIX, responses=ERRORS)
-    app.include_router(routes_config.router, prefix=PREFIX, responses=ERRORS)
-    app.include_router(history.router, prefix=PREFIX, responses=ERRORS)
+    for router in (routes_devices.router, routes_config.router, history.router):
+        app.include_router(
+            router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_query_values)]
+        )
     return app

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+from fastapi import Query, Request
 
 from gateway_core.errors import ApiError
 from gateway_core.store import Precondition
@@ -13,6 +13,15 @@ from proto.uns import validate_level
 
 if TYPE_CHECKING:
     from gateway_core.api import Core
+
+
+#: one UNS level, as JSON Schema sees it: no '/', '+', '#', control characters, no leading '$' or
+#: surrounding whitespace (proto.uns.validate_level also limits it to 128 bytes)
+LEVEL_PATTERN = r"^[^\s/+#$\x00-\x1f\x7f-\x9f](?:[^/+#\x00-\x1f\x7f-\x9f]*[^\s/+#\x00-\x1f\x7f-\x9f])?$"
+
+
+#: a query parameter holding one UNS level (a filter)
+LevelFilter = Annotated[str | None, Query(pattern=LEVEL_PATTERN, description="one UNS level (exact match)")]
 
 
 def core(request: Request) -> Core:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway_core.auth import BOOTSTRAP_NAME, Principal, hash_key, new_key, require
-from gateway_core.deps import core, etag, level_or_404, level_or_422, parse_if_match
+from gateway_core.deps import LevelFilter, core, etag, level_or_404, level_or_422, parse_if_match
 from gateway_core.errors import ApiError
 from gateway_core.models import (
     AuditList,
@@ -191,7 +191,7 @@ async def rollback(
 async def audit(
     request: Request,
     *,
-    device: Annotated[str | None, Query()] = None,
+    device: LevelFilter = None,
     revision: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.errors import WriteRefused
 from gateway.values import check_write
 from gateway_core.auth import Principal, require
-from gateway_core.deps import core, etag, level_or_404, level_or_422, parse_if_match
+from gateway_core.deps import (
+    LEVEL_PATTERN,
+    LevelFilter,
+    core,
+    etag,
+    level_or_404,
+    level_or_422,
+    parse_if_match,
+)
 from gateway_core.errors import ApiError
 from gateway_core.models import DeviceIn, DeviceList, DeviceOut, TagIn, TagOut, WriteIn
 from gateway_core.store import DeviceRow
 from gateway_core.validate import check_device, json_clean, normalize_device
 
 router = APIRouter(tags=["devices"])
+
+DeviceId = Annotated[str, Path(description="device id", examples=["press-1"])]
+TagName = Annotated[str, Path(description="tag name", examples=["setpoint"])]
 
 IfMatch = Annotated[
     str | None, Header(alias="If-Match", description='ETag of the version you changed, e.g. "12"')
@@ -47,12 +58,14 @@ def _body(device: DeviceIn) -> dict[str, Any]:
 async def list_devices(
     request: Request,
     *,
-    protocol: Annotated[str | None, Query()] = None,
-    enterprise: Annotated[str | None, Query()] = None,
-    site: Annotated[str | None, Query()] = None,
-    area: Annotated[str | None, Query()] = None,
-    line: Annotated[str | None, Query()] = None,
-    gateway: Annotated[str | None, Query(description="devices assigned to this gateway")] = None,
+    protocol: LevelFilter = None,
+    enterprise: LevelFilter = None,
+    site: LevelFilter = None,
+    area: LevelFilter = None,
+    line: LevelFilter = None,
+    gateway: Annotated[
+        str | None, Query(pattern=LEVEL_PATTERN, description="devices assigned to this gateway")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     _: Annotated[Principal, Depends(require("viewer"))],
@@ -93,7 +106,7 @@ async def create_device(
 
 @router.get("/devices/{device_id}", response_model=DeviceOut, summary="One device")
 async def get_device(
-    request: Request, *, device_id: str, _: Annotated[Principal, Depends(require("viewer"))]
+    request: Request, *, device_id: DeviceId, _: Annotated[Principal, Depends(require("viewer"))]
 ) -> JSONResponse:
     row = await core(request).store.get_device(level_or_404(device_id, "device id"))
     if row is None:
@@ -106,7 +119,7 @@ async def put_device(
     request: Request,
     *,
     device: DeviceIn,
-    device_id: str,
+    device_id: DeviceId,
     if_match: IfMatch = None,
     who: Annotated[Principal, Depends(require("engineer"))],
 ) -> JSONResponse:
@@ -132,7 +145,7 @@ async def put_device(
 async def delete_device(
     request: Request,
     *,
-    device_id: str,
+    device_id: DeviceId,
     if_match: IfMatch = None,
     who: Annotated[Principal, Depends(require("engineer"))],
 ) -> Response:
@@ -170,7 +183,7 @@ def _find(doc: dict[str, Any], name: str) -> int | None:
     summary="Tags of a device",
 )
 async def list_tags(
-    request: Request, *, device_id: str, _: Annotated[Principal, Depends(require("viewer"))]
+    request: Request, *, device_id: DeviceId, _: Annotated[Principal, Depends(require("viewer"))]
 ) -> JSONResponse:
     row = await _device(request, device_id)
     return JSONResponse(row.doc.get("tags", []), headers={"ETag": etag(row.revision)})
@@ -178,7 +191,11 @@ async def list_tags(
 
 @router.get("/devices/{device_id}/tags/{name}", response_model=TagOut, tags=["tags"], summary="One tag")
 async def get_tag(
-    request: Request, *, device_id: str, name: str, _: Annotated[Principal, Depends(require("viewer"))]
+    request: Request,
+    *,
+    device_id: DeviceId,
+    name: TagName,
+    _: Annotated[Principal, Depends(require("viewer"))],
 ) -> JSONResponse:
     row = await _device(request, device_id)
     i = _find(row.doc, name)
@@ -201,8 +218,8 @@ async def put_tag(
     request: Request,
     *,
     tag: TagIn,
-    device_id: str,
-    name: str,
+    device_id: DeviceId,
+    name: TagName,
     if_match: IfMatch = None,
     who: Annotated[Principal, Depends(require("engineer"))],
 ) -> JSONResponse:
@@ -240,8 +257,8 @@ async def put_tag(
 async def delete_tag(
     request: Request,
     *,
-    device_id: str,
-    name: str,
+    device_id: DeviceId,
+    name: TagName,
     if_match: IfMatch = None,
     who: Annotated[Principal, Depends(require("engineer"))],
 ) -> Response:
@@ -278,8 +295,8 @@ async def write_tag(
     request: Request,
     *,
     body: WriteIn,
-    device_id: str,
-    name: str,
+    device_id: DeviceId,
+    name: TagName,
     _: Annotated[Principal, Depends(require("operator"))],
 ) -> dict[str, Any]:
     c = core(request)

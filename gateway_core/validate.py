@@ -82,7 +82,7 @@ def parse_plant_doc(doc: Any) -> list[dict[str, Any]]:
     extra = set(doc) - {"plant", "devices"}
     if extra:
         raise ApiError(422, f"plant: unknown key(s) {sorted(extra)}", field="plant")
-    plant = doc.get("plant", {}) or {}
+    plant = doc.get("plant", {})
     if not isinstance(plant, dict):
         raise ApiError(422, "plant: 'plant' must be a mapping", field="plant")
     extra = set(plant) - set(LEVELS)
@@ -91,7 +91,9 @@ def parse_plant_doc(doc: Any) -> list[dict[str, Any]]:
     for k, v in plant.items():
         if not isinstance(v, str):
             raise ApiError(422, f"plant: '{k}' must be str, got {v!r}", field=f"plant.{k}")
-    devices = doc.get("devices", [])
+    if "devices" not in doc:
+        raise ApiError(422, "plant: 'devices' is required (a list, may be empty)", field="devices")
+    devices = doc["devices"]
     if not isinstance(devices, list):
         raise ApiError(422, "plant: 'devices' must be a list", field="devices")
     out: list[dict[str, Any]] = []
