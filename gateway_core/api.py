@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway_core import history, routes_config, routes_devices
+from gateway_core import metrics as m
 from gateway_core.auth import Auth
 from gateway_core.control import Control
 from gateway_core.errors import ApiError
@@ -79,6 +80,7 @@ class Core:
     async def load(self) -> None:
         """Hand the stored configuration to the assigner (at start)."""
         revision = await self.store.revision()
+        m.REVISION.set(revision)
         self.assigner.load(((r.id, r.doc, r.revision) for r in await self.store.all_devices()), revision)
 
 
