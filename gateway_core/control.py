@@ -90,6 +90,7 @@ class Control:
         self._wake.set()
 
     def on_connect(self) -> None:
+        self.assigner.grace()
         self._wake.set()
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -107,7 +108,12 @@ class Control:
         self.settled = True
         while not stop.is_set():
             self._wake.clear()
-            await self.publish_step()
+            if self.mqtt is None or self.mqtt.connected:
+                await self.publish_step()
+            else:
+                # Deaf while disconnected: gateways are not dead because we cannot hear them, and
+                # config messages wait in the assigner's state instead of piling up in the client.
+                self.assigner.grace()
             await sleep_or_stop(TICK, self._wake)
 
     async def publish_step(self) -> None:

@@ -28,6 +28,7 @@ from gateway_core.validate import parse_plant_doc, plant_doc
 
 router = APIRouter()
 
+MAX_IMPORT_BYTES = 64 * 1024 * 1024  #: largest plant document accepted by POST /import
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 _PLANT_SCHEMA = {
     "type": "object",
@@ -117,6 +118,8 @@ async def import_plant(
 ) -> dict[str, Any]:
     c = core(request)
     raw = await request.body()
+    if len(raw) > MAX_IMPORT_BYTES:
+        raise ApiError(413, f"body of {len(raw)} bytes is larger than {MAX_IMPORT_BYTES}", field="body")
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     try:
         if ctype in YAML_TYPES:

@@ -76,6 +76,7 @@ class Assigner:
         self.releasing: dict[str, tuple[frozenset[str], float]] = {}  #: id -> (gateways to leave, deadline)
         self.dirty: set[str] = set()  #: documents changed since last published
         self.tombstones: set[str] = set()
+        self._orphans: dict[str, float] = {}  #: device id -> when its last tombstone was sent
 
     # -- inputs ------------------------------------------------------------------------------------
     def load(self, devices: Iterable[tuple[str, dict[str, Any], int]], revision: int) -> None:
@@ -142,6 +143,13 @@ class Assigner:
         return max(0, g.sent_revision - g.applied_revision)
 
     # -- the state machine -------------------------------------------------------------------------
+    def grace(self) -> None:
+        """We could not hear anyone (broker connection lost): restart every live gateway's heartbeat clock."""
+        now = self.clock()
+        for g in self.gateways.values():
+            if g.online:
+                g.last_seen = now
+
     def expire(self) -> None:
         now = self.clock()
         for g in self.gateways.values():
@@ -161,12 +169,22 @@ class Assigner:
         now = self.clock()
         live = self.live()
         out: list[DeviceMessage] = []
+        # a live gateway polling a device that does not exist (deleted while the service was down, or
+        # its tombstone was lost): tell it again, at most once per handoff timeout
+        for g in self.gateways.values():
+            if g.online:
+                for d in g.devices - self.devices.keys():
+                    if now - self._orphans.get(d, -math.inf) > self.handoff_timeout:
+                        self.tombstones.add(d)
         for d in sorted(self.tombstones):
             out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=None, device=None))
             self._sent(self.owner.pop(d, None))
             self.releasing.pop(d, None)
+            self._orphans[d] = now
             m.MESSAGES.labels("tombstone").inc()
         self.tombstones.clear()
+        if len(self._orphans) > 100_000:  # forget old tombstones; a still-polling gateway gets another
+            self._orphans = {d: t for d, t in self._orphans.items() if now - t <= self.handoff_timeout}
         for d in sorted(self.devices):
             doc = self.devices[d][0]
             target = choose(d, live)

@@ -135,3 +135,28 @@ def test_a_device_polled_by_an_unexpected_gateway_is_released_first() -> None:
     assert by_device(a.step()) == {"d0": None}
     a.on_status(status("B", [], capacity=0))
     assert by_device(a.step()) == {"d0": "A"}
+
+
+def test_a_gateway_polling_a_deleted_device_gets_a_tombstone_again() -> None:
+    a, clock = make(1)
+    a.on_status(status("A", ["d0", "gone"]))  # "gone" was deleted while the service was down
+    msgs = a.step()
+    assert [(m.device_id, m.gateway, m.device) for m in msgs] == [("gone", None, None), ("d0", "A", {"id": "d0"})]
+    assert a.step() == []  # not again before the handoff timeout ...
+    clock.now += 10.5
+    a.on_status(status("A", ["d0", "gone"]))
+    assert [(m.device_id, m.device) for m in a.step()] == [("gone", None)]  # ... but after it, if still polled
+    a.on_status(status("A", ["d0"]))
+    clock.now += 10.5
+    a.on_status(status("A", ["d0"]))
+    assert a.step() == []
+
+
+def test_grace_keeps_gateways_alive_while_the_service_cannot_hear_them() -> None:
+    a, clock = make(1)
+    a.on_status(status("A"))
+    a.step()
+    for _ in range(5):  # broker away for 10 s: the service calls grace() instead of step()
+        clock.now += 2.0
+        a.grace()
+    assert a.step() == [] and a.live() == {"A": 10}
