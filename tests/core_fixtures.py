@@ -39,15 +39,35 @@ ADMIN_KEY = "test-admin-key-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-def device_doc(device_id: str = "press-1", *, line: str = "line-1", area: str = "stamping", site: str = "berlin",
-               protocol: str = "modbus_tcp", **extra: Any) -> dict[str, Any]:
+def device_doc(
+    device_id: str = "press-1",
+    *,
+    line: str = "line-1",
+    area: str = "stamping",
+    site: str = "berlin",
+    protocol: str = "modbus_tcp",
+    **extra: Any,
+) -> dict[str, Any]:
     """A valid Modbus device mapping with two tags (one writable)."""
     doc: dict[str, Any] = {
-        "id": device_id, "enterprise": "acme", "site": site, "area": area, "line": line, "protocol": protocol,
-        "host": "127.0.0.1", "port": 15020, "interval_ms": 1000,
+        "id": device_id,
+        "enterprise": "acme",
+        "site": site,
+        "area": area,
+        "line": line,
+        "protocol": protocol,
+        "host": "127.0.0.1",
+        "port": 15020,
+        "interval_ms": 1000,
         "tags": [
-            {"name": "temp", "table": "holding", "address": 0, "type": "float32", "unit": "degC",
-             "transform": {"scale": 0.1, "offset": 0.0}},
+            {
+                "name": "temp",
+                "table": "holding",
+                "address": 0,
+                "type": "float32",
+                "unit": "degC",
+                "transform": {"scale": 0.1, "offset": 0.0},
+            },
             {"name": "setpoint", "table": "holding", "address": 10, "type": "int16", "writable": True},
         ],
     }
@@ -55,10 +75,73 @@ def device_doc(device_id: str = "press-1", *, line: str = "line-1", area: str = 
     return copy.deepcopy(doc)
 
 
+def plant_doc() -> dict[str, Any]:
+    """A small plant document (the shape of a plant TOML): two Modbus devices on one line."""
+    return {
+        "plant": {"enterprise": "acme", "site": "berlin", "area": "stamping", "line": "line-1"},
+        "devices": [
+            {
+                "id": "press-1",
+                "host": "127.0.0.1",
+                "port": 15020,
+                "unit_id": 1,
+                "interval_ms": 1000,
+                "tags": [
+                    {
+                        "name": "zone1_temp",
+                        "table": "holding",
+                        "address": 0,
+                        "type": "float32",
+                        "unit": "degC",
+                    },
+                    {
+                        "name": "setpoint",
+                        "table": "holding",
+                        "address": 10,
+                        "type": "int16",
+                        "writable": True,
+                    },
+                    {"name": "alarm", "table": "holding", "address": 40, "type": "bool", "bit": 3},
+                ],
+            },
+            {
+                "id": "oven-1",
+                "host": "127.0.0.1",
+                "port": 15021,
+                "interval_ms": 500,
+                "word_order": "little",
+                "tags": [
+                    {
+                        "name": "temp",
+                        "table": "input",
+                        "address": 0,
+                        "type": "int16",
+                        "unit": "degC",
+                        "transform": {
+                            "scale": 0.1,
+                            "offset": -40.0,
+                            "min": -40.0,
+                            "max": 200.0,
+                            "deadband": 0.2,
+                        },
+                    },
+                    {"name": "recipe", "table": "holding", "address": 30, "type": "string", "length": 10},
+                ],
+            },
+        ],
+    }
+
+
 def core_settings(dsn: str, *, broker_port: int = 1883, root: str = "$nexus", **kw: Any) -> Settings:
-    return Settings(service_id="test", control_root=root, admin_key=ADMIN_KEY,
-                    db=DbSettings(dsn=dsn, pool_size=4), http=HttpSettings(port=0),
-                    mqtt=MqttSettings(port=broker_port, reconnect_min=0.2, reconnect_max=1.0), **kw)
+    return Settings(
+        service_id="test",
+        control_root=root,
+        admin_key=ADMIN_KEY,
+        db=DbSettings(dsn=dsn, pool_size=4),
+        http=HttpSettings(port=0),
+        mqtt=MqttSettings(port=broker_port, reconnect_min=0.2, reconnect_max=1.0),
+        **kw,
+    )
 
 
 async def migrated(dsn: str) -> None:
@@ -115,11 +198,20 @@ async def start_service(settings: Settings, tg: asyncio.TaskGroup) -> Service:
 async def run_service(db: str, broker: Any, prefix: str) -> AsyncIterator[Running]:
     """The whole service (HTTP on a free port, MQTT, assignment loop) running in this test's loop."""
     root = f"$t/{prefix}"
-    settings = core_settings(db, broker_port=broker.port, root=root, heartbeat_timeout=1.5, handoff_timeout=5.0,
-                             startup_settle=0.2, write_timeout=1.0)
+    settings = core_settings(
+        db,
+        broker_port=broker.port,
+        root=root,
+        heartbeat_timeout=1.5,
+        handoff_timeout=5.0,
+        startup_settle=0.2,
+        write_timeout=1.0,
+    )
     async with asyncio.TaskGroup() as tg:
         svc = await start_service(settings, tg)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{svc.port}", headers=ADMIN, timeout=10) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{svc.port}", headers=ADMIN, timeout=10
+        ) as client:
             try:
                 yield Running(svc, client, root, broker.port, db)
             finally:
@@ -141,8 +233,9 @@ async def until(predicate: Any, timeout: float, what: str, interval: float = 0.0
 class Recorder:
     """A plain MQTT subscriber (paho thread) recording every message: (monotonic time, topic, payload)."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str = "",
-                 will: tuple[str, bytes] | None = None) -> None:
+    def __init__(
+        self, port: int, topics: list[str], client_id: str = "", will: tuple[str, bytes] | None = None
+    ) -> None:
         self.messages: list[tuple[float, str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -182,22 +275,31 @@ class SimGateway(Recorder):
     """A simulated gateway following the wire contract: sync at connect, polls what names it,
     retained status on change and every ``interval`` seconds, retained offline will."""
 
-    def __init__(self, port: int, root: str, gateway_id: str, *, capacity: int = 100, interval: float = 0.3) -> None:
+    def __init__(
+        self, port: int, root: str, gateway_id: str, *, capacity: int = 100, interval: float = 0.3
+    ) -> None:
         self.root, self.id, self.capacity, self.interval = root, gateway_id, capacity, interval
         self.polling: set[str] = set()
         self.applied = 0
         self.heartbeat = True
-        self.order: list[tuple[str, str, str | None]] = []  # (event, device, gateway) as this gateway saw them
+        self.order: list[
+            tuple[str, str, str | None]
+        ] = []  # (event, device, gateway) as this gateway saw them
         self._stop = threading.Event()
         topics = [pc.device_filter(root), pc.sync_response_topic(root, gateway_id)]
-        super().__init__(port, topics, client_id=f"sim-{gateway_id}",
-                         will=(pc.status_topic(root, gateway_id), pc.offline_will(gateway_id)))
+        super().__init__(
+            port,
+            topics,
+            client_id=f"sim-{gateway_id}",
+            will=(pc.status_topic(root, gateway_id), pc.offline_will(gateway_id)),
+        )
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
-        self.client.publish(pc.sync_request_topic(self.root), pc.encode_sync_request(pc.SyncRequest(gateway=self.id)),
-                            qos=1)
+        self.client.publish(
+            pc.sync_request_topic(self.root), pc.encode_sync_request(pc.SyncRequest(gateway=self.id)), qos=1
+        )
         while not self._stop.wait(self.interval):
             if self.heartbeat:
                 self.publish_status()
@@ -205,8 +307,14 @@ class SimGateway(Recorder):
     def publish_status(self) -> None:
         with self._lock:
             devices = tuple(sorted(self.polling))
-        status = pc.GatewayStatus(gateway=self.id, online=True, capacity=self.capacity, applied_revision=self.applied,
-                                  devices=devices, ts=int(time.time() * 1000))
+        status = pc.GatewayStatus(
+            gateway=self.id,
+            online=True,
+            capacity=self.capacity,
+            applied_revision=self.applied,
+            devices=devices,
+            ts=int(time.time() * 1000),
+        )
         self.client.publish(pc.status_topic(self.root, self.id), pc.encode_status(status), qos=1, retain=True)
 
     def on_message(self, msg: paho.MQTTMessage) -> None:

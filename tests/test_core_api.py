@@ -3,9 +3,7 @@ ETag/If-Match, revisions and audit, rollback, import/export, pagination and filt
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,9 +11,8 @@ import pytest
 import yaml
 
 from tests.conftest import query
-from tests.core_fixtures import Api, device_doc, open_api
+from tests.core_fixtures import Api, device_doc, open_api, plant_doc
 
-ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 async def api(db: str) -> AsyncIterator[Api]:
@@ -62,20 +59,54 @@ async def test_device_crud(api: Api) -> None:
     assert await revision(api) == 3
 
 
-@pytest.mark.parametrize(("mutate", "status", "field", "message"), [
-    (lambda d: d.update(protocol="profibus"), 422, "device.protocol", "'protocol' is 'profibus'; expected one of"),
-    (lambda d: d["tags"][0].update(address=70000), 422, "device.tags[0].address", "'address' 70000 outside 0..65535"),
-    (lambda d: d["tags"][1].update(table="holdings"), 422, "device.tags[1].table", "'table' is 'holdings'"),
-    (lambda d: d.update(interval_ms=5), 422, "device.interval_ms", "'interval_ms' 5 outside 10..86400000"),
-    (lambda d: d.update(interval_ms="fast"), 422, "interval_ms", "Input should be a valid integer"),
-    (lambda d: d.pop("site"), 422, "device.site", "'site' is required"),
-    (lambda d: d.update(site="ber/lin"), 422, "device", "contains '/' (level separator)"),
-    (lambda d: d["tags"].append({"name": "temp", "address": 3}), 422, "device.tags[2]", "duplicate tag name 'temp'"),
-    (lambda d: d.update(colour="red"), 422, "device", "unknown key(s) ['colour']"),
-    (lambda d: d["tags"][0].update(transform={"scale": 1, "min": 5, "max": 1}), 422, "device.tags[0]",
-     "min 5.0 is greater than max 1.0"),
-])
-async def test_validation_names_the_field(api: Api, mutate: Any, status: int, field: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "status", "field", "message"),
+    [
+        (
+            lambda d: d.update(protocol="profibus"),
+            422,
+            "device.protocol",
+            "'protocol' is 'profibus'; expected one of",
+        ),
+        (
+            lambda d: d["tags"][0].update(address=70000),
+            422,
+            "device.tags[0].address",
+            "'address' 70000 outside 0..65535",
+        ),
+        (
+            lambda d: d["tags"][1].update(table="holdings"),
+            422,
+            "device.tags[1].table",
+            "'table' is 'holdings'",
+        ),
+        (
+            lambda d: d.update(interval_ms=5),
+            422,
+            "device.interval_ms",
+            "'interval_ms' 5 outside 10..86400000",
+        ),
+        (lambda d: d.update(interval_ms="fast"), 422, "interval_ms", "Input should be a valid integer"),
+        (lambda d: d.pop("site"), 422, "device.site", "'site' is required"),
+        (lambda d: d.update(site="ber/lin"), 422, "device", "contains '/' (level separator)"),
+        (
+            lambda d: d["tags"].append({"name": "temp", "address": 3}),
+            422,
+            "device.tags[2]",
+            "duplicate tag name 'temp'",
+        ),
+        (lambda d: d.update(colour="red"), 422, "device", "unknown key(s) ['colour']"),
+        (
+            lambda d: d["tags"][0].update(transform={"scale": 1, "min": 5, "max": 1}),
+            422,
+            "device.tags[0]",
+            "min 5.0 is greater than max 1.0",
+        ),
+    ],
+)
+async def test_validation_names_the_field(
+    api: Api, mutate: Any, status: int, field: str, message: str
+) -> None:
     doc = device_doc()
     mutate(doc)
     r = await api.client.post("/api/v1/devices", json=doc)
@@ -90,13 +121,20 @@ async def test_duplicate_uns_path_is_409(api: Api) -> None:
     await create(api, device_doc())
     r = await api.client.post("/api/v1/devices", json=device_doc(interval_ms=500))
     assert r.status_code == 409
-    assert r.json() == {"detail": "device 'press-1' already exists (duplicate UNS path "
-                                  "'acme/berlin/stamping/line-1/press-1')", "field": "id"}
-    r = await api.client.post("/api/v1/import?mode=merge",
-                              json={"plant": {}, "devices": [device_doc("a"), device_doc("b"), device_doc("a")]})
+    assert r.json() == {
+        "detail": "device 'press-1' already exists (duplicate UNS path "
+        "'acme/berlin/stamping/line-1/press-1')",
+        "field": "id",
+    }
+    r = await api.client.post(
+        "/api/v1/import?mode=merge",
+        json={"plant": {}, "devices": [device_doc("a"), device_doc("b"), device_doc("a")]},
+    )
     assert r.status_code == 409
-    assert r.json()["field"] == "devices[2].id" and "duplicate UNS path 'acme/berlin/stamping/line-1/a'" in r.json()[
-        "detail"]
+    assert (
+        r.json()["field"] == "devices[2].id"
+        and "duplicate UNS path 'acme/berlin/stamping/line-1/a'" in r.json()["detail"]
+    )
     r = await api.client.put("/api/v1/devices/press-1", json=device_doc("other"))
     assert r.status_code == 422 and r.json()["field"] == "device.id"
     assert await revision(api) == 1
@@ -104,7 +142,9 @@ async def test_duplicate_uns_path_is_409(api: Api) -> None:
 
 async def test_stale_if_match_is_412_and_changes_nothing(api: Api) -> None:
     await create(api, device_doc())
-    r = await api.client.put("/api/v1/devices/press-1", json=device_doc(interval_ms=300), headers={"If-Match": '"1"'})
+    r = await api.client.put(
+        "/api/v1/devices/press-1", json=device_doc(interval_ms=300), headers={"If-Match": '"1"'}
+    )
     assert r.status_code == 200
     before = await api.client.get("/api/v1/devices/press-1")
     audit_rows = query(api.dsn, "SELECT count(*) FROM core.audit")
@@ -132,16 +172,22 @@ async def test_stale_if_match_is_412_and_changes_nothing(api: Api) -> None:
 async def test_revisions_and_audit_rows(api: Api) -> None:
     await create(api, device_doc("a"))
     await create(api, device_doc("b"))
-    r = await api.client.put("/api/v1/devices/a/tags/extra", json={"address": 20, "type": "uint16", "unit": "rpm"})
+    r = await api.client.put(
+        "/api/v1/devices/a/tags/extra", json={"address": 20, "type": "uint16", "unit": "rpm"}
+    )
     assert r.status_code == 201 and r.json()["revision"] == 3
     r = await api.client.delete("/api/v1/devices/b")
     assert r.status_code == 204
-    rows = query(api.dsn, "SELECT revision, actor, action, target, before IS NULL, after IS NULL FROM core.audit"
-                          " ORDER BY id")
-    assert rows == [(1, "bootstrap-admin", "device.create", "device:a", True, False),
-                    (2, "bootstrap-admin", "device.create", "device:b", True, False),
-                    (3, "bootstrap-admin", "tag.put", "device:a", False, False),
-                    (4, "bootstrap-admin", "device.delete", "device:b", False, True)]
+    rows = query(
+        api.dsn,
+        "SELECT revision, actor, action, target, before IS NULL, after IS NULL FROM core.audit ORDER BY id",
+    )
+    assert rows == [
+        (1, "bootstrap-admin", "device.create", "device:a", True, False),
+        (2, "bootstrap-admin", "device.create", "device:b", True, False),
+        (3, "bootstrap-admin", "tag.put", "device:a", False, False),
+        (4, "bootstrap-admin", "device.delete", "device:b", False, True),
+    ]
     before, after = query(api.dsn, "SELECT before, after FROM core.audit WHERE revision = 3")[0]
     assert [t["name"] for t in before["tags"]] == ["temp", "setpoint"]
     assert after["tags"][-1] == {"name": "extra", "address": 20, "type": "uint16", "unit": "rpm"}
@@ -172,20 +218,28 @@ async def test_rollback_restores_a_revision_as_a_new_one(api: Api) -> None:
     assert (await api.client.get("/api/v1/export", params={"revision": 2})).json() == at_two
     assert (await api.client.get("/api/v1/devices/a")).json()["device"] == device_doc("a")
     r = await api.client.get("/api/v1/revisions", params={"limit": 1})
-    assert r.json()["items"][0] | {"at": None} == {"revision": 6, "at": None, "actor": "bootstrap-admin",
-                                                   "action": "rollback", "summary": "rollback to 2", "rollback_of": 2,
-                                                   "devices_changed": 3}
+    assert r.json()["items"][0] | {"at": None} == {
+        "revision": 6,
+        "at": None,
+        "actor": "bootstrap-admin",
+        "action": "rollback",
+        "summary": "rollback to 2",
+        "rollback_of": 2,
+        "devices_changed": 3,
+    }
     # rolling back to what is already there changes nothing; to an unknown revision is 404
     r = await api.client.post("/api/v1/revisions/6/rollback")
     assert r.json() == {"revision": 6, "created": [], "updated": [], "deleted": []}
     r = await api.client.post("/api/v1/revisions/99/rollback")
     assert r.status_code == 404 and r.json()["field"] == "revision"
     r = await api.client.post("/api/v1/revisions/0/rollback")
-    assert r.json()["deleted"] == ["a", "b"] and (await api.client.get("/api/v1/devices")).json()["total"] == 0
+    assert (
+        r.json()["deleted"] == ["a", "b"] and (await api.client.get("/api/v1/devices")).json()["total"] == 0
+    )
 
 
 async def test_import_export_json_and_yaml_round_trip(api: Api) -> None:
-    plant = tomllib.loads((ROOT / "nexus" / "demo_plant.toml").read_text())
+    plant = plant_doc()
     r = await api.client.post("/api/v1/import", json=plant)
     plant["devices"].sort(key=lambda d: d["id"])  # export lists devices by id
     assert r.status_code == 200, r.text
@@ -198,25 +252,35 @@ async def test_import_export_json_and_yaml_round_trip(api: Api) -> None:
     assert r.headers["content-type"] == "application/yaml"
     exported = r.text
     assert yaml.safe_load(exported) == plant
-    r = await api.client.post("/api/v1/import", content=exported, headers={"Content-Type": "application/yaml"})
+    r = await api.client.post(
+        "/api/v1/import", content=exported, headers={"Content-Type": "application/yaml"}
+    )
     assert r.json() == {"revision": 1, "created": [], "updated": [], "deleted": []}  # nothing changed
 
     # YAML with a change and a new device; merge keeps devices that are not in the document
     doc = yaml.safe_load(exported)
     doc["devices"] = [d for d in doc["devices"] if d["id"] == "oven-1"]
     doc["devices"][0]["interval_ms"] = 2000
-    doc["devices"].append({"id": "mixer-1", "line": "line-2", "host": "10.0.0.9",
-                           "tags": [{"name": "speed", "address": 1}]})
-    r = await api.client.post("/api/v1/import?mode=merge", content=yaml.safe_dump(doc),
-                              headers={"Content-Type": "text/yaml"})
+    doc["devices"].append(
+        {"id": "mixer-1", "line": "line-2", "host": "10.0.0.9", "tags": [{"name": "speed", "address": 1}]}
+    )
+    r = await api.client.post(
+        "/api/v1/import?mode=merge", content=yaml.safe_dump(doc), headers={"Content-Type": "text/yaml"}
+    )
     assert r.json() == {"revision": 2, "created": ["mixer-1"], "updated": ["oven-1"], "deleted": []}
     r = await api.client.get("/api/v1/devices/mixer-1")
     assert r.json()["device"]["enterprise"] == "acme" and r.json()["device"]["line"] == "line-2"
     r = await api.client.get("/api/v1/export")
-    assert r.json()["plant"] == {"enterprise": "acme", "site": "berlin", "area": "stamping"}  # lines differ now
+    assert r.json()["plant"] == {
+        "enterprise": "acme",
+        "site": "berlin",
+        "area": "stamping",
+    }  # lines differ now
 
     # replace deletes what the document does not hold
-    r = await api.client.post("/api/v1/import", content=orjson.dumps(doc), headers={"Content-Type": "application/json"})
+    r = await api.client.post(
+        "/api/v1/import", content=orjson.dumps(doc), headers={"Content-Type": "application/json"}
+    )
     assert r.json() == {"revision": 3, "created": [], "updated": [], "deleted": ["press-1"]}
 
     for body, ctype, status, field in [
@@ -224,10 +288,26 @@ async def test_import_export_json_and_yaml_round_trip(api: Api) -> None:
         (b"{not json", "application/json", 400, "body"),
         (b"<plant/>", "application/xml", 400, "Content-Type"),
         (orjson.dumps({"plant": {"site": 3}, "devices": []}), "application/json", 422, "plant.site"),
-        (orjson.dumps({"devices": [{"id": "x", "enterprise": "e", "site": "s", "area": "a", "line": "l"},
-                                   {"id": "y", "enterprise": "e", "site": "s", "area": "a", "line": "l",
-                                    "tags": [{"name": "t", "address": -1}]}]}), "application/json", 422,
-         "devices[1].tags[0].address"),
+        (
+            orjson.dumps(
+                {
+                    "devices": [
+                        {"id": "x", "enterprise": "e", "site": "s", "area": "a", "line": "l"},
+                        {
+                            "id": "y",
+                            "enterprise": "e",
+                            "site": "s",
+                            "area": "a",
+                            "line": "l",
+                            "tags": [{"name": "t", "address": -1}],
+                        },
+                    ]
+                }
+            ),
+            "application/json",
+            422,
+            "devices[1].tags[0].address",
+        ),
     ]:
         r = await api.client.post("/api/v1/import", content=body, headers={"Content-Type": ctype})
         assert (r.status_code, r.json()["field"]) == (status, field), r.text
@@ -236,8 +316,15 @@ async def test_import_export_json_and_yaml_round_trip(api: Api) -> None:
 
 async def test_pagination_and_filtering(api: Api) -> None:
     for i in range(7):
-        await create(api, device_doc(f"dev-{i}", line=f"line-{i % 2}", site="berlin" if i < 5 else "paris",
-                                     protocol="modbus_rtu_tcp" if i == 3 else "modbus_tcp"))
+        await create(
+            api,
+            device_doc(
+                f"dev-{i}",
+                line=f"line-{i % 2}",
+                site="berlin" if i < 5 else "paris",
+                protocol="modbus_rtu_tcp" if i == 3 else "modbus_tcp",
+            ),
+        )
     r = await api.client.get("/api/v1/devices", params={"limit": 3})
     page = r.json()
     assert [d["id"] for d in page["items"]] == ["dev-0", "dev-1", "dev-2"]
@@ -248,12 +335,18 @@ async def test_pagination_and_filtering(api: Api) -> None:
     assert [d["id"] for d in r.json()["items"]] == ["dev-1", "dev-3"] and r.json()["total"] == 2
     r = await api.client.get("/api/v1/devices", params={"protocol": "modbus_rtu_tcp"})
     assert [d["id"] for d in r.json()["items"]] == ["dev-3"]
-    r = await api.client.get("/api/v1/devices", params={"site": "paris", "area": "stamping", "enterprise": "acme"})
+    r = await api.client.get(
+        "/api/v1/devices", params={"site": "paris", "area": "stamping", "enterprise": "acme"}
+    )
     assert r.json()["total"] == 2
     r = await api.client.get("/api/v1/devices", params={"gateway": "gw-none"})
     assert r.json()["total"] == 0
-    for params, field in [({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset"),
-                          ({"site": "a/b"}, "site")]:
+    for params, field in [
+        ({"limit": 0}, "limit"),
+        ({"limit": 1001}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"site": "a/b"}, "site"),
+    ]:
         r = await api.client.get("/api/v1/devices", params=params)
         assert r.status_code == 422 and r.json()["field"] == field, r.text
 
@@ -265,17 +358,33 @@ async def test_tag_sub_resources(api: Api) -> None:
     r = await api.client.get("/api/v1/devices/press-1/tags/setpoint")
     assert r.json() == {"device_id": "press-1", "revision": 1, "tag": device_doc()["tags"][1]}
     assert r.headers["ETag"] == '"1"'
-    r = await api.client.put("/api/v1/devices/press-1/tags/setpoint", headers={"If-Match": '"1"'},
-                             json={"table": "holding", "address": 11, "type": "uint16", "writable": True,
-                                   "transform": {"scale": 2}})
+    r = await api.client.put(
+        "/api/v1/devices/press-1/tags/setpoint",
+        headers={"If-Match": '"1"'},
+        json={
+            "table": "holding",
+            "address": 11,
+            "type": "uint16",
+            "writable": True,
+            "transform": {"scale": 2},
+        },
+    )
     assert r.status_code == 200 and r.headers["ETag"] == '"2"'
-    assert r.json()["tag"] == {"table": "holding", "address": 11, "type": "uint16", "writable": True,
-                               "transform": {"scale": 2.0}, "name": "setpoint"}
+    assert r.json()["tag"] == {
+        "table": "holding",
+        "address": 11,
+        "type": "uint16",
+        "writable": True,
+        "transform": {"scale": 2.0},
+        "name": "setpoint",
+    }
     r = await api.client.put("/api/v1/devices/press-1/tags/bad", json={"address": 70000})
     assert r.status_code == 422 and r.json()["field"] == "device.tags[2].address"
     r = await api.client.put("/api/v1/devices/press-1/tags/bad", json={"name": "other", "address": 1})
     assert r.status_code == 422 and r.json()["field"] == "tag.name"
-    r = await api.client.put("/api/v1/devices/press-1/tags/flag", json={"type": "bool", "table": "coil", "address": 3})
+    r = await api.client.put(
+        "/api/v1/devices/press-1/tags/flag", json={"type": "bool", "table": "coil", "address": 3}
+    )
     assert r.status_code == 201
     r = await api.client.delete("/api/v1/devices/press-1/tags/temp")
     assert r.status_code == 204

@@ -15,6 +15,7 @@ from tests.core_fixtures import ADMIN_KEY, Api, device_doc, open_api
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 
+
 @pytest.fixture
 async def api(db: str) -> AsyncIterator[Api]:
     async with open_api(db) as a:
@@ -32,9 +33,12 @@ async def make_keys(api: Api) -> dict[str, str]:
 
 
 def state(api: Api) -> tuple[Any, ...]:
-    return (query(api.dsn, "SELECT revision FROM core.state")[0], query(api.dsn, "SELECT count(*) FROM core.audit")[0],
-            query(api.dsn, "SELECT id, doc FROM core.devices ORDER BY id"),
-            query(api.dsn, "SELECT name, role FROM core.api_keys ORDER BY name"))
+    return (
+        query(api.dsn, "SELECT revision FROM core.state")[0],
+        query(api.dsn, "SELECT count(*) FROM core.audit")[0],
+        query(api.dsn, "SELECT id, doc FROM core.devices ORDER BY id"),
+        query(api.dsn, "SELECT name, role FROM core.api_keys ORDER BY name"),
+    )
 
 
 # (method, url, body, lowest role allowed)
@@ -60,26 +64,38 @@ REQUESTS: list[tuple[str, str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("method", "url", "body", "lowest"), REQUESTS, ids=[f"{m} {u}" for m, u, _, _ in REQUESTS])
+@pytest.mark.parametrize(
+    ("method", "url", "body", "lowest"), REQUESTS, ids=[f"{m} {u}" for m, u, _, _ in REQUESTS]
+)
 async def test_roles(api: Api, method: str, url: str, body: Any, lowest: str) -> None:
     keys = await make_keys(api)
     r = await api.client.post("/api/v1/devices", json=device_doc())
     assert r.status_code == 201
     before = state(api)
-    for headers in ({"Authorization": ""}, {"Authorization": "Bearer nxk_wrong"}, {"X-API-Key": "nope"},
-                    {"Authorization": "Basic dXNlcjpwYXNz"}):
+    for headers in (
+        {"Authorization": ""},
+        {"Authorization": "Bearer nxk_wrong"},
+        {"X-API-Key": "nope"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ):
         r = await api.client.request(method, url, json=body, headers=headers)
         assert r.status_code == 401, (headers, r.text)
         assert r.headers["WWW-Authenticate"] == "Bearer" and r.json()["field"] == "Authorization"
-    for role in ROLES[:ROLES.index(lowest)]:
-        r = await api.client.request(method, url, json=body, headers={"Authorization": f"Bearer {keys[role]}"})
+    for role in ROLES[: ROLES.index(lowest)]:
+        r = await api.client.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {keys[role]}"}
+        )
         assert r.status_code == 403, (role, r.text)
         assert f"role {role!r}" in r.json()["detail"] and f"needs {lowest} or above" in r.json()["detail"]
     assert state(api) == before  # nothing changed by refused requests
     role = lowest
-    r = await api.client.request(method, url, json=body, headers={"X-API-Key": keys[role], "Authorization": ""})
+    r = await api.client.request(
+        method, url, json=body, headers={"X-API-Key": keys[role], "Authorization": ""}
+    )
     if url.endswith("/write"):
-        assert r.status_code == 503 and "no gateway polls" in r.json()["detail"]  # allowed; nobody polls it here
+        assert (
+            r.status_code == 503 and "no gateway polls" in r.json()["detail"]
+        )  # allowed; nobody polls it here
     else:
         assert r.status_code in (200, 201, 204), r.text
 
@@ -87,15 +103,23 @@ async def test_roles(api: Api, method: str, url: str, body: Any, lowest: str) ->
 async def test_audit_names_the_key_and_keys_are_hashed(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     keys = await make_keys(api)
-    r = await api.client.post("/api/v1/devices", json=device_doc(), headers={"Authorization": f"Bearer {keys['engineer']}"})
+    r = await api.client.post(
+        "/api/v1/devices", json=device_doc(), headers={"Authorization": f"Bearer {keys['engineer']}"}
+    )
     assert r.status_code == 201
     assert query(api.dsn, "SELECT actor, action FROM core.audit WHERE target = 'device:press-1'") == [
-        ("engineer-key", "device.create")]
-    assert query(api.dsn, "SELECT actor, action, target FROM core.audit WHERE target LIKE 'key:%' ORDER BY id")[0] == (
-        "bootstrap-admin", "key.create", "key:viewer-key")
+        ("engineer-key", "device.create")
+    ]
+    assert query(
+        api.dsn, "SELECT actor, action, target FROM core.audit WHERE target LIKE 'key:%' ORDER BY id"
+    )[0] == ("bootstrap-admin", "key.create", "key:viewer-key")
     rows = query(api.dsn, "SELECT name, key_hash FROM core.api_keys ORDER BY name")
-    assert {n: h for n, h in rows} == {f"{role}-key": hashlib.sha256(keys[role].encode()).hexdigest() for role in ROLES}
-    dump = str(query(api.dsn, "SELECT * FROM core.api_keys")) + str(query(api.dsn, "SELECT * FROM core.audit"))
+    assert {n: h for n, h in rows} == {
+        f"{role}-key": hashlib.sha256(keys[role].encode()).hexdigest() for role in ROLES
+    }
+    dump = str(query(api.dsn, "SELECT * FROM core.api_keys")) + str(
+        query(api.dsn, "SELECT * FROM core.audit")
+    )
     for key in (*keys.values(), ADMIN_KEY):
         assert key not in dump
         assert key not in caplog.text
@@ -122,7 +146,9 @@ async def test_operator_writes_only_writable_tags(api: Api) -> None:
     op = {"Authorization": f"Bearer {keys['operator']}"}
     r = await api.client.post("/api/v1/devices/press-1/tags/temp/write", json={"value": 1.5}, headers=op)
     assert r.status_code == 403 and r.json()["detail"] == "tag press-1/temp is not writable"
-    r = await api.client.post("/api/v1/devices/press-1/tags/setpoint/write", json={"value": 70000}, headers=op)
+    r = await api.client.post(
+        "/api/v1/devices/press-1/tags/setpoint/write", json={"value": 70000}, headers=op
+    )
     assert r.status_code == 422 and "outside the int16 range" in r.json()["detail"]
     r = await api.client.post("/api/v1/devices/press-1/tags/nope/write", json={"value": 1}, headers=op)
     assert r.status_code == 404

@@ -20,11 +20,21 @@ pytestmark = pytest.mark.slow
 
 def test_daemon(daemons: Any, db: str, broker: Mosquitto, prefix: str) -> None:
     http_port, ops_port, root = free_port(), free_port(), f"$t/{prefix}"
-    core = daemons("gateway_core", {
-        "NEXUS_CORE_DB_DSN": db, "NEXUS_CORE_HTTP_PORT": str(http_port), "NEXUS_CORE_OPS_PORT": str(ops_port),
-        "NEXUS_CORE_MQTT_PORT": str(broker.port), "NEXUS_CORE_CONTROL_ROOT": root,
-        "NEXUS_CORE_ADMIN_KEY": ADMIN_KEY, "NEXUS_CORE_STARTUP_SETTLE": "0.1", "NEXUS_CORE_LOG_JSON": "false",
-        "NEXUS_CORE_LOG_LEVEL": "DEBUG"}, name="core")
+    core = daemons(
+        "gateway_core",
+        {
+            "NEXUS_CORE_DB_DSN": db,
+            "NEXUS_CORE_HTTP_PORT": str(http_port),
+            "NEXUS_CORE_OPS_PORT": str(ops_port),
+            "NEXUS_CORE_MQTT_PORT": str(broker.port),
+            "NEXUS_CORE_CONTROL_ROOT": root,
+            "NEXUS_CORE_ADMIN_KEY": ADMIN_KEY,
+            "NEXUS_CORE_STARTUP_SETTLE": "0.1",
+            "NEXUS_CORE_LOG_JSON": "false",
+            "NEXUS_CORE_LOG_LEVEL": "DEBUG",
+        },
+        name="core",
+    )
     api = f"http://127.0.0.1:{http_port}"
 
     def ready(base: str) -> bool:
@@ -60,10 +70,24 @@ def test_daemon(daemons: Any, db: str, broker: Mosquitto, prefix: str) -> None:
 
 
 def test_bad_setting_is_named() -> None:
-    out = subprocess.run([sys.executable, "-m", "gateway_core"], capture_output=True, text=True, timeout=30, cwd=ROOT,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_HEARTBEAT_TIMEOUT": "soon"})
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway_core"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_HEARTBEAT_TIMEOUT": "soon"},
+    )
     assert out.returncode == 2
     assert "setting heartbeat_timeout (env NEXUS_CORE_HEARTBEAT_TIMEOUT): bad value 'soon'" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "gateway_core"], capture_output=True, text=True, timeout=30, cwd=ROOT,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_CONTROL_ROOT": "a/#"})
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway_core"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_CONTROL_ROOT": "a/#"},
+    )
     assert out.returncode == 2 and "setting control_root" in out.stderr

@@ -28,9 +28,16 @@ def test_topics() -> None:
 
 
 def test_round_trips() -> None:
-    dev = pc.DeviceMessage(revision=7, device_id="press-1", gateway="gw-a", device={"id": "press-1", "tags": []})
-    assert orjson.loads(pc.encode_device(dev)) == {"schema": 1, "revision": 7, "device_id": "press-1",
-                                                   "gateway": "gw-a", "device": {"id": "press-1", "tags": []}}
+    dev = pc.DeviceMessage(
+        revision=7, device_id="press-1", gateway="gw-a", device={"id": "press-1", "tags": []}
+    )
+    assert orjson.loads(pc.encode_device(dev)) == {
+        "schema": 1,
+        "revision": 7,
+        "device_id": "press-1",
+        "gateway": "gw-a",
+        "device": {"id": "press-1", "tags": []},
+    }
     assert pc.decode_device(pc.encode_device(dev)) == dev
     tomb = pc.DeviceMessage(revision=8, device_id="press-1", gateway=None, device=None)
     assert pc.decode_device(pc.encode_device(tomb)) == tomb
@@ -38,37 +45,89 @@ def test_round_trips() -> None:
     assert pc.decode_sync_request(pc.encode_sync_request(req)) == req
     resp = pc.SyncResponse(revision=3, devices=[{"id": "a"}, {"id": "b"}])
     assert pc.decode_sync_response(pc.encode_sync_response(resp)) == resp
-    st = pc.GatewayStatus(gateway="gw-a", online=True, capacity=50, applied_revision=3, devices=("a",),
-                          errors={"a": "timeout"}, ts=1732370000123)
+    st = pc.GatewayStatus(
+        gateway="gw-a",
+        online=True,
+        capacity=50,
+        applied_revision=3,
+        devices=("a",),
+        errors={"a": "timeout"},
+        ts=1732370000123,
+    )
     assert pc.decode_status(pc.encode_status(st)) == st
     assert orjson.loads(pc.offline_will("gw-a")) == {"schema": 1, "gateway": "gw-a", "online": False}
     assert pc.decode_status(pc.offline_will("gw-a")) == pc.GatewayStatus(gateway="gw-a", online=False)
 
 
-@pytest.mark.parametrize(("decode", "doc", "field", "text"), [
-    (pc.decode_device, b"[1]", "", "expected a JSON object"),
-    (pc.decode_device, b"{", "", "not valid JSON"),
-    (pc.decode_device, {"schema": 2}, "schema", "unsupported schema 2"),
-    (pc.decode_device, {"schema": 1, "revision": 1, "device": None}, "device_id", "is required"),
-    (pc.decode_device, {"schema": 1, "revision": -1, "device_id": "a", "gateway": None, "device": None},
-     "revision", "must be >= 0"),
-    (pc.decode_device, {"schema": 1, "revision": True, "device_id": "a", "gateway": None, "device": None},
-     "revision", "got a bool"),
-    (pc.decode_device, {"schema": 1, "revision": 1, "device_id": "a", "gateway": "g", "device": None},
-     "gateway", "tombstone"),
-    (pc.decode_device, {"schema": 1, "revision": 1, "device_id": "a", "gateway": None, "device": {"id": "b"}},
-     "device.id", "differs"),
-    (pc.decode_sync_request, {"schema": 1, "gateway": "a/b"}, "gateway", "contains '/'"),
-    (pc.decode_sync_response, {"schema": 1, "revision": 1, "devices": [{"x": 1}]}, "devices[0]", "string 'id'"),
-    (pc.decode_status, {"schema": 1, "gateway": "g", "online": "yes"}, "online", "expected bool"),
-    (pc.decode_status, {"schema": 1, "gateway": "g", "online": True, "capacity": -1}, "capacity", ">= 0"),
-    (pc.decode_status, {"schema": 1, "gateway": "g", "online": True, "capacity": 1, "devices": [1]},
-     "devices[0]", "device id string"),
-    (pc.decode_status, {"schema": 1, "gateway": "g", "online": True, "capacity": 1, "devices": [],
-                        "errors": {"a": 1}, "ts": 0, "applied_revision": 0}, "errors.a", "message string"),
-    (pc.decode_status, {"schema": 1, "gateway": "g", "online": True, "capacity": 1, "devices": []}, "ts",
-     "is required"),
-])
+@pytest.mark.parametrize(
+    ("decode", "doc", "field", "text"),
+    [
+        (pc.decode_device, b"[1]", "", "expected a JSON object"),
+        (pc.decode_device, b"{", "", "not valid JSON"),
+        (pc.decode_device, {"schema": 2}, "schema", "unsupported schema 2"),
+        (pc.decode_device, {"schema": 1, "revision": 1, "device": None}, "device_id", "is required"),
+        (
+            pc.decode_device,
+            {"schema": 1, "revision": -1, "device_id": "a", "gateway": None, "device": None},
+            "revision",
+            "must be >= 0",
+        ),
+        (
+            pc.decode_device,
+            {"schema": 1, "revision": True, "device_id": "a", "gateway": None, "device": None},
+            "revision",
+            "got a bool",
+        ),
+        (
+            pc.decode_device,
+            {"schema": 1, "revision": 1, "device_id": "a", "gateway": "g", "device": None},
+            "gateway",
+            "tombstone",
+        ),
+        (
+            pc.decode_device,
+            {"schema": 1, "revision": 1, "device_id": "a", "gateway": None, "device": {"id": "b"}},
+            "device.id",
+            "differs",
+        ),
+        (pc.decode_sync_request, {"schema": 1, "gateway": "a/b"}, "gateway", "contains '/'"),
+        (
+            pc.decode_sync_response,
+            {"schema": 1, "revision": 1, "devices": [{"x": 1}]},
+            "devices[0]",
+            "string 'id'",
+        ),
+        (pc.decode_status, {"schema": 1, "gateway": "g", "online": "yes"}, "online", "expected bool"),
+        (pc.decode_status, {"schema": 1, "gateway": "g", "online": True, "capacity": -1}, "capacity", ">= 0"),
+        (
+            pc.decode_status,
+            {"schema": 1, "gateway": "g", "online": True, "capacity": 1, "devices": [1]},
+            "devices[0]",
+            "device id string",
+        ),
+        (
+            pc.decode_status,
+            {
+                "schema": 1,
+                "gateway": "g",
+                "online": True,
+                "capacity": 1,
+                "devices": [],
+                "errors": {"a": 1},
+                "ts": 0,
+                "applied_revision": 0,
+            },
+            "errors.a",
+            "message string",
+        ),
+        (
+            pc.decode_status,
+            {"schema": 1, "gateway": "g", "online": True, "capacity": 1, "devices": []},
+            "ts",
+            "is required",
+        ),
+    ],
+)
 def test_decode_errors_name_the_field(decode: object, doc: object, field: str, text: str) -> None:
     payload = doc if isinstance(doc, bytes) else orjson.dumps(doc)
     with pytest.raises(pc.ConfigMessageError, match=text) as info:

@@ -49,35 +49,49 @@ async def test_push_after_commit_and_tombstone(service: Running, closing: list[R
     await until(lambda: len(rec.device_messages(service.root)) >= 3, 5, "3 messages")
     msgs = rec.device_messages(service.root)
     assert msgs[1].revision == 2 and msgs[1].device == device_doc(interval_ms=200)
-    assert msgs[2] == pc.DeviceMessage(revision=3, device_id="press-1", gateway=None, device=None)  # tombstone
+    assert msgs[2] == pc.DeviceMessage(
+        revision=3, device_id="press-1", gateway=None, device=None
+    )  # tombstone
     assert not [m for m in rec.snapshot() if m[3]]  # config messages are not retained
 
 
 async def test_sync_request_gets_the_gateways_devices(service: Running, closing: list[Recorder]) -> None:
     gw = SimGateway(service.broker_port, service.root, "gw-a")
     closing.append(gw)
-    plant = {"plant": {"enterprise": "acme", "site": "berlin", "area": "a1", "line": "l1"},
-             "devices": [{"id": f"d{i}", "host": "127.0.0.1", "tags": [{"name": "t", "address": i}]}
-                         for i in range(3)]}
+    plant = {
+        "plant": {"enterprise": "acme", "site": "berlin", "area": "a1", "line": "l1"},
+        "devices": [
+            {"id": f"d{i}", "host": "127.0.0.1", "tags": [{"name": "t", "address": i}]} for i in range(3)
+        ],
+    }
     r = await service.client.post("/api/v1/import", json=plant)
     assert r.status_code == 200
     await until(lambda: gw.polling == {"d0", "d1", "d2"}, 5, "gw-a polls all devices")
 
     rec = Recorder(service.broker_port, [pc.sync_response_topic(service.root, "gw-a")])
     closing.append(rec)
-    rec.client.publish(pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-a")),
-                       qos=1)
+    rec.client.publish(
+        pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-a")), qos=1
+    )
     msgs = await until(rec.snapshot, 5, "sync response")
     resp = pc.decode_sync_response(msgs[0][2])
     assert resp.revision == 1
     assert sorted(d["id"] for d in resp.devices) == ["d0", "d1", "d2"]
-    assert resp.devices[0] == {"id": "d0", "enterprise": "acme", "site": "berlin", "area": "a1", "line": "l1",
-                               "host": "127.0.0.1", "tags": [{"name": "t", "address": 0}]}
+    assert resp.devices[0] == {
+        "id": "d0",
+        "enterprise": "acme",
+        "site": "berlin",
+        "area": "a1",
+        "line": "l1",
+        "host": "127.0.0.1",
+        "tags": [{"name": "t", "address": 0}],
+    }
     # an unknown gateway gets an empty set
     rec2 = Recorder(service.broker_port, [pc.sync_response_topic(service.root, "gw-x")])
     closing.append(rec2)
-    rec2.client.publish(pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-x")),
-                        qos=1)
+    rec2.client.publish(
+        pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-x")), qos=1
+    )
     msgs = await until(rec2.snapshot, 5, "sync response for gw-x")
     assert pc.decode_sync_response(msgs[0][2]) == pc.SyncResponse(revision=1, devices=[])
 
@@ -97,15 +111,18 @@ def pollers(gateways: list[SimGateway]) -> dict[str, list[str]]:
 
 async def import_devices(service: Running, n: int) -> list[str]:
     ids = [f"dev-{i:02d}" for i in range(n)]
-    plant = {"plant": {"enterprise": "acme", "site": "s", "area": "a", "line": "l"},
-             "devices": [{"id": d, "host": "127.0.0.1", "tags": [{"name": "t", "address": 0}]} for d in ids]}
+    plant = {
+        "plant": {"enterprise": "acme", "site": "s", "area": "a", "line": "l"},
+        "devices": [{"id": d, "host": "127.0.0.1", "tags": [{"name": "t", "address": 0}]} for d in ids],
+    }
     r = await service.client.post("/api/v1/import", json=plant)
     assert r.status_code == 200
     return ids
 
 
-async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(service: Running,
-                                                                       closing: list[Recorder]) -> None:
+async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(
+    service: Running, closing: list[Recorder]
+) -> None:
     a = SimGateway(service.broker_port, service.root, "gw-a")
     b = SimGateway(service.broker_port, service.root, "gw-b")
     c = SimGateway(service.broker_port, service.root, "gw-c")
@@ -113,8 +130,11 @@ async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(service: 
     await until(lambda: len(service.core.assigner.live()) == 3, 5, "three live gateways")
     ids = await import_devices(service, 24)
     gws = [a, b, c]
-    await until(lambda: sorted(pollers(gws)) == ids and all(len(p) == 1 for p in pollers(gws).values()), 10,
-                "every device polled by exactly one gateway")
+    await until(
+        lambda: sorted(pollers(gws)) == ids and all(len(p) == 1 for p in pollers(gws).values()),
+        10,
+        "every device polled by exactly one gateway",
+    )
     assert a.polling and b.polling and c.polling
     r = await service.client.get("/api/v1/devices", params={"gateway": "gw-b", "limit": 1000})
     assert sorted(d["id"] for d in r.json()["items"]) == sorted(b.polling)
@@ -150,8 +170,11 @@ async def test_join_releases_before_assigning(service: Running, closing: list[Re
     await until(lambda: a.polling == set(ids), 5, "gw-a polls everything")
     b = SimGateway(service.broker_port, service.root, "gw-b")
     closing.append(b)
-    await until(lambda: b.polling and set(a.polling) | set(b.polling) == set(ids)
-                and not (a.polling & b.polling), 10, "gw-b took its share")
+    await until(
+        lambda: b.polling and set(a.polling) | set(b.polling) == set(ids) and not (a.polling & b.polling),
+        10,
+        "gw-b took its share",
+    )
     moved = set(b.polling)
 
     # replay what the broker delivered, in order: a device is never named for gw-b while gw-a's
@@ -190,12 +213,17 @@ async def test_tag_write_is_answered_over_mqtt(service: Running, closing: list[R
             req = pcmd.decode_request(msg.payload)
             seen.append((msg.topic, req))
             device, tag = pcmd.parse_set_topic(service.root, msg.topic) or ("", "")
-            self.client.publish(pcmd.response_topic(service.root, device, tag),
-                                pcmd.encode_response(req.request_id, value=req.value, ts=1), qos=1)
+            self.client.publish(
+                pcmd.response_topic(service.root, device, tag),
+                pcmd.encode_response(req.request_id, value=req.value, ts=1),
+                qos=1,
+            )
 
     responder = Responder(service.broker_port, [pcmd.set_filter(service.root)])
     closing.append(responder)
-    r = await service.client.post("/api/v1/devices/press-1/tags/setpoint/write", json={"value": 42}, headers=op)
+    r = await service.client.post(
+        "/api/v1/devices/press-1/tags/setpoint/write", json={"value": 42}, headers=op
+    )
     assert r.status_code == 200, r.text
     topic, req = seen[0]
     assert topic == f"{service.root}/cmd/press-1/setpoint/set" and req.value == 42
@@ -203,6 +231,10 @@ async def test_tag_write_is_answered_over_mqtt(service: Running, closing: list[R
 
     responder.close()
     closing.remove(responder)
-    r = await service.client.post("/api/v1/devices/press-1/tags/setpoint/write", json={"value": 1}, headers=op)
+    r = await service.client.post(
+        "/api/v1/devices/press-1/tags/setpoint/write", json={"value": 1}, headers=op
+    )
     assert r.status_code == 504 and r.json()["field"] == "timeout"
-    assert orjson.loads(orjson.dumps(r.json()))["detail"].startswith("no response to the write of press-1/setpoint")
+    assert orjson.loads(orjson.dumps(r.json()))["detail"].startswith(
+        "no response to the write of press-1/setpoint"
+    )

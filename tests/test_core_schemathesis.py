@@ -4,10 +4,8 @@ PostgreSQL, admin key), every operation, responses checked against the schema; n
 from __future__ import annotations
 
 import asyncio
-import tomllib
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import hypothesis
@@ -18,9 +16,7 @@ from schemathesis.python import asgi
 from gateway_core.api import Core, create_app
 from gateway_core.store import Pool
 from nexus.local import Postgres
-from tests.core_fixtures import ADMIN, core_settings, migrated
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.core_fixtures import ADMIN, core_settings, migrated, plant_doc
 
 # The schema is loaded at import (schemathesis.pytest.from_fixture does not work with pytest 9), so
 # the app exists before the database does: the module fixture points its pool at a fresh database.
@@ -32,15 +28,15 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 @pytest.fixture(scope="module", autouse=True)
 def database(postgres: Postgres) -> Iterator[str]:
     dsn = postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
-    plant = tomllib.loads((ROOT / "nexus" / "demo_plant.toml").read_text())
-    plant["devices"][0]["tags"][1]["writable"] = True
+    plant = plant_doc()
 
     async def seed() -> None:
         await migrated(dsn)
         pool = Pool(dsn, size=1)
         app = create_app(Core.build(core_settings(dsn), pool))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://core",
-                                     headers=ADMIN) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://core", headers=ADMIN
+        ) as client:
             r = await client.post("/api/v1/import", json=plant)
             assert r.status_code == 200, r.text
         await pool.close()
@@ -52,7 +48,9 @@ def database(postgres: Postgres) -> Iterator[str]:
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.settings(
+    max_examples=15, deadline=None, database=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
 def test_api(case: schemathesis.Case) -> None:
     # positive_data_acceptance is left out on purpose: a device mapping's protocol keys (addresses,
     # connection settings) are checked by the protocol modules, beyond what JSON Schema can say, and a

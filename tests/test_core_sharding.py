@@ -51,8 +51,9 @@ class Clock:
 
 
 def status(gw: str, devices: Any = (), capacity: int = 10, online: bool = True) -> GatewayStatus:
-    return GatewayStatus(gateway=gw, online=online, capacity=capacity, applied_revision=0, devices=tuple(devices),
-                         ts=0)
+    return GatewayStatus(
+        gateway=gw, online=online, capacity=capacity, applied_revision=0, devices=tuple(devices), ts=0
+    )
 
 
 def by_device(msgs: list[DeviceMessage]) -> dict[str, str | None]:
@@ -84,13 +85,13 @@ def test_join_releases_first_then_assigns_when_the_old_gateway_let_go() -> None:
 
     # A lets go of half of them: exactly those go to B
     half = moving[: len(moving) // 2]
-    a.on_status(status("A", set(a.assigned("A")) | set(moving[len(half):])))
+    a.on_status(status("A", set(a.assigned("A")) | set(moving[len(half) :])))
     assert by_device(a.step()) == {d: "B" for d in half}
     # the rest time out
     clock.now += 10.5
-    a.on_status(status("A", set(a.assigned("A")) | set(moving[len(half):])))
+    a.on_status(status("A", set(a.assigned("A")) | set(moving[len(half) :])))
     a.on_status(status("B", half))
-    assert by_device(a.step()) == {d: "B" for d in moving[len(half):]}
+    assert by_device(a.step()) == {d: "B" for d in moving[len(half) :]}
     assert a.step() == []
     assert set(a.assigned("A")) | set(a.assigned("B")) == set(a.devices)
 
@@ -121,7 +122,9 @@ def test_changes_tombstones_and_stale_news() -> None:
     a.device_changed("d1", None, 4)
     msgs = a.step()
     assert [(m.device_id, m.gateway, m.device, m.revision) for m in msgs] == [
-        ("d1", None, None, 4), ("d0", "A", {"id": "d0", "interval_ms": 5}, 4)]
+        ("d1", None, None, 4),
+        ("d0", "A", {"id": "d0", "interval_ms": 5}, 4),
+    ]
     assert a.step() == []
 
 
@@ -141,11 +144,16 @@ def test_a_gateway_polling_a_deleted_device_gets_a_tombstone_again() -> None:
     a, clock = make(1)
     a.on_status(status("A", ["d0", "gone"]))  # "gone" was deleted while the service was down
     msgs = a.step()
-    assert [(m.device_id, m.gateway, m.device) for m in msgs] == [("gone", None, None), ("d0", "A", {"id": "d0"})]
+    assert [(m.device_id, m.gateway, m.device) for m in msgs] == [
+        ("gone", None, None),
+        ("d0", "A", {"id": "d0"}),
+    ]
     assert a.step() == []  # not again before the handoff timeout ...
     clock.now += 10.5
     a.on_status(status("A", ["d0", "gone"]))
-    assert [(m.device_id, m.device) for m in a.step()] == [("gone", None)]  # ... but after it, if still polled
+    assert [(m.device_id, m.device) for m in a.step()] == [
+        ("gone", None)
+    ]  # ... but after it, if still polled
     a.on_status(status("A", ["d0"]))
     clock.now += 10.5
     a.on_status(status("A", ["d0"]))
