@@ -134,7 +134,8 @@ class SimulatedPlc:
 
 async def serve_plant(path: str, stop: asyncio.Event) -> None:
     plant = load_plant(path)
-    plcs = [SimulatedPlc(d, host="127.0.0.1") for d in plant.devices]
+    # Modbus TCP and RTU-over-TCP devices; other protocols have their own simulators
+    plcs = [SimulatedPlc(d, host="127.0.0.1") for d in plant.devices if d.protocol in ("modbus_tcp", "modbus_rtu_tcp")]
     for plc in plcs:
         await plc.start()
         log.info("simulated PLC %s on 127.0.0.1:%d (%d tags)", plc.device.id, plc.port, len(plc.device.tags))

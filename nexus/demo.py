@@ -1,24 +1,30 @@
 """``nexus demo``: the whole pipeline on the embedded default, with live progress.
 
-Starts, in ``.nexus/``: a PostgreSQL cluster, a mosquitto broker, two simulated Modbus PLCs, one
-gateway and one ingestion worker (real processes, real protocols). Prints points/s published and
-stored, rows in the database and a few latest values every second; on Ctrl-C (or after
-``--duration``) stops everything it started, in order, and prints a summary.
+Starts, in ``.nexus/``: a PostgreSQL cluster, a mosquitto broker, simulated PLCs (two Modbus TCP,
+one OPC UA, one S7), gateway_core (REST API), one ingestion worker and one gateway in core mode
+(real processes, real protocols). The demo plant is loaded through the REST API; gateway_core
+assigns its devices to the gateway over MQTT. Prints points/s published and stored, rows in the
+database and a few latest values every second; on Ctrl-C (or after ``--duration``) stops everything
+it started, in order, and prints a summary.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
+import tomllib
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from nexus.local import LocalServerError, Mosquitto, Postgres, ensure_port_free, stop_process, wait_port
@@ -64,6 +70,7 @@ class Demo:
         self.pg: Postgres | None = None
         self.mq: Mosquitto | None = None
         self.stopping = False
+        self.api_key = ""
 
     # -- start -----------------------------------------------------------------------------------
     def _check_ports(self) -> None:
@@ -71,7 +78,11 @@ class Demo:
         for port, what in ((a.mqtt_port, "mosquitto (--mqtt-port)"), (a.pg_port, "PostgreSQL (--pg-port)"),
                            (a.modbus_port, "simulated PLC press-1 (--modbus-port)"),
                            (a.modbus_port + 1, "simulated PLC oven-1 (--modbus-port + 1)"),
-                           (a.ops_port, "gateway ops (--ops-port)"), (a.ops_port + 1, "ingestion ops (--ops-port + 1)")):
+                           (a.opcua_port, "simulated OPC UA server filler-1 (--opcua-port)"),
+                           (a.s7_port, "simulated S7 PLC packer-1 (--s7-port)"),
+                           (a.api_port, "gateway_core REST API (--api-port)"),
+                           (a.ops_port, "gateway ops (--ops-port)"), (a.ops_port + 1, "ingestion ops (--ops-port + 1)"),
+                           (a.ops_port + 2, "gateway_core ops (--ops-port + 2)")):
             try:
                 ensure_port_free(port, what)
             except LocalServerError as exc:
@@ -97,17 +108,29 @@ class Demo:
         self.mq = Mosquitto(self.home / "mosquitto", a.mqtt_port)
         self.mq.start()
         plant = resources.files("nexus").joinpath("demo_plant.toml").read_text()
-        plant = plant.replace("port = 15020", f"port = {a.modbus_port}").replace(
-            "port = 15021", f"port = {a.modbus_port + 1}")
+        plant = (plant.replace("port = 15020", f"port = {a.modbus_port}")
+                 .replace("port = 15021", f"port = {a.modbus_port + 1}")
+                 .replace("opc.tcp://127.0.0.1:14840", f"opc.tcp://127.0.0.1:{a.opcua_port}")
+                 .replace("port = 10102", f"port = {a.s7_port}"))
         plant_file = self.home / "plant.toml"
         plant_file.write_text(plant)
         py = sys.executable
-        print(f"starting simulated PLCs on 127.0.0.1:{a.modbus_port},{a.modbus_port + 1} ...", flush=True)
-        sim = self._spawn("simulator", [py, "-m", "gateway.simulator", str(plant_file)], {})
-        for port in (a.modbus_port, a.modbus_port + 1):
-            wait_port(port, 15, sim, "simulator")
+        print(f"starting simulated PLCs: Modbus TCP on {a.modbus_port},{a.modbus_port + 1}, OPC UA on "
+              f"{a.opcua_port}, S7 on {a.s7_port} ...", flush=True)
+        sims = [self._spawn("simulator", [py, "-m", "gateway.simulator", str(plant_file)], {}),
+                self._spawn("opcua-sim", [py, "-m", "gateway.opcua_sim", "--port", str(a.opcua_port), "--animate"], {}),
+                self._spawn("s7-sim", [py, "-m", "gateway.s7_sim", str(plant_file)], {})]
+        for port, sim in ((a.modbus_port, sims[0]), (a.modbus_port + 1, sims[0]), (a.opcua_port, sims[1]),
+                          (a.s7_port, sims[2])):
+            wait_port(port, 30, sim, "simulator")
         common = {"MQTT_PORT": str(a.mqtt_port), "LOG_JSON": "false", "OPS_HOST": "127.0.0.1"}
-        print("starting ingestion and gateway ...", flush=True)
+        print(f"starting gateway_core (REST API on http://127.0.0.1:{a.api_port}/docs), ingestion, gateway ...",
+              flush=True)
+        self.api_key = secrets.token_urlsafe(24)
+        self._spawn("gateway_core", [py, "-m", "gateway_core"], {
+            **{f"NEXUS_CORE_{k}": v for k, v in common.items()},
+            "NEXUS_CORE_SERVICE_ID": "demo-core", "NEXUS_CORE_DB_DSN": dsn, "NEXUS_CORE_HTTP_PORT": str(a.api_port),
+            "NEXUS_CORE_ADMIN_KEY": self.api_key, "NEXUS_CORE_OPS_PORT": str(a.ops_port + 2)})
         self._spawn("ingestion", [py, "-m", "ingestion"], {
             **{f"NEXUS_INGESTION_{k}": v for k, v in common.items()},
             "NEXUS_INGESTION_WORKER_ID": "demo-1", "NEXUS_INGESTION_DB_DSN": dsn,
@@ -115,11 +138,29 @@ class Demo:
         # the ingestion session must exist before the first batch: the broker keeps messages only
         # for sessions it knows (afterwards it queues for them across restarts)
         self._wait_ready(a.ops_port + 1, "ingestion")
+        self._wait_ready(a.ops_port + 2, "gateway_core")
         self._spawn("gateway", [py, "-m", "gateway"], {
             **{f"NEXUS_GATEWAY_{k}": v for k, v in common.items()},
-            "NEXUS_GATEWAY_GATEWAY_ID": "demo-gw", "NEXUS_GATEWAY_PLANT": str(plant_file),
+            "NEXUS_GATEWAY_GATEWAY_ID": "demo-gw", "NEXUS_GATEWAY_CONFIG_SOURCE": "core",
             "NEXUS_GATEWAY_OPS_PORT": str(a.ops_port)})
+        self._import_plant(plant)
         return dsn
+
+    def _import_plant(self, plant: str) -> None:
+        """Configure the demo plant the way a user would: one POST of the plant document."""
+        doc = tomllib.loads(plant)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.args.api_port}/api/v1/import", data=orjson.dumps(doc), method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = orjson.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            raise DemoError(f"gateway_core refused the demo plant: {exc.code} {exc.read().decode()}") from None
+        except OSError as exc:
+            raise DemoError(f"gateway_core API not reachable: {exc}") from None
+        print(f"configured {len(doc['devices'])} devices through POST /api/v1/import (revision "
+              f"{body.get('revision')}); API key for this run: {self.api_key}", flush=True)
 
     def _wait_ready(self, port: int, name: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -190,7 +231,7 @@ class Demo:
                         "SELECT DISTINCT ON (t.path) t.device || '/' || t.tag, p.value, p.value_text, t.unit "
                         "FROM nexus.points p JOIN nexus.tags t ON t.id = p.tag_id "
                         "WHERE p.time > now() - interval '5 seconds' AND t.tag IN "
-                        "('zone1_temp', 'stroke_count', 'state', 'valve1_open') "
+                        "('zone1_temp', 'stroke_count', 'state', 'speed', 'film_temp') "
                         "ORDER BY t.path, p.time DESC").fetchall()
                 except psycopg.Error:
                     rows, latest = 0, []
@@ -224,7 +265,9 @@ class Demo:
                 break
             time.sleep(0.2)
         stop_process(procs.get("ingestion"), timeout=30)
-        stop_process(procs.get("simulator"), timeout=10)
+        stop_process(procs.get("gateway_core"), timeout=30)
+        for sim in ("simulator", "opcua-sim", "s7-sim"):
+            stop_process(procs.get(sim), timeout=10)
         if self.mq:
             self.mq.stop()
         # the database stays up for the summary, then stops

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -15,23 +16,26 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def free_pair() -> int:
-    """A port whose successor is free too (the demo uses port and port + 1)."""
+def free_run(n: int = 2) -> int:
+    """A port whose ``n - 1`` successors are free too (the demo uses port, port + 1, ...)."""
     for _ in range(50):
         p = free_port()
-        with socket.socket() as s:
+        with contextlib.ExitStack() as stack:
             try:
-                s.bind(("127.0.0.1", p + 1))
+                for i in range(1, n):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", p + i))
                 return p
             except OSError:
                 continue
-    raise RuntimeError("no free port pair")
+    raise RuntimeError("no free port run")
 
 
 def test_demo_runs_for_a_duration_and_exits_zero(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "nexus.cli", "demo", "--duration", "6", "--home", str(tmp_path / "home"),
             "--mqtt-port", str(free_port()), "--pg-port", str(free_port()),
-            "--modbus-port", str(free_pair()), "--ops-port", str(free_pair())]
+            "--modbus-port", str(free_run()), "--ops-port", str(free_run(3)), "--opcua-port", str(free_port()),
+            "--s7-port", str(free_port()), "--api-port", str(free_port())]
     res = subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=ROOT)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
