@@ -28,6 +28,17 @@ from nexus.runtime import Backoff, install_stop_signals
 log = logging.getLogger("gateway_core")
 
 
+class _NoColor(logging.Filter):
+    """uvicorn adds an ANSI-coloured copy of some messages as an extra field; our JSON logs do not want it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+_NO_COLOR = _NoColor()
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: our stop event owns shutdown."""
 
@@ -67,6 +78,7 @@ class Service:
         s = self.settings
         if signals:
             install_stop_signals(self.stop)
+        logging.getLogger("uvicorn.error").addFilter(_NO_COLOR)
         if not await migrate_db(s.db, self.stop):
             return 0
         pool = Pool(s.db.dsn, size=s.db.pool_size, connect_timeout=s.db.connect_timeout)
