@@ -4,7 +4,8 @@ Why a driver and not a bridge: collectors and edge boxes (ParX, Tasmota, vendor 
 topics and payload shapes of their own. Mapping them here, per tag, gives their values the same path
 as PLC values: canonical types, transforms, OPC UA status, UNS, historian. Per tag: a topic filter,
 a payload ``format``, and for JSON a ``value`` path plus optional ``timestamp`` / ``quality`` paths
-(see docs/drivers/mqtt.md). Several tags may share a topic.
+(see docs/drivers/mqtt.md; the mapping is in :mod:`gateway.mqtt_mapping`). Several tags may share
+a topic.
 
 It is a subscription driver: messages are converted when they arrive and buffered (bounded) until
 the poller's next :meth:`Driver.read`. A payload that does not convert is a BAD point with the
@@ -16,86 +17,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from gateway import driver as base
+from gateway.changebuffer import ChangeBuffer
 from gateway.config import choice, get, int_in, parse_type
-from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
+from gateway.errors import ConfigError, PermanentError, TemporaryError
+from gateway.mqtt_mapping import (
+    BAD_TYPE_MISMATCH,
+    FORMATS,
+    JsonPath,
+    Mismatch,
+    MqttAddress,
+    coerce,
+    decode,
+    encode_write,
+    map_message,
+    parse_path,
+    parse_quality_map,
+    source_status,
+    timestamp_ms,
+)
 from gateway.values import check_write
 from nexus.common import MqttSettings
 from nexus.mqtt import Message, MqttClient, MqttError
-from proto.points import MAX_TS_MS, Point, Status
+from proto.points import Point, Status
 
 if TYPE_CHECKING:
     from gateway.config import DeviceConfig, TagConfig
 
+__all__ = [  # the module contract of gateway.driver, and the payload mapping names re-exported
+    "BAD_TYPE_MISMATCH", "DEVICE_KEYS", "FORMATS", "TAG_KEYS", "Driver", "JsonPath", "Mismatch", "MqttAddress",
+    "MqttConnection", "coerce", "decode", "encode_write", "map_message", "parse_connection", "parse_path", "parse_tag",
+    "source_status", "subscriptions", "timestamp_ms"]
+
 log = logging.getLogger("gateway.mqtt_source")
 
-FORMATS = ("auto", "json", "number", "bool", "string")
 DEVICE_KEYS = frozenset({"host", "port", "username", "password", "client_id", "qos", "keepalive", "buffer_size"})
 TAG_KEYS = frozenset({"type", "topic", "format", "value", "timestamp", "quality", "quality_map", "write_topic"})
 
-#: a payload that does not convert to the tag's type; the reason says precisely what did not convert
-BAD_TYPE_MISMATCH = Status.BAD_TYPE_MISMATCH
 _DEFAULT_TYPE = {"auto": "float64", "json": "float64", "number": "float64", "bool": "bool", "string": "string"}
-_BOOLS = {"true": True, "false": False, "1": True, "0": False, "on": True, "off": False}
-_QUALITY_NAMES = {"good": Status.GOOD, "uncertain": Status.UNCERTAIN, "bad": Status.BAD}
 _PARKED_S = 3600.0  # the MqttClient's own reconnect delay: the poller reconnects through connect()
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_PATH_STEP = re.compile(r"\.([^.\[\]'\"\s]+)|\[(-?\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 
 
 # --- config ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class JsonPath:
-    """A small JSON path: ``$`` (the whole document), ``$.data.temp``, ``$.values[2]``, ``temp``."""
-
-    text: str
-    steps: tuple[str | int, ...] = ()
-
-    def get(self, doc: Any) -> Any:
-        cur, at = doc, "$"
-        for step in self.steps:
-            if isinstance(step, int):
-                if not isinstance(cur, list):
-                    raise Mismatch(f"{self.text}: expected an array at {at}, got {_json_type(cur)}")
-                if not -len(cur) <= step < len(cur):
-                    raise Mismatch(f"{self.text}: index {step} out of range at {at} (array of {len(cur)})")
-                cur, at = cur[step], f"{at}[{step}]"
-            else:
-                if not isinstance(cur, dict):
-                    raise Mismatch(f"{self.text}: expected an object at {at}, got {_json_type(cur)}")
-                if step not in cur:
-                    raise Mismatch(f"{self.text}: no key {step!r} at {at}")
-                cur, at = cur[step], f"{at}.{step}"
-        return cur
-
-
-def parse_path(text: str, key: str, where: str) -> JsonPath:
-    """Parse a path at config time, so a typo is a startup error, not a stream of BAD points."""
-    if not text:
-        raise ConfigError(f"'{key}' path is empty", where=where)
-    rest, offset = (text[1:], 1) if text.startswith("$") else ("." + text, -1)  # "temp" is "$.temp"
-    steps: list[str | int] = []
-    i = 0
-    while i < len(rest):
-        m = _PATH_STEP.match(rest, i)
-        if not m:
-            raise ConfigError(f"'{key}' path {text!r} is invalid at position {max(i + offset, 0)}: expected "
-                              ".name, [index] or ['name']", where=where)
-        steps.append(int(m[2]) if m[2] is not None else next(g for g in (m[1], m[3], m[4]) if g is not None))
-        i = m.end()
-    return JsonPath(text, tuple(steps))
-
 
 @dataclass(frozen=True, kw_only=True)
 class MqttConnection:
@@ -107,17 +75,6 @@ class MqttConnection:
     qos: int = 1  #: QoS of the subscriptions and of writes (0 or 1)
     keepalive: int = 30  #: MQTT keepalive, seconds
     buffer_size: int = 10_000  #: points held between two reads; on overflow the newest per tag are kept
-
-
-@dataclass(frozen=True, kw_only=True)
-class MqttAddress:
-    topic: str  #: topic filter to subscribe (wildcards allowed)
-    format: str  #: payload format, one of FORMATS
-    value: JsonPath  #: where the value is in a JSON payload ($ = the whole payload)
-    timestamp: JsonPath | None = None  #: source timestamp (epoch s/ms/us/ns or ISO 8601); None = arrival time
-    quality: JsonPath | None = None  #: source quality; None = GOOD
-    quality_map: tuple[tuple[str, int], ...] = ()  #: source quality value (as text) -> OPC UA status
-    write_topic: str | None = None  #: where writes are published; None = read-only
 
 
 def _topic(text: str, key: str, where: str, *, wildcards: bool) -> str:
@@ -133,29 +90,6 @@ def _topic(text: str, key: str, where: str, *, wildcards: bool) -> str:
             raise ConfigError(f"'{key}' {text!r}: '+' must be a whole level and '#' the whole last level",
                               where=where)
     return text
-
-
-def _quality_key(raw: Any) -> str:
-    """Source quality values compared as text: TOML keys are strings, payload values may not be."""
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    if isinstance(raw, float) and raw.is_integer():
-        return str(int(raw))
-    return raw if isinstance(raw, str) else orjson.dumps(raw).decode()
-
-
-def _quality_map(d: dict[Any, Any], where: str) -> tuple[tuple[str, int], ...]:
-    out = []
-    for k, v in d.items():
-        if isinstance(v, str) and v.lower() in _QUALITY_NAMES:
-            out.append((_quality_key(k), int(_QUALITY_NAMES[v.lower()])))
-        elif type(v) is int and 0 <= v <= 0xFFFFFFFF:
-            out.append((_quality_key(k), v))
-        else:
-            raise ConfigError(f"'quality_map' value for {k!r} must be good/uncertain/bad or an OPC UA status "
-                              f"code 0..0xFFFFFFFF, got {v!r}", where=where)
-    return tuple(out)
-
 
 def parse_connection(d: dict[str, Any], where: str, protocol: str) -> MqttConnection:
     username, password = get(d, "username", str, where, None), get(d, "password", str, where, None)
@@ -176,7 +110,7 @@ def parse_tag(d: dict[str, Any], where: str, conn: MqttConnection) -> tuple[Mqtt
             raise ConfigError(f"'{key}' needs format json or auto, not {fmt!r}", where=where)
     value = parse_path(get(d, "value", str, where, "$"), "value", where)
     ts, quality = (parse_path(get(d, k, str, where), k, where) if k in d else None for k in ("timestamp", "quality"))
-    qmap = _quality_map(get(d, "quality_map", dict, where, {}), where)
+    qmap = parse_quality_map(get(d, "quality_map", dict, where, {}), where)
     if qmap and quality is None:
         raise ConfigError("'quality_map' needs a 'quality' path", where=where)
     write_topic = get(d, "write_topic", str, where, None)
@@ -191,149 +125,6 @@ def parse_tag(d: dict[str, Any], where: str, conn: MqttConnection) -> tuple[Mqtt
     address = MqttAddress(topic=_topic(get(d, "topic", str, where), "topic", where, wildcards=True), format=fmt,
                           value=value, timestamp=ts, quality=quality, quality_map=qmap, write_topic=write_topic)
     return address, parse_type(d, where, _DEFAULT_TYPE[fmt]), 0
-
-
-# --- payload mapping ---------------------------------------------------------------------------
-
-class Mismatch(Exception):
-    """A payload that does not give a value of the tag: becomes a BAD point with this reason."""
-
-
-def _json_type(v: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
-    return names.get(type(v), "null" if v is None else type(v).__name__)
-
-
-def _short(v: Any, n: int = 60) -> str:
-    text = repr(v)
-    return text if len(text) <= n else f"{text[:n]}...({len(text)} chars)"
-
-
-def _number(text: str) -> int | float:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise Mismatch(f"{_short(text)} is not a number") from None
-
-
-def decode(fmt: str, payload: bytes) -> Any:
-    """The payload as a JSON document (json, auto) or a raw scalar (number, bool, string, non-JSON auto)."""
-    if fmt in ("json", "auto"):
-        try:
-            return orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            if fmt == "json":
-                raise Mismatch(f"payload is not JSON ({exc}): {_short(payload)}") from None
-    try:
-        text = payload.decode()
-    except UnicodeDecodeError:
-        raise Mismatch(f"payload is not UTF-8 text: {_short(payload)}") from None
-    if fmt == "number":
-        try:
-            return _number(text.strip())
-        except Mismatch as exc:
-            raise Mismatch(f"payload {exc}") from None
-    if fmt == "bool":
-        if text.strip().lower() not in _BOOLS:
-            raise Mismatch(f"payload {_short(text)} is not a bool (true/false, 1/0, on/off)")
-        return _BOOLS[text.strip().lower()]
-    return text
-
-
-def coerce(dtype: str, v: Any) -> Any:
-    """``v`` as a raw value of canonical type ``dtype`` (the checks of a write); :class:`Mismatch` says why not."""
-    if v is None:
-        raise Mismatch("value is null")
-    if dtype == "string":
-        return v if isinstance(v, str) else orjson.dumps(v).decode()
-    if isinstance(v, str):  # numbers and bools as text, as many devices send them
-        v = _BOOLS.get(v.strip().lower(), v) if dtype == "bool" else _number(v.strip())
-    try:
-        return check_write(dtype, v)
-    except WriteRefused as exc:
-        raise Mismatch(str(exc)) from None
-
-
-def _epoch_ms(raw: Any, path: str) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-        raise Mismatch(f"{path}: expected epoch time or ISO 8601, got {_json_type(raw)} {_short(raw)}")
-    size = abs(raw)
-    return round(raw * (1000 if size < 1e11 else 1 if size < 1e14 else 1e-3 if size < 1e17 else 1e-6))
-
-
-def timestamp_ms(raw: Any, path: str) -> int:
-    """Epoch seconds, ms, us or ns (told apart by size: s < 1e11 <= ms < 1e14 <= us < 1e17 <= ns), as a
-    number or text, or ISO 8601 (no offset = UTC)."""
-    if isinstance(raw, str):
-        try:
-            number = float(raw)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(raw)
-            except ValueError:
-                raise Mismatch(f"{path}: {_short(raw)} is neither epoch time nor ISO 8601") from None
-            ms = ((dt if dt.tzinfo else dt.replace(tzinfo=UTC)) - _EPOCH) // timedelta(milliseconds=1)
-        else:
-            ms = _epoch_ms(number, path)
-    else:
-        ms = _epoch_ms(raw, path)
-    if not 0 <= ms <= MAX_TS_MS:
-        raise Mismatch(f"{path}: timestamp {_short(raw)} is outside 1970..2255")
-    return ms
-
-
-def source_status(addr: MqttAddress, raw: Any) -> int:
-    """The OPC UA status a source quality value means (``quality_map``, else a code or good/uncertain/bad)."""
-    path = addr.quality.text if addr.quality else "quality"
-    if addr.quality_map:
-        key = _quality_key(raw)
-        for k, status in addr.quality_map:
-            if k == key:
-                return status
-        raise Mismatch(f"{path}: quality {_short(raw)} is not in quality_map")
-    if type(raw) is int and 0 <= raw <= 0xFFFFFFFF:
-        return raw
-    if isinstance(raw, str) and raw.lower() in _QUALITY_NAMES:
-        return _QUALITY_NAMES[raw.lower()]
-    if isinstance(raw, bool):
-        return Status.GOOD if raw else Status.BAD
-    raise Mismatch(f"{path}: quality {_short(raw)} is not a status code or good/uncertain/bad (add a quality_map)")
-
-
-def map_message(tag: TagConfig, doc: Any, now_ms: int) -> Point:
-    """One tag's point from a decoded payload (``doc`` may be the Mismatch the decoding raised)."""
-    a: MqttAddress = tag.address
-    if isinstance(doc, Mismatch):
-        return Point(tag.name, None, now_ms, BAD_TYPE_MISMATCH, tag.unit, str(doc))
-    try:
-        raw = a.value.get(doc)
-        try:
-            value = coerce(tag.type, raw)
-        except Mismatch as exc:  # name the path: one payload often feeds several tags
-            raise Mismatch(f"{a.value.text}: {exc}" if a.value.steps else str(exc)) from None
-        ts = timestamp_ms(a.timestamp.get(doc), a.timestamp.text) if a.timestamp else now_ms
-        raw_quality = a.quality.get(doc) if a.quality else None
-        status = source_status(a, raw_quality) if a.quality else Status.GOOD
-    except Mismatch as exc:
-        return Point(tag.name, None, now_ms, BAD_TYPE_MISMATCH, tag.unit, str(exc))
-    reason = None if status == Status.GOOD else f"source quality {_short(raw_quality)}"
-    return Point(tag.name, value, ts, status, tag.unit, reason)
-
-
-def encode_write(addr: MqttAddress, value: Any) -> bytes:
-    """JSON formats: the value nested under the value path's keys; raw formats: its text."""
-    if addr.format in ("json", "auto"):
-        body = value
-        for step in reversed(addr.value.steps):
-            body = {step: body}
-        return orjson.dumps(body)
-    if isinstance(value, bool):
-        return b"true" if value else b"false"
-    return str(value).encode()
 
 
 # --- topic filters -----------------------------------------------------------------------------
@@ -381,8 +172,8 @@ class Driver(base.Driver):
         self._sub_of = subscriptions({t.address.topic for t in device.tags})
         self._subs = sorted(set(self._sub_of.values()))
         self._filters = {f: f.split("/") for f in self._sub_of}
-        self._capacity = max(self.conn.buffer_size, 2 * len(device.tags))  # compaction always frees half
-        self._buffer: list[Point] = []
+        # at least twice the tags, so compaction (newest per tag) always frees half
+        self._buffer = ChangeBuffer(max(self.conn.buffer_size, 2 * len(device.tags)))
         self._client: MqttClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -390,7 +181,7 @@ class Driver(base.Driver):
         self._refused: dict[str, str] = {}  # tag -> why the broker refused its subscription
         self._fresh = False  # first read after a connect: report tags without a value yet
         self._bad_tags: set[str] = set()  # tags whose last payload did not convert (log on change only)
-        self.received = self.bad_payloads = self.overflows = self.connects = 0
+        self.received = self.bad_payloads = self.connects = 0
         self.last_error: str | None = None
 
     def _link_up(self) -> bool:
@@ -469,28 +260,21 @@ class Driver(base.Driver):
                             extra={"device": self.device.id, "tag": p.tag, "topic": topic})
         else:
             self._bad_tags.discard(p.tag)
-        if len(self._buffer) >= self._capacity:
-            self._compact()
-        self._buffer.append(p)
+        if dropped := self._buffer.push(p):  # the poller fell behind the topic's rate
+            log.warning("buffer full (%d points): dropped %d older values, kept the newest per tag",
+                        self._buffer.capacity, dropped, extra={"device": self.device.id})
 
-    def _compact(self) -> None:
-        """Keep the newest point per tag (in arrival order): the poller fell behind the topic's rate."""
-        latest: dict[str, Point] = {}
-        for p in self._buffer:
-            latest.pop(p.tag, None)
-            latest[p.tag] = p
-        dropped = len(self._buffer) - len(latest)
-        self.overflows += dropped
-        self._buffer = list(latest.values())
-        log.warning("buffer full (%d points): dropped %d older values, kept the newest per tag",
-                    self._capacity, dropped, extra={"device": self.device.id})
+    @property
+    def overflows(self) -> int:
+        """Points dropped because the buffer was full (the newest per tag are kept)."""
+        return self._buffer.overflows
 
     async def read(self) -> list[Point]:
         if not self._buffer and not self._link_up():
             c = self.conn
             raise TemporaryError(f"lost connection to broker {c.host}:{c.port}" if self._client else "not connected",
                                  device_id=self.device.id)
-        points, self._buffer = self._buffer, []
+        points = self._buffer.drain()
         if self._fresh and self._link_up():
             self._fresh = False
             points.extend(self._initial_points({p.tag for p in points}))
@@ -532,7 +316,7 @@ class Driver(base.Driver):
             await self._stop_client()
         except Exception:  # close never raises
             log.exception("closing the MQTT client failed", extra={"device": self.device.id})
-        self._buffer = []
+        self._buffer.clear()
 
     async def _stop_client(self) -> None:
         """Stop the client task (it disconnects cleanly in its finally) and wait for it, bounded."""

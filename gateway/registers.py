@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from gateway.values import shortest_float32
+
 #: registers per fixed-size type
 REGISTER_COUNT = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
                   "int64": 4, "uint64": 4, "float64": 4}
@@ -42,17 +44,8 @@ def decode(regs: list[int], dtype: str, *, byte_order: str = "big", word_order: 
         return raw.split(b"\x00", 1)[0].decode("latin-1").rstrip(" ")
     raw = _to_bytes(regs, byte_order, word_order)
     value = struct.unpack(_STRUCT[dtype], raw)[0]
-    if dtype == "float32" and value == value and value not in (float("inf"), float("-inf")):
-        return _shortest_float32(value, raw)
-    return value
-
-
-def _shortest_float32(value: float, raw: bytes) -> float:
-    """The shortest decimal that is the same float32 (56.398, not 56.39799880981445)."""
-    for digits in (6, 7, 8):
-        candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == raw:
-            return candidate
+    if dtype == "float32":  # 56.398, not 56.39799880981445
+        return shortest_float32(value, raw)
     return value
 
 

@@ -7,6 +7,7 @@ config accepts the IEC 61131-3 names as aliases and every driver works with the 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 from gateway.errors import WriteRefused
@@ -65,3 +66,15 @@ def check_write(dtype: str, value: Any, *, length: int = 0) -> Any:
     if dtype == "float32" and abs(v) > _FLOAT32_MAX:
         raise WriteRefused(f"{value} is outside the float32 range")
     return v
+
+
+def shortest_float32(value: float, raw: bytes) -> float:
+    """The shortest decimal that is the same float32 as ``raw`` (its 4 big-endian bytes, ``value``
+    unpacked from them): 0.1, not 0.10000000149011612. NaN and infinities are returned as they are."""
+    if not math.isfinite(value):
+        return value
+    for digits in (6, 7, 8):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack(">f", candidate) == raw:
+            return candidate
+    return value
