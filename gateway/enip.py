@@ -41,7 +41,7 @@ from pycomm3.packets import WriteTagRequestPacket
 from gateway import driver
 from gateway.config import DeviceConfig, TagConfig, get, int_in, parse_type
 from gateway.errors import ConfigError, PermanentError, TemporaryError
-from gateway.values import TYPES, canonical_type, check_write
+from gateway.values import TYPES, canonical_type, check_write, round_float32
 from proto.points import Point, Status
 
 log = logging.getLogger("gateway.enip")
@@ -310,6 +310,8 @@ class Driver(driver.Driver):
         value = result.value
         if tag.type == "bool":
             value = bool(value)
+        elif tag.type == "float32" and isinstance(value, float):
+            value = round_float32(value)  # 0.1, not 0.10000000149011612, as the other drivers give
         return Point(tag.name, value, ts, Status.GOOD, tag.unit)
 
     async def write(self, tag: TagConfig, value: Any) -> None:

@@ -40,7 +40,7 @@ from gateway.opcua_config import (
     parse_node,
     parse_tag,
 )
-from gateway.values import INT_RANGES, check_write
+from gateway.values import INT_RANGES, check_write, round_float32
 from proto.points import Point, Quality, Status
 
 __all__ = [  # the module contract of gateway.driver, and the config/session names re-exported
@@ -72,7 +72,7 @@ def _coerce(value: Any, dtype: str) -> Any:
             if float(value).is_integer() and lo <= value <= hi:
                 return int(value)
             raise ValueError(f"{value!r} does not fit a {dtype} tag")
-        return float(value)
+        return round_float32(float(value)) if dtype == "float32" else float(value)
     raise ValueError(f"a {type(value).__name__} value does not fit a {dtype} tag")
 
 

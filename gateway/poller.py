@@ -101,7 +101,9 @@ class DevicePoller:
         d = self.device
         interval = d.interval_ms / 1000
         jitter = interval * d.jitter_pct / 100
-        next_due = time.monotonic() + random.uniform(0, jitter)
+        # the first poll spreads device starts by at most 1 s: enough against a synchronized burst at
+        # gateway start, and a device restarted by a hot reload does not wait a slow interval's jitter
+        next_due = time.monotonic() + random.uniform(0, min(jitter, 1.0))
         m.DEVICE_UP.labels(d.id).set(0)
         try:
             while not stop.is_set():

@@ -78,3 +78,11 @@ def shortest_float32(value: float, raw: bytes) -> float:
         if struct.pack(">f", candidate) == raw:
             return candidate
     return value
+
+
+def round_float32(value: float) -> float:
+    """A float32 read as a Python float, shown as its shortest decimal (drivers that get floats, not bytes)."""
+    try:
+        return shortest_float32(value, struct.pack(">f", value))
+    except (OverflowError, struct.error):
+        return value

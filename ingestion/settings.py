@@ -23,7 +23,7 @@ class DbSettings:
 @dataclass(frozen=True, kw_only=True)
 class BatchSettings:
     max_points: int = 5000  #: a batch is written when it holds this many points ...
-    max_age_ms: int = 200  #: ... or when its oldest message is this old (milliseconds)
+    max_age_ms: int = 50  #: ... or when its oldest message is this old (milliseconds); bounds the latency
     max_pending_points: int = 50_000  #: above this many undecided points, stop reading the socket
 
     def __post_init__(self) -> None:

@@ -50,7 +50,7 @@ def test_ingestion_defaults() -> None:
         "127.0.0.1", 1883, 30, None, None)
     assert s.db == DbSettings()
     assert s.db.dsn == "postgresql://nexus@127.0.0.1:5432/nexus"
-    assert s.batch == BatchSettings(max_points=5000, max_age_ms=200, max_pending_points=50_000)
+    assert s.batch == BatchSettings(max_points=5000, max_age_ms=50, max_pending_points=50_000)
     assert s.ops == OpsSettings(port=0)
     assert s.log == LogSettings(level="INFO", json=True)
     assert s.client_id == "nexus-ingestion-w1"
