@@ -27,6 +27,10 @@ characters so that the StatefulSet name stays within 52 (its controller-revision
 {{- printf "%s-gateway" (include "nexus-edge.fullname" .) }}
 {{- end }}
 
+{{- define "nexus-edge.core.fullname" -}}
+{{- printf "%s-core" (include "nexus-edge.fullname" .) }}
+{{- end }}
+
 {{- define "nexus-edge.ingestion.fullname" -}}
 {{- printf "%s-ingestion" (include "nexus-edge.fullname" .) }}
 {{- end }}
@@ -68,6 +72,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "nexus-edge.plantConfigMap" -}}
 {{- default (printf "%s-plant" (include "nexus-edge.gateway.fullname" .)) .Values.gateway.existingPlantConfigMap }}
+{{- end }}
+
+{{/*
+Gateway mode: true when gateway.configSource is "file", false for "core"; fails on anything else.
+*/}}
+{{- define "nexus-edge.gateway.fileMode" -}}
+{{- $src := .Values.gateway.configSource }}
+{{- if eq $src "file" }}true
+{{- else if eq $src "core" }}
+{{- else }}
+{{- fail (printf "gateway.configSource must be core or file, got %q" (toString $src)) }}
+{{- end }}
 {{- end }}
 
 {{/*
