@@ -109,6 +109,7 @@ class DeviceList(BaseModel):
     total: int
     limit: int
     offset: int
+    next: str | None = Field(description="cursor for the next page (pass as 'after'); null on the last page")
     revision: int = Field(description="current global configuration revision")
 
 

@@ -68,6 +68,9 @@ async def list_devices(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    after: Annotated[
+        str | None, Query(pattern=LEVEL_PATTERN, description="cursor: the 'next' of the previous page")
+    ] = None,
     _: Annotated[Principal, Depends(require("viewer"))],
 ) -> dict[str, Any]:
     c = core(request)
@@ -83,12 +86,17 @@ async def list_devices(
     }
     ids = set(c.assigner.assigned(level_or_422(gateway, "gateway") or "")) if gateway is not None else None
     revision = await c.store.revision()
-    rows, total = await c.store.list_devices(filters=filters, ids=ids, limit=limit, offset=offset)
+    rows, total = await c.store.list_devices(
+        filters=filters, ids=ids, limit=limit + 1, offset=offset, after=after
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
     return {
         "items": [_out(request, r) for r in rows],
         "total": total,
         "limit": limit,
         "offset": offset,
+        "next": rows[-1].id if more else None,
         "revision": revision,
     }
 

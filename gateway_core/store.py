@@ -116,8 +116,15 @@ class Store:
         return [DeviceRow(*r) for r in rows]
 
     async def list_devices(
-        self, *, filters: dict[str, str | None], ids: set[str] | None, limit: int, offset: int
+        self,
+        *,
+        filters: dict[str, str | None],
+        ids: set[str] | None,
+        limit: int,
+        offset: int,
+        after: str | None = None,
     ) -> tuple[list[DeviceRow], int]:
+        """A page of devices by id (``after``: keyset cursor) and the number matching the filters."""
         where, params = [], []
         for key in ("protocol", *LEVELS):
             if filters.get(key) is not None:
@@ -129,10 +136,12 @@ class Store:
         cond = f"WHERE {' AND '.join(where)}" if where else ""
         async with self.pool.connection() as conn:
             total = await (await conn.execute(f"SELECT count(*) FROM core.devices {cond}", params)).fetchone()
+            page = f"{cond} AND id > %s" if cond else "WHERE id > %s"
             rows = await (
                 await conn.execute(
-                    f"SELECT id, doc, revision FROM core.devices {cond} ORDER BY id LIMIT %s OFFSET %s",
-                    [*params, limit, offset],
+                    f"SELECT id, doc, revision FROM core.devices {page if after is not None else cond}"
+                    " ORDER BY id LIMIT %s OFFSET %s",
+                    [*params, *([after] if after is not None else []), limit, offset],
                 )
             ).fetchall()
         assert total is not None

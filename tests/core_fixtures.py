@@ -305,17 +305,18 @@ class SimGateway(Recorder):
                 self.publish_status()
 
     def publish_status(self) -> None:
+        # Built and queued under the lock: two threads (heartbeat, message callback) publish statuses,
+        # and an older snapshot must never reach the broker after a newer one.
         with self._lock:
-            devices = tuple(sorted(self.polling))
-        status = pc.GatewayStatus(
-            gateway=self.id,
-            online=True,
-            capacity=self.capacity,
-            applied_revision=self.applied,
-            devices=devices,
-            ts=int(time.time() * 1000),
-        )
-        self.client.publish(pc.status_topic(self.root, self.id), pc.encode_status(status), qos=1, retain=True)
+            status = pc.GatewayStatus(
+                gateway=self.id,
+                online=True,
+                capacity=self.capacity,
+                applied_revision=self.applied,
+                devices=tuple(sorted(self.polling)),
+                ts=int(time.time() * 1000),
+            )
+            self.client.publish(pc.status_topic(self.root, self.id), pc.encode_status(status), qos=1, retain=True)
 
     def on_message(self, msg: paho.MQTTMessage) -> None:
         if msg.topic.startswith(f"{self.root}/config/devices/"):

@@ -3,6 +3,7 @@ ETag/If-Match, revisions and audit, rollback, import/export, pagination and filt
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -328,9 +329,26 @@ async def test_pagination_and_filtering(api: Api) -> None:
     r = await api.client.get("/api/v1/devices", params={"limit": 3})
     page = r.json()
     assert [d["id"] for d in page["items"]] == ["dev-0", "dev-1", "dev-2"]
-    assert (page["total"], page["limit"], page["offset"], page["revision"]) == (7, 3, 0, 7)
+    assert (page["total"], page["limit"], page["offset"], page["next"], page["revision"]) == (
+        7,
+        3,
+        0,
+        "dev-2",
+        7,
+    )
     r = await api.client.get("/api/v1/devices", params={"limit": 3, "offset": 6})
     assert [d["id"] for d in r.json()["items"]] == ["dev-6"]
+    # keyset cursor: 'next' of one page is 'after' of the next
+    seen, after = [], None
+    while True:
+        r = await api.client.get(
+            "/api/v1/devices", params={"limit": 3, "site": "berlin"} | ({"after": after} if after else {})
+        )
+        seen += [d["id"] for d in r.json()["items"]]
+        assert r.json()["total"] == 5
+        if (after := r.json()["next"]) is None:
+            break
+    assert seen == ["dev-0", "dev-1", "dev-2", "dev-3", "dev-4"]
     r = await api.client.get("/api/v1/devices", params={"site": "berlin", "line": "line-1"})
     assert [d["id"] for d in r.json()["items"]] == ["dev-1", "dev-3"] and r.json()["total"] == 2
     r = await api.client.get("/api/v1/devices", params={"protocol": "modbus_rtu_tcp"})
@@ -395,3 +413,21 @@ async def test_tag_sub_resources(api: Api) -> None:
     r = await api.client.get("/api/v1/devices/nope/tags/x")
     assert r.status_code == 404 and r.json()["field"] == "device_id"
     assert await revision(api) == 4
+
+
+async def test_concurrent_writers_with_the_same_if_match(api: Api) -> None:
+    await create(api, device_doc())
+    results = await asyncio.gather(
+        *(
+            api.client.put(
+                "/api/v1/devices/press-1", json=device_doc(interval_ms=100 + i), headers={"If-Match": '"1"'}
+            )
+            for i in range(5)
+        )
+    )
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 412, 412, 412, 412]
+    winner = next(r for r in results if r.status_code == 200)
+    r = await api.client.get("/api/v1/devices/press-1")
+    assert r.json()["device"] == winner.json()["device"] and r.headers["ETag"] == '"2"'
+    assert query(api.dsn, "SELECT count(*) FROM core.device_versions WHERE device_id = 'press-1'") == [(2,)]

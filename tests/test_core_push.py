@@ -176,6 +176,19 @@ async def test_join_releases_before_assigning(service: Running, closing: list[Re
         "gw-b took its share",
     )
     moved = set(b.polling)
+    # the recorder and gw-a are other clients: let their copies of the last messages arrive too
+    await until(
+        lambda: sum(b'"gateway":"gw-b"' in p for _, _, p, _ in timeline.snapshot()) >= len(moved),
+        5,
+        "the recorder saw every assignment to gw-b",
+    )
+
+    def seen_by_a(d: str) -> list[str | None]:
+        return [gw for kind, dev, gw in a.order if kind == "device" and dev == d]
+
+    await until(
+        lambda: all(seen_by_a(d)[-1:] == ["gw-b"] for d in moved), 5, "gw-a saw every assignment to gw-b"
+    )
 
     # replay what the broker delivered, in order: a device is never named for gw-b while gw-a's
     # latest status still lists it, and every moved device was released first
@@ -194,8 +207,7 @@ async def test_join_releases_before_assigning(service: Running, closing: list[Re
         assert seq[d][-3:] == ["gw-a", None, "gw-b"] if d in moved else seq[d][-1] == "gw-a", (d, seq[d])
     # and gw-a's own view: for each moved device, the release came before gw-b was named
     for d in moved:
-        events = [gw for kind, dev, gw in a.order if kind == "device" and dev == d]
-        assert events[-2:] == [None, "gw-b"], (d, events)
+        assert seen_by_a(d)[-2:] == [None, "gw-b"], (d, seen_by_a(d))
 
 
 async def test_tag_write_is_answered_over_mqtt(service: Running, closing: list[Recorder]) -> None:
