@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import uvicorn
@@ -79,6 +79,17 @@ class Service:
         if signals:
             install_stop_signals(self.stop)
         logging.getLogger("uvicorn.error").addFilter(_NO_COLOR)
+        # The ops endpoint answers from the start (liveness while the database is still away).
+        checks: dict[str, Callable[[], bool]] = {"db": lambda: self.core is not None}
+        ops = OpsServer(s.ops, checks=checks)
+        await ops.start()
+        try:
+            return await self._run(checks)
+        finally:
+            await ops.close()
+
+    async def _run(self, checks: dict[str, Callable[[], bool]]) -> int:
+        s = self.settings
         if not await migrate_db(s.db, self.stop):
             return 0
         pool = Pool(s.db.dsn, size=s.db.pool_size, connect_timeout=s.db.connect_timeout)
@@ -96,8 +107,8 @@ class Service:
             on_connect=control.on_connect,
         )
         control.mqtt = mqtt
-        core.checks.update(mqtt=lambda: mqtt.connected, assigner=lambda: control.settled)
-        ops = OpsServer(s.ops, checks=core.checks)
+        checks.update(mqtt=lambda: mqtt.connected, assigner=lambda: control.settled)
+        core.checks = checks
         server = _Server(
             uvicorn.Config(
                 create_app(core),
@@ -108,7 +119,6 @@ class Service:
                 lifespan="off",
             )
         )
-        await ops.start()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(mqtt.run_loop(self.stop), name="core.mqtt_loop")
@@ -124,7 +134,6 @@ class Service:
                 else:
                     self.stop.set()
         finally:
-            await ops.close()
             await pool.close()
             if history_pool:
                 await history_pool.close()

@@ -46,7 +46,10 @@ def test_daemon(daemons: Any, db: str, broker: Mosquitto, prefix: str) -> None:
 
     wait_for(lambda: ready(api), 20, what="REST API ready")
     wait_for(lambda: ready(f"http://127.0.0.1:{ops_port}"), 5, what="ops endpoint ready")
-    assert httpx.get(f"{api}/readyz").json() == {"ready": True, "checks": {"mqtt": True, "assigner": True}}
+    assert httpx.get(f"{api}/readyz").json() == {
+        "ready": True,
+        "checks": {"db": True, "mqtt": True, "assigner": True},
+    }
     assert httpx.get(f"{api}/healthz").text == "ok\n"
     assert "nexus_core_config_revision 0.0" in httpx.get(f"http://127.0.0.1:{ops_port}/metrics").text
     assert httpx.get(f"{api}/openapi.json").json()["info"]["title"] == "NEXUS Edge configuration service"
@@ -91,3 +94,31 @@ def test_bad_setting_is_named() -> None:
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_CONTROL_ROOT": "a/#"},
     )
     assert out.returncode == 2 and "setting control_root" in out.stderr
+
+
+def test_ops_endpoint_answers_while_the_database_is_away(daemons: Any, broker: Mosquitto) -> None:
+    ops_port = free_port()
+    core = daemons(
+        "gateway_core",
+        {
+            "NEXUS_CORE_DB_DSN": f"postgresql://nexus@127.0.0.1:{free_port()}/nope",
+            "NEXUS_CORE_HTTP_PORT": "0",
+            "NEXUS_CORE_OPS_PORT": str(ops_port),
+            "NEXUS_CORE_MQTT_PORT": str(broker.port),
+            "NEXUS_CORE_LOG_JSON": "false",
+        },
+        name="core-nodb",
+    )
+    ops = f"http://127.0.0.1:{ops_port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(f"{ops}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 20, what="ops endpoint")
+    r = httpx.get(f"{ops}/readyz")
+    assert r.status_code == 503 and r.json() == {"ready": False, "checks": {"db": False}}
+    assert core.stop(timeout=15) == 0
+    assert "database not reachable" in core.output()
