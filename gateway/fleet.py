@@ -53,6 +53,8 @@ class Fleet:
         """Make the running set equal to ``devices``; unchanged devices keep polling undisturbed."""
         wanted = {d.id: d for d in devices}
         changes: dict[str, list[str]] = {"started": [], "stopped": [], "restarted": []}
+        starting = [d for d in wanted.values() if (r := self._running.get(d.id)) is None or r.poller.device != d]
+        together = len(starting) > 1  # several devices at once: spread their first polls (capped at 5 s)
         for dev_id in [i for i in self._running if i not in wanted]:
             await self.stop(dev_id)
             changes["stopped"].append(dev_id)
@@ -65,13 +67,13 @@ class Fleet:
                 changes["restarted"].append(dev_id)
             else:
                 changes["started"].append(dev_id)
-            self.start(dev)
+            self.start(dev, spread_s=min(dev.interval_ms / 1000, 5.0) if together else 0.0)
         if any(changes.values()):
             log.info("devices changed: %s", {k: v for k, v in changes.items() if v})
         return changes
 
-    def start(self, device: DeviceConfig) -> DevicePoller:
-        poller = DevicePoller(device, self.queue, pool=self.pool)
+    def start(self, device: DeviceConfig, *, spread_s: float = 0.0) -> DevicePoller:
+        poller = DevicePoller(device, self.queue, pool=self.pool, spread_s=spread_s)
         stop = asyncio.Event()
         task = asyncio.create_task(poller.run(stop), name=f"gateway[{device.id}].run")
         task.add_done_callback(self._crashed)

@@ -24,6 +24,7 @@ from gateway import driver
 from gateway.config import DeviceConfig, TagConfig, choice, get, int_in, parse_type
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.registers import BYTE_ORDERS, decode, encode, register_count
+from gateway.values import shortest_float32
 from proto.points import Point, Status
 
 log = logging.getLogger("gateway.modbus")
@@ -132,6 +133,48 @@ class Span:
     start: int
     count: int
     tags: list[TagConfig]
+    fast: _FastDecode | None = None  #: one struct for the whole span, when its tags allow it
+
+
+_STRUCT_CODES = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "int64": "q", "uint64": "Q",
+                 "float32": "f", "float64": "d"}
+
+
+@dataclass(frozen=True)
+class _FastDecode:
+    """Decodes every tag of a span with one precompiled ``struct`` (big-endian, no overlaps, no bits):
+    3x cheaper per tag than :func:`decode` one by one (bench/gateway.py)."""
+
+    registers: struct.Struct  #: the span's registers -> bytes
+    values: struct.Struct  #: those bytes -> one value per tag
+    float32_at: tuple[tuple[int, int], ...]  #: (value index, byte offset) of float32 tags, to round
+
+    @staticmethod
+    def build(span: Span) -> _FastDecode | None:
+        addresses = [t.address.address for t in span.tags]
+        if addresses != sorted(addresses):
+            return None  # values come out in address order, the points in span order: keep them equal
+        fmt, pos, floats = [">"], 0, []
+        for i, t in enumerate(span.tags):
+            a: ModbusAddress = t.address
+            code = _STRUCT_CODES.get(t.type)
+            off = a.address - span.start
+            if code is None or a.bit is not None or a.byte_order != "big" or a.word_order != "big" or off < pos:
+                return None  # bits, strings, other orders or overlapping tags: decode tag by tag
+            if off > pos:
+                fmt.append(f"{(off - pos) * 2}x")
+            if code == "f":
+                floats.append((i, off * 2))
+            fmt.append(code)
+            pos = off + a.count
+        return _FastDecode(struct.Struct(f">{span.count}H"), struct.Struct("".join(fmt)), tuple(floats))
+
+    def decode(self, regs: list[int]) -> list[Any]:
+        raw = self.registers.pack(*regs)
+        values = list(self.values.unpack_from(raw))
+        for i, off in self.float32_at:
+            values[i] = shortest_float32(values[i], raw[off:off + 4])
+        return values
 
 
 def plan(tags: tuple[TagConfig, ...] | list[TagConfig], *, max_registers: int, max_gap: int) -> list[Span]:
@@ -149,6 +192,9 @@ def plan(tags: tuple[TagConfig, ...] | list[TagConfig], *, max_registers: int, m
                 continue
             cur = Span(table, a.address, a.count, [tag])
             spans.append(cur)
+    for span in spans:
+        if span.table in ("holding", "input"):
+            span.fast = _FastDecode.build(span)
     return spans
 
 
@@ -246,6 +292,9 @@ class Driver(driver.Driver):
                 out.append(Point(t.name, bool(bits[t.address.address - span.start]), ts, Status.GOOD, t.unit))
             return out
         regs = rr.registers
+        if span.fast is not None:
+            good = Status.GOOD
+            return [Point(t.name, v, ts, good, t.unit) for t, v in zip(span.tags, span.fast.decode(regs), strict=True)]
         for t in span.tags:
             a: ModbusAddress = t.address
             off = a.address - span.start

@@ -84,9 +84,12 @@ class SimulatedPlc:
             return None
         self.reads += 1
         t = time.time()
+        end = address + count  # the request, in registers or bits
         for tag in self._by_table.get(table, ()):
-            value = self.constants[tag.name] if tag.name in self.constants else animated_value(tag, t)
             a = tag.address
+            if a.address >= end or a.address + a.count <= address:
+                continue  # outside the requested range: not worth encoding (bench/gateway.py)
+            value = self.constants[tag.name] if tag.name in self.constants else animated_value(tag, t)
             if table in ("coil", "discrete"):
                 idx, bit = a.address // 16 - start, a.address % 16
             elif tag.type == "bool" and a.bit is not None:

@@ -99,7 +99,9 @@ class MqttClient:
 
         c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
                         protocol=paho.MQTTv5, manual_ack=manual_ack)
-        c.max_inflight_messages_set(settings.max_inflight)
+        # our window semaphore bounds what is in flight; paho's own limit would scan every in-flight
+        # message on each PUBACK (9% of a gateway's CPU at 5k msgs/s, bench/gateway.py)
+        c.max_inflight_messages_set(0)
         c.max_queued_messages_set(0)  # our own window bounds what is queued
         if settings.username:
             c.username_pw_set(settings.username, settings.password)

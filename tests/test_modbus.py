@@ -327,19 +327,40 @@ async def test_pool_skips_polls_that_cannot_start_on_time() -> None:
     assert sum(p.skipped for p in pollers) >= 10
 
 
-async def test_jitter_spreads_poll_starts() -> None:
+async def test_jitter_spreads_polls_and_does_not_slow_the_rate() -> None:
     calls: list[tuple[str, float]] = []
     stop = asyncio.Event()
+    t0 = time.monotonic()
     pollers = [DevicePoller(d, asyncio.Queue(10), pool=PollPool(100), driver=SlowDriver(d, 0, calls))  # type: ignore[arg-type]
-               for d in fleet(40, 500, 10)]
+               for d in fleet(40, 200, 10)]
     tasks = [asyncio.create_task(p.poll_loop(stop)) for p in pollers]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(1.05)
     stop.set()
     await asyncio.gather(*tasks)
-    first = sorted(t for _, t in calls)
-    assert len(first) == 40
-    # 40 devices with 10% jitter of 500 ms start spread over up to 50 ms, not all in the same instant
-    assert 0.01 < first[-1] - first[0] <= 0.06
+    by_device: dict[str, list[float]] = {}
+    for dev, t in calls:
+        by_device.setdefault(dev, []).append(t - t0)
+    firsts = sorted(ts[0] for ts in by_device.values())
+    assert firsts[-1] < 0.05  # started alone (no spread): the first poll is at once
+    seconds = sorted(ts[1] for ts in by_device.values())
+    # later polls are shifted by 0..10% of 200 ms: spread, not in step
+    assert 0.2 <= seconds[0] and seconds[-1] <= 0.26 and seconds[-1] - seconds[0] > 0.005
+    # the jitter does not accumulate: 5 or 6 polls in 1.05 s at 200 ms, for every device
+    assert all(len(ts) in (5, 6) for ts in by_device.values()), {d: len(ts) for d, ts in by_device.items()}
+
+
+async def test_devices_started_together_spread_their_first_polls() -> None:
+    calls: list[tuple[str, float]] = []
+    stop = asyncio.Event()
+    t0 = time.monotonic()
+    pollers = [DevicePoller(d, asyncio.Queue(10), pool=PollPool(100), driver=SlowDriver(d, 0, calls),  # type: ignore[arg-type]
+                            spread_s=0.3) for d in fleet(30, 1000, 0)]
+    tasks = [asyncio.create_task(p.poll_loop(stop)) for p in pollers]
+    await asyncio.sleep(0.4)
+    stop.set()
+    await asyncio.gather(*tasks)
+    firsts = sorted(t - t0 for _, t in calls)
+    assert len(firsts) == 30 and firsts[-1] <= 0.32 and firsts[-1] - firsts[0] > 0.1
 
 
 async def test_unreachable_device_raises_temporary_error() -> None:

@@ -289,3 +289,31 @@ def test_plan_every_tag_inside_its_span() -> None:
         for t in s.tags:
             a = t.address
             assert s.start <= a.address and a.address + a.count <= s.start + s.count
+
+
+def test_fast_span_decode_equals_tag_by_tag() -> None:
+    import random
+
+    rng = random.Random(7)
+    kinds = ["uint16", "int16", "int32", "uint32", "float32", "float64", "int64", "uint64"]
+    tags, addr = [], 0
+    for i in range(60):
+        dtype = kinds[i % len(kinds)]
+        tags.append(_tag(f"t{i}", addr, dtype=dtype))
+        addr += register_count(dtype) + rng.choice((0, 0, 1, 3))
+    spans = plan(tags, max_registers=125, max_gap=8)
+    assert spans and all(s.fast is not None for s in spans)
+    for _ in range(300):
+        for s in spans:
+            regs = [rng.randrange(65536) for _ in range(s.count)]
+            slow = [decode(regs[t.address.address - s.start:][:t.address.count], t.type) for t in s.tags]
+            fast = s.fast.decode(regs)  # type: ignore[union-attr]
+            assert [repr(v) for v in fast] == [repr(v) for v in slow]  # repr: NaN == NaN, -0.0 != 0.0
+
+
+def test_fast_span_decode_not_used_for_bits_strings_or_other_orders() -> None:
+    assert plan([_tag("b", 0, dtype="bool", bit=1), _tag("w", 1)], max_registers=125, max_gap=8)[0].fast is None
+    assert plan([_tag("s", 0, dtype="string", length=4)], max_registers=125, max_gap=8)[0].fast is None
+    little = TagConfig(name="l", type="int32", address=ModbusAddress(table="holding", address=0, count=2,
+                                                                      byte_order="big", word_order="little"))
+    assert plan([little], max_registers=125, max_gap=8)[0].fast is None
