@@ -77,6 +77,8 @@ class Assigner:
         self.dirty: set[str] = set()  #: documents changed since last published
         self.tombstones: set[str] = set()
         self._orphans: dict[str, float] = {}  #: device id -> when its last tombstone was sent
+        self._targets: dict[str, str | None] = {}  #: device id -> its gateway for the live set below
+        self._targets_for: tuple[tuple[str, int], ...] = ()
 
     # -- inputs ------------------------------------------------------------------------------------
     def load(self, devices: Iterable[tuple[str, dict[str, Any], int]], revision: int) -> None:
@@ -168,6 +170,9 @@ class Assigner:
         self.expire()
         now = self.clock()
         live = self.live()
+        key = tuple(sorted(live.items()))
+        if key != self._targets_for:  # hashing every device is the costly part: only when gateways change
+            self._targets, self._targets_for = {}, key
         out: list[DeviceMessage] = []
         # a live gateway polling a device that does not exist (deleted while the service was down, or
         # its tombstone was lost): tell it again, at most once per handoff timeout
@@ -187,7 +192,9 @@ class Assigner:
             self._orphans = {d: t for d, t in self._orphans.items() if now - t <= self.handoff_timeout}
         for d in sorted(self.devices):
             doc = self.devices[d][0]
-            target = choose(d, live)
+            if d not in self._targets:
+                self._targets[d] = choose(d, live)
+            target = self._targets[d]
             if d in self.releasing:
                 leaving, deadline = self.releasing[d]
                 holding = {g for g in leaving if self._holds(g, d)}
