@@ -135,6 +135,9 @@ class MqttClient:
         """Connect and stay connected until ``stop``; then disconnect cleanly."""
         backoff = Backoff(first=self.settings.reconnect_min, cap=self.settings.reconnect_max)
         first = True
+        # wake the connected wait below at once on stop, not at its next 1 s tick
+        stop_watch = asyncio.ensure_future(stop.wait())
+        stop_watch.add_done_callback(lambda _: self._disconnected.set())
         try:
             while not stop.is_set():
                 try:
@@ -156,6 +159,7 @@ class MqttClient:
                     if stop.is_set():
                         break
         finally:
+            stop_watch.cancel()
             await self._shutdown()
 
     async def _connect_once(self) -> None:
@@ -177,6 +181,7 @@ class MqttClient:
 
     async def _shutdown(self) -> None:
         if self.connected:
+            self._disconnected.clear()  # may have been set by stop (run_loop's stop watch)
             try:
                 self._client.disconnect()
                 async with asyncio.timeout(2):
