@@ -50,6 +50,7 @@ class TagConfig:
     writable: bool = False  #: accepts writes on $nexus/cmd/<device>/<tag>/set
     publish: bool = True  #: also publish the retained per-tag UNS topic (when the gateway does)
     transform: Transform = field(default_factory=Transform)  #: scale/offset/clamp/deadband
+    poll_group: str | None = None  #: a key of the device's poll_groups; None: polled every interval_ms
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +65,7 @@ class DeviceConfig:
     breaker_failures: int = 3  #: consecutive failures that open the circuit breaker
     breaker_open_ms: int = 1000  #: first wait before a half-open probe; doubles per failed probe up to 4 s
     max_pending_writes: int = 16  #: write commands waiting for this device; more are refused as busy
+    poll_groups: tuple[tuple[str, int], ...] = ()  #: (name, interval_ms): tags polled at their own rate
     tags: tuple[TagConfig, ...] = ()
 
     @cached_property
@@ -126,12 +128,28 @@ def unknown_keys(d: dict[str, Any], known: set[str] | frozenset[str], where: str
         raise ConfigError(f"unknown key(s) {sorted(extra)}", where=where)
 
 
-_TAG_KEYS = frozenset({"name", "unit", "writable", "publish", "transform"})
+_TAG_KEYS = frozenset({"name", "unit", "writable", "publish", "transform", "poll_group"})
 _DEVICE_KEYS = frozenset({"id", "enterprise", "site", "area", "line", "protocol", "interval_ms", "timeout_ms",
-                          "jitter_pct", "breaker_failures", "breaker_open_ms", "max_pending_writes", "tags"})
+                          "jitter_pct", "breaker_failures", "breaker_open_ms", "max_pending_writes", "poll_groups",
+                          "tags"})
 
 
-def _tag(d: dict[str, Any], where: str, device_id: str, module: Any, conn: Any) -> TagConfig:
+def _poll_groups(d: dict[str, Any], where: str, module: Any, conn: Any) -> tuple[tuple[str, int], ...]:
+    groups = get(d, "poll_groups", dict, where, {})
+    if groups and not getattr(module, "polls", lambda _c: True)(conn):
+        raise ConfigError("'poll_groups' need a polling driver; this one reports changes as they come", where=where)
+    out = []
+    for name, interval in groups.items():
+        try:
+            validate_level(name, what="poll group name")
+        except ValueError as exc:
+            raise ConfigError(str(exc), where=f"{where}.poll_groups") from exc
+        out.append((name, int_in({name: interval}, name, 10, 86_400_000, f"{where}.poll_groups")))
+    return tuple(out)
+
+
+def _tag(d: dict[str, Any], where: str, device_id: str, module: Any, conn: Any,
+         groups: tuple[tuple[str, int], ...] = ()) -> TagConfig:
     if not isinstance(d, dict):
         raise ConfigError("a tag must be a table/mapping", where=where, device_id=device_id)
     name = get(d, "name", str, where)
@@ -148,9 +166,13 @@ def _tag(d: dict[str, Any], where: str, device_id: str, module: Any, conn: Any) 
         raise ConfigError(f"bad transform: {exc}", where=where) from exc
     if dtype in ("bool", "string") and (not transform.identity or transform.deadband):
         raise ConfigError(f"a transform needs a numeric tag, not {dtype}", where=where)
+    group = get(d, "poll_group", str, where, None)
+    if group is not None and group not in dict(groups):
+        known = ", ".join(g for g, _ in groups) or "none defined"
+        raise ConfigError(f"'poll_group' {group!r} is not in the device's poll_groups ({known})", where=where)
     return TagConfig(name=name, address=address, type=dtype, length=length, unit=get(d, "unit", str, where, None),
                      writable=get(d, "writable", bool, where, False), publish=get(d, "publish", bool, where, True),
-                     transform=transform)
+                     transform=transform, poll_group=group)
 
 
 def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfig:
@@ -170,7 +192,8 @@ def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> Device
     module = protocol_module(protocol, where=where)
     unknown_keys(d, _DEVICE_KEYS | module.DEVICE_KEYS, where)
     conn = module.parse_connection(d, where, protocol)
-    tags = tuple(_tag(t, f"{where}.tags[{i}]", dev_id, module, conn)
+    groups = _poll_groups(d, where, module, conn)
+    tags = tuple(_tag(t, f"{where}.tags[{i}]", dev_id, module, conn, groups)
                  for i, t in enumerate(get(d, "tags", list, where, [])))
     seen: set[str] = set()
     for i, t in enumerate(tags):
@@ -186,7 +209,7 @@ def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> Device
         timeout_ms=int_in(d, "timeout_ms", 10, 600_000, where, 1000), jitter_pct=jitter,
         breaker_failures=int_in(d, "breaker_failures", 1, 1000, where, 3),
         breaker_open_ms=int_in(d, "breaker_open_ms", 10, 3_600_000, where, 1000),
-        max_pending_writes=int_in(d, "max_pending_writes", 1, 10_000, where, 16), tags=tags)
+        max_pending_writes=int_in(d, "max_pending_writes", 1, 10_000, where, 16), poll_groups=groups, tags=tags)
 
 
 def parse_plant(doc: dict[str, Any]) -> PlantConfig:

@@ -8,7 +8,9 @@ provides, at module level:
   dataclass) from its config mapping; raises :class:`~gateway.errors.ConfigError` naming ``where``;
 - ``parse_tag(d, where, conn) -> (address, type, length)``: a tag's protocol address (a frozen
   dataclass), its canonical data type (:data:`gateway.values.TYPES`) and string length;
-- ``Driver``: a subclass of :class:`Driver`.
+- ``Driver``: a subclass of :class:`Driver`;
+- optionally ``polls(conn) -> bool``: False when the driver reports changes as they come
+  (subscriptions) instead of reading on a schedule, so tags cannot have poll groups.
 
 Modules are imported only when a plant uses their protocol, so an unused protocol's library is
 never loaded. A driver returns *raw* values (before scale/offset/clamp): the poller normalizes.
@@ -75,6 +77,11 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     async def read(self) -> list[Point]: ...
+
+    async def read_tags(self, names: frozenset[str]) -> list[Point]:
+        """Read only the tags ``names`` (one poll group). Drivers that can read a subset cheaper
+        override this; the default reads every tag and keeps the group's."""
+        return [p for p in await self.read() if p.tag in names]
 
     @abc.abstractmethod
     async def write(self, tag: TagConfig, value: Any) -> None: ...

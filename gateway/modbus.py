@@ -205,6 +205,7 @@ class Driver(driver.Driver):
         super().__init__(device)
         self.conn: ModbusConnection = device.conn
         self.spans = plan(device.tags, max_registers=self.conn.max_registers, max_gap=self.conn.max_gap)
+        self._group_spans: dict[frozenset[str], list[Span]] = {}  # poll group -> its own coalesced reads
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self.requests = 0
 
@@ -250,11 +251,24 @@ class Driver(driver.Driver):
     async def read(self) -> list[Point]:
         """Read every tag once. Device-level failures raise :class:`TemporaryError` (the caller
         reports all tags BAD and reconnects); a refused span only makes its own tags BAD."""
+        return await self._read_spans(self.spans)
+
+    async def read_tags(self, names: frozenset[str]) -> list[Point]:
+        """One poll group: only its tags, coalesced among themselves."""
+        spans = self._group_spans.get(names)
+        if spans is None:
+            c = self.conn
+            spans = plan([t for t in self.device.tags if t.name in names], max_registers=c.max_registers,
+                         max_gap=c.max_gap)
+            self._group_spans[names] = spans
+        return await self._read_spans(spans)
+
+    async def _read_spans(self, spans: list[Span]) -> list[Point]:
         if self._client is None:
             raise TemporaryError("not connected", device_id=self.device.id)
         points: list[Point] = []
-        for span in list(self.spans):
-            points.extend(await self._read_span(span))
+        for span in list(spans):
+            points.extend(await self._read_span(span, spans))
         return points
 
     async def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
@@ -274,13 +288,13 @@ class Driver(driver.Driver):
             await self.close()
             raise TemporaryError(f"request failed: {exc}", device_id=d.id) from exc
 
-    async def _read_span(self, span: Span) -> list[Point]:
+    async def _read_span(self, span: Span, spans: list[Span]) -> list[Point]:
         rr = await self._call(_READ[span.table], span.start, count=span.count)
         ts = int(time.time() * 1000)
         if rr.isError():
             code = getattr(rr, "exception_code", 0)
             if code == 2 and len(span.tags) > 1:
-                self._split(span)
+                self._split(spans, span)
                 log.warning("span %s@%d+%d refused (illegal address); reading its tags one by one",
                             span.table, span.start, span.count, extra={"device": self.device.id})
             status, reason = _EXCEPTIONS.get(code, (Status.BAD_DEVICE_FAILURE, f"modbus exception {code}"))
@@ -303,9 +317,10 @@ class Driver(driver.Driver):
             out.append(Point(t.name, value, ts, Status.GOOD, t.unit))
         return out
 
-    def _split(self, span: Span) -> None:
-        i = self.spans.index(span)
-        self.spans[i:i + 1] = [Span(span.table, t.address.address, t.address.count, [t]) for t in span.tags]
+    @staticmethod
+    def _split(spans: list[Span], span: Span) -> None:
+        i = spans.index(span)
+        spans[i:i + 1] = [Span(span.table, t.address.address, t.address.count, [t]) for t in span.tags]
 
     async def write(self, tag: TagConfig, value: Any) -> None:
         a: ModbusAddress = tag.address

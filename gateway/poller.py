@@ -100,44 +100,69 @@ class DevicePoller:
 
     # --- polling -------------------------------------------------------------------------------
 
-    async def poll_loop(self, stop: asyncio.Event) -> None:
+    def groups(self) -> list[tuple[float, frozenset[str] | None]]:
+        """(interval s, tag names) per poll group; names None = every tag (no poll groups in use)."""
         d = self.device
-        interval = d.interval_ms / 1000
-        jitter = interval * d.jitter_pct / 100
-        # devices started together (gateway start, a sync) spread their polls over the interval so they
-        # do not hit the network in step; a device restarted alone by a hot reload polls at once
-        slot = time.monotonic() + random.uniform(0, self.spread_s)
-        due = slot
+        used = {t.poll_group for t in d.tags}
+        if used <= {None}:
+            return [(d.interval_ms / 1000, None)]
+        rates = dict(d.poll_groups)
+        out = []
+        for group in sorted(used, key=lambda g: g or ""):
+            interval = (rates[group] if group is not None else d.interval_ms) / 1000
+            out.append((interval, frozenset(t.name for t in d.tags if t.poll_group == group)))
+        return out
+
+    async def poll_loop(self, stop: asyncio.Event) -> None:
+        """Poll on schedule until ``stop``: one schedule per poll group, over the one connection."""
+        d = self.device
         m.DEVICE_UP.labels(d.id).set(0)
         try:
-            while not stop.is_set():
-                if await sleep_or_stop(due - time.monotonic(), stop):
-                    return
-                if not self.driver.connected and not await self._connect(stop):
-                    slot = due = time.monotonic() + min(interval, 0.5)
-                    continue
-                await self._poll_once(interval)
-                slot = self._next_due(slot, interval)
-                due = slot + random.uniform(0, jitter)  # jitter shifts each poll, it does not slow the rate
+            groups = self.groups()
+            if len(groups) == 1:
+                await self._group_loop(stop, *groups[0])
+            else:
+                async with asyncio.TaskGroup() as tg:
+                    for interval, names in groups:
+                        tg.create_task(self._group_loop(stop, interval, names),
+                                       name=f"gateway[{d.id}].poll_loop[{interval * 1000:g}ms]")
         finally:
             await self.driver.close()
             m.DEVICE_UP.labels(d.id).set(0)
 
-    async def _connect(self, stop: asyncio.Event) -> bool:
+    async def _group_loop(self, stop: asyncio.Event, interval: float, names: frozenset[str] | None) -> None:
+        jitter = interval * self.device.jitter_pct / 100
+        # devices started together (gateway start, a sync) spread their polls over the interval so they
+        # do not hit the network in step; a device restarted alone by a hot reload polls at once
+        slot = time.monotonic() + random.uniform(0, min(self.spread_s, interval))
+        due = slot
+        while not stop.is_set():
+            if await sleep_or_stop(due - time.monotonic(), stop):
+                return
+            if not self.driver.connected and not await self._connect(stop, names):
+                slot = due = time.monotonic() + min(interval, 0.5)
+                continue
+            await self._poll_once(interval, names)
+            slot = self._next_due(slot, interval)
+            due = slot + random.uniform(0, jitter)  # jitter shifts each poll, it does not slow the rate
+
+    async def _connect(self, stop: asyncio.Event, names: frozenset[str] | None = None) -> bool:
         if not self.breaker.allow():
             await sleep_or_stop(self.breaker.retry_in(), stop)
             return False
         try:
             async with self._io:
+                if self.driver.connected:  # another poll group connected meanwhile
+                    return True
                 await self.driver.connect()
         except (TemporaryError, PermanentError) as exc:
-            self._fail(exc, Status.BAD_NOT_CONNECTED)
+            self._fail(exc, Status.BAD_NOT_CONNECTED, names)
             return False
         self.breaker.success()
         self._set_up(True)
         return True
 
-    async def _poll_once(self, interval: float) -> None:
+    async def _poll_once(self, interval: float, names: frozenset[str] | None = None) -> None:
         d = self.device
         if self.queue.full():
             self._skip("queue_full")
@@ -148,9 +173,9 @@ class DevicePoller:
         t0 = time.perf_counter()
         try:
             async with self._io:
-                points = await self.driver.read()
+                points = await (self.driver.read() if names is None else self.driver.read_tags(names))
         except TemporaryError as exc:
-            self._fail(exc, Status.BAD_TIMEOUT if "timed out" in str(exc) else Status.BAD_COMMUNICATION_ERROR)
+            self._fail(exc, Status.BAD_TIMEOUT if "timed out" in str(exc) else Status.BAD_COMMUNICATION_ERROR, names)
             return
         finally:
             self.pool.release()
@@ -181,7 +206,7 @@ class DevicePoller:
         self._up = up
         m.DEVICE_UP.labels(self.device.id).set(1 if up else 0)
 
-    def _fail(self, exc: GatewayError, status: int) -> None:
+    def _fail(self, exc: GatewayError, status: int, names: frozenset[str] | None = None) -> None:
         m.READ_ERRORS.labels(self.device.id).inc()
         if self._up:
             log.warning("device failed: %s", exc, extra={"device": self.device.id})
@@ -190,7 +215,8 @@ class DevicePoller:
         reason = str(exc)
         if self.breaker.state == "open":
             reason = f"{reason} (circuit open after {self.breaker.consecutive} consecutive failures)"
-        self._emit(self.driver.bad_points(status, reason))
+        bad = self.driver.bad_points(status, reason)
+        self._emit(bad if names is None else [p for p in bad if p.tag in names])
 
     def _emit(self, points: list[Point]) -> None:
         """Normalize, then queue the points that changed beyond their deadband (all of them without)."""

@@ -369,3 +369,51 @@ async def test_unreachable_device_raises_temporary_error() -> None:
         await drv.connect()
     assert not drv.connected
     await drv.close()
+
+
+async def test_poll_groups_poll_their_tags_at_their_own_rate(tcp_plc: Any) -> None:
+    dev, _ = tcp_plc
+    tags = [dict(t) for t in TAGS]
+    for t in tags:
+        if t["name"] in ("speed", "temp"):
+            t["poll_group"] = "fast"
+    doc = {"id": "plc-1", "port": dev.conn.port, "interval_ms": 1000, "word_order": "little", "tags": tags,
+           "poll_groups": {"fast": 100}}
+    gdev = parse_plant({"plant": {"enterprise": "e", "site": "s", "area": "a", "line": "l"},
+                        "devices": [doc]}).devices[0]
+    assert gdev.poll_groups == (("fast", 100),) and gdev.tag("speed").poll_group == "fast"
+    queue: asyncio.Queue[DeviceBatch] = asyncio.Queue(1000)
+    poller = DevicePoller(gdev, queue)
+    assert [(i, sorted(n) if n else n) for i, n in poller.groups()] == [
+        (1.0, sorted(set(VALUES) - {"speed", "temp"})), (0.1, ["speed", "temp"])]
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.poll_loop(stop))
+    await asyncio.sleep(0.75)
+    stop.set()
+    await task
+    seen: dict[str, int] = {}
+    for p in await drain(queue):
+        assert p.status == Status.GOOD and p.value == (42.5 if p.tag == "level" else VALUES[p.tag])  # scaled
+        seen[p.tag] = seen.get(p.tag, 0) + 1
+    assert 6 <= seen["speed"] == seen["temp"] <= 9  # every 100 ms
+    assert all(seen[t] == 1 for t in VALUES if t not in ("speed", "temp"))  # every 1000 ms: once so far
+    # the fast group reads its two neighbouring tags in one request, not the whole device
+    assert poller.driver.requests <= seen["speed"] + 4  # type: ignore[attr-defined]
+
+
+def test_poll_group_config_errors() -> None:
+    def err(dev: dict[str, Any]) -> str:
+        from gateway.errors import ConfigError
+
+        with pytest.raises(ConfigError) as ei:
+            parse_plant({"plant": {"enterprise": "e", "site": "s", "area": "a", "line": "l"}, "devices": [dev]})
+        return str(ei.value)
+
+    base = {"id": "d", "port": 1, "tags": [{"name": "a", "address": 0, "poll_group": "fast"}]}
+    assert err(base) == "devices[0].tags[0]: 'poll_group' 'fast' is not in the device's poll_groups (none defined)"
+    assert err({**base, "poll_groups": {"fast": 5}}) == "devices[0].poll_groups: 'fast' 5 outside 10..86400000"
+    assert err({**base, "poll_groups": {"fa/st": 100}}).startswith("devices[0].poll_groups: poll group name 'fa/st'")
+    mqtt = {"id": "m", "protocol": "mqtt", "host": "127.0.0.1", "poll_groups": {"fast": 100},
+            "tags": [{"name": "a", "topic": "x/y"}]}
+    assert err(mqtt) == ("devices[0]: 'poll_groups' need a polling driver; this one reports changes as they "
+                         "come")
