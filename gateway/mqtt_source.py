@@ -201,7 +201,7 @@ class Driver(base.Driver):
         self._ready, self._stop, self._refused = asyncio.Event(), asyncio.Event(), {}
         client = MqttClient(settings, client_id=self._client_id, subscriptions=[(s, c.qos) for s in self._subs],
                             on_message=self._on_message, on_connect=self._on_connect)
-        client._client.on_subscribe = self._on_subscribe  # MqttClient has no SUBACK hook (yet)
+        client._client.on_subscribe = self._on_subscribe  # noqa: SLF001 - MqttClient has no SUBACK hook (yet)
         self._client = client
         self._task = asyncio.create_task(client.run_loop(self._stop), name=f"gateway[{d.id}].mqtt_source.run_loop")
         try:
@@ -337,3 +337,8 @@ class Driver(base.Driver):
                 "received": self.received, "buffered": len(self._buffer), "overflows": self.overflows,
                 "bad_payloads": self.bad_payloads, "refused_tags": len(self._refused), "connects": self.connects,
                 "last_error": self.last_error}
+
+
+def polls(conn: MqttConnection) -> bool:
+    """Messages arrive as they are published: no poll groups."""
+    return False

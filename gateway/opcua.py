@@ -245,3 +245,8 @@ class Driver(driver.Driver):
         return {"connected": self.connected, "mode": self.conn.mode, "connects": self.connects,
                 "lost": self.lost, "unresolved": dict(self.unresolved), "buffered": len(self._buffer),
                 "overflows": self.overflows}
+
+
+def polls(conn: OpcUaConnection) -> bool:
+    """Poll mode reads on a schedule (poll groups allowed); subscriptions sample per tag instead."""
+    return conn.mode == "poll"
