@@ -8,11 +8,12 @@ DURATION ?= 0
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps venv test demo bench clean
+.PHONY: help deps venv test lint demo bench clean
 
 help:
 	@echo "make demo [DURATION=30]   run simulated PLCs -> gateway -> mosquitto -> ingestion -> PostgreSQL"
 	@echo "make test                 run the test suite (real mosquitto and PostgreSQL on loopback)"
+	@echo "make lint                 ruff over the tree, mypy --strict over the packages"
 	@echo "make bench                run the benchmarks and print ratios to the raw limits"
 	@echo "make deps                 install system packages (mosquitto, PostgreSQL server)"
 
@@ -38,6 +39,9 @@ venv: $(VENV)/.installed
 
 test: deps venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check . && $(BIN)/mypy
 
 demo: deps venv
 	$(BIN)/nexus demo --duration $(DURATION)
