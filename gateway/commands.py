@@ -35,7 +35,7 @@ def to_raw(tag: TagConfig, value: Any) -> Any:
         return check_write(tag.type, value, length=tag.length)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WriteRefused(f"expected a number for a {tag.type} tag, got {value!r}")
-    if tr.min is not None and value < tr.min or tr.max is not None and value > tr.max:
+    if (tr.min is not None and value < tr.min) or (tr.max is not None and value > tr.max):
         raise WriteRefused(f"{value} is outside the tag's range {tr.min}..{tr.max}")
     raw: float = (value - tr.offset) / tr.scale
     if tag.type in INT_RANGES:  # scaled integers: 12.3 at scale 0.1 is 123, not 122.99999999999999

@@ -21,9 +21,9 @@ from gateway.poller import PollPool
 from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
 from nexus.mqtt import Message, MqttClient
-from proto.commands import set_filter
 from nexus.ops import OpsServer
 from nexus.runtime import install_stop_signals
+from proto.commands import set_filter
 
 log = logging.getLogger("gateway")
 

@@ -198,7 +198,7 @@ class _Logix(LogixDriver):
     def _write_build_single_request(self, parsed_tag: dict[str, Any]) -> Any:
         request = super()._write_build_single_request(parsed_tag)
         if type(request) is WriteTagRequestPacket:
-            request._msg = []
+            request._msg = []  # noqa: SLF001 - pycomm3 has no public way to reset the message list
         return request
 
 
@@ -259,8 +259,9 @@ class Driver(driver.Driver):
         if c.upload_tags:
             problems = {t.name: p for t in self.device.tags if (p := uploaded_problem(plc, t))}
         else:
-            plc._tags, problems = declare(self.device.tags)
-            plc._cfg["use_instance_ids"] = False  # no Symbol Object instance ids without the upload
+            # pycomm3 has no public way to declare tags instead of uploading them: set its tag table.
+            plc._tags, problems = declare(self.device.tags)  # noqa: SLF001
+            plc._cfg["use_instance_ids"] = False  # noqa: SLF001 - no Symbol Object instance ids without the upload
         for name, why in problems.items():
             log.warning("tag %s not read: %s", name, why, extra={"device": self.device.id, "tag": name})
         self._problems = problems

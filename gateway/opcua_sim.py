@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import signal
 import socket
@@ -165,10 +166,8 @@ class OpcUaSim:
             await self.nodes["Line1.Level"].write_value(ua.Variant(round(t % 100 * 1.0, 1), VT.Double))
             await self.nodes["Line1.Count"].write_value(ua.Variant(t, VT.UInt32))
             await self.nodes["Line1.Running"].write_value(ua.Variant(t % 30 < 25, VT.Boolean))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
-            except TimeoutError:
-                pass
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -299,7 +299,7 @@ class Driver(driver.Driver):
         for items in requests:
             results = await self._read_items(items)
             ts = _ms()
-            for item, res in zip(items, results):
+            for item, res in zip(items, results, strict=True):  # parse_items: one result per item
                 span, prev = item.span, out.get(item.span)
                 if isinstance(res, _Bad):
                     out[span] = (ts, res)
@@ -368,7 +368,8 @@ class Driver(driver.Driver):
         return res
 
     async def _write_bytes(self, a: S7Address, start: int, data: bytes) -> None:
-        request = self._client_or_raise().protocol.build_write_request(S7Area(a.code), a.db, start, S7WordLen.BYTE, data)
+        request = self._client_or_raise().protocol.build_write_request(
+            S7Area(a.code), a.db, start, S7WordLen.BYTE, data)
         try:
             response = await self._exchange(request, "write")
         except _Refused as exc:

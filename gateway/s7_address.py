@@ -77,7 +77,8 @@ def _tsap(d: dict[str, Any], key: str, where: str, default: int) -> int:
     if isinstance(raw, str):
         m = re.fullmatch(r"([0-9A-Fa-f]{1,2})\.([0-9A-Fa-f]{1,2})", raw)
         if m is None:
-            raise ConfigError(f"'{key}' {raw!r} is not a TSAP; expected e.g. \"03.01\" (hex) or an integer", where=where)
+            raise ConfigError(
+                f"'{key}' {raw!r} is not a TSAP; expected e.g. \"03.01\" (hex) or an integer", where=where)
         return int(m[1], 16) << 8 | int(m[2], 16)
     if not 0 <= raw <= 0xFFFF:
         raise ConfigError(f"'{key}' {raw} outside 0..65535", where=where)

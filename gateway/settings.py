@@ -14,7 +14,8 @@ from proto.uns import validate_level, validate_prefix
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     gateway_id: str = field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())  #: unique id
-    plant: str = "plant.toml"  #: path of the plant config (devices and tags), TOML or YAML; used when config_source=file
+    #: path of the plant config (devices and tags), TOML or YAML; used when config_source=file
+    plant: str = "plant.toml"
     config_source: str = "file"  #: file: devices from ``plant``; core: devices assigned by gateway_core over MQTT
     capacity: int = 100  #: relative share of devices gateway_core assigns to this gateway (core mode)
     heartbeat_s: float = 2.0  #: seconds between status messages (core mode)

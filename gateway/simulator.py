@@ -1,4 +1,5 @@
-"""A simulated Modbus PLC (TCP, RTU over TCP, or RTU on a serial line), served by pymodbus's own server, with moving values.
+"""A simulated Modbus PLC (TCP, RTU over TCP, or RTU on a serial line), served by pymodbus's own server,
+with moving values.
 
 Given a device from the plant config, it serves that device's tags at their addresses, encoded
 with the device's byte and word order, so the gateway reads exactly what a real PLC with that map

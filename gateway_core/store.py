@@ -158,7 +158,8 @@ class Store:
             rows = await (
                 await conn.execute(
                     "SELECT doc FROM (SELECT DISTINCT ON (device_id) device_id, doc FROM core.device_versions"
-                    " WHERE revision <= %s ORDER BY device_id, revision DESC) v WHERE doc IS NOT NULL ORDER BY device_id",
+                    " WHERE revision <= %s ORDER BY device_id, revision DESC) v"
+                    " WHERE doc IS NOT NULL ORDER BY device_id",
                     (revision,),
                 )
             ).fetchall()

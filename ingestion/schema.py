@@ -62,7 +62,9 @@ async def timescale_available(conn: psycopg.AsyncConnection) -> bool:
     return row is None or "timescaledb" in (row[0] or "")
 
 
-async def migrate(conn: psycopg.AsyncConnection, *, retention_days: int = 0, compress_after_days: int = 7) -> SchemaState:
+async def migrate(
+    conn: psycopg.AsyncConnection, *, retention_days: int = 0, compress_after_days: int = 7
+) -> SchemaState:
     """Bring the schema up to date; ``conn`` must be in autocommit mode."""
     await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
@@ -110,8 +112,9 @@ async def apply_policies(conn: psycopg.AsyncConnection, *, retention_days: int, 
     async with conn.transaction():
         await conn.execute("SELECT remove_compression_policy('nexus.points', if_exists => TRUE)")
         if compress_after_days > 0:
-            await conn.execute("SELECT add_compression_policy('nexus.points', compress_after => make_interval(days => %s))",
-                               (compress_after_days,))
+            await conn.execute(
+                "SELECT add_compression_policy('nexus.points', compress_after => make_interval(days => %s))",
+                (compress_after_days,))
         await conn.execute("SELECT remove_retention_policy('nexus.points', if_exists => TRUE)")
         if retention_days > 0:
             await conn.execute("SELECT add_retention_policy('nexus.points', drop_after => make_interval(days => %s))",

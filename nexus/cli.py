@@ -10,7 +10,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="nexus", description="NEXUS Edge local operations")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    demo = sub.add_parser("demo", help="simulated PLCs -> gateway (configured by gateway_core) -> mosquitto -> ingestion -> PostgreSQL, live")
+    demo = sub.add_parser(
+        "demo",
+        help="simulated PLCs -> gateway (configured by gateway_core) -> mosquitto -> ingestion -> PostgreSQL, live")
     env = os.environ.get
     demo.add_argument("--duration", type=float, default=float(env("DURATION", "0") or 0),
                       help="seconds to run, then stop and print the summary (0 = until Ctrl-C)")

@@ -10,14 +10,15 @@ it started, in order, and prints a summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import signal
-import tomllib
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from importlib import resources
@@ -47,10 +48,8 @@ def scrape(port: int) -> dict[str, float]:
             continue
         name_part, _, value = line.rpartition(" ")
         name = name_part.split("{", 1)[0]
-        try:
+        with contextlib.suppress(ValueError):
             out[name] = out.get(name, 0.0) + float(value)
-        except ValueError:
-            pass
     return out
 
 
@@ -188,7 +187,7 @@ class Demo:
             except LocalServerError as exc:
                 raise DemoError(str(exc)) from None
             rows_before = self._rows(dsn)
-            print(f"\nrunning{' for %ds' % self.args.duration if self.args.duration else ''}; Ctrl-C stops. "
+            print(f"\nrunning{f' for {int(self.args.duration)}s' if self.args.duration else ''}; Ctrl-C stops. "
                   f"Logs in {self.home / 'logs'}. Ops: http://127.0.0.1:{self.args.ops_port}/metrics\n", flush=True)
             ok = self._progress(dsn, time.monotonic())  # the duration counts from "running"
         except KeyboardInterrupt:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from prometheus_client import Gauge
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Gauge
 
 from nexus.common import MqttSettings
 from nexus.runtime import Backoff, sleep_or_stop
