@@ -383,8 +383,9 @@ def main() -> None:
         pids: dict[str, int | str] = {"sim": sim.pid, "mosquitto": mq.proc.pid, "bench": "self"}
 
         raw, raw_req, rw = asyncio.run(raw_reads(plant.devices, pids, 1.0, args.raw_seconds))
-        print(f"\nraw pymodbus: {raw:,.0f} tags/s = {raw_req / rw['wall']:,.0f} reads/s, {args.devices} clients back to "
-              f"back for {rw['wall']:.0f} s; client CPU {pct(rw['bench'])} of core {GATEWAY_CORE} "
+        print(f"\nraw pymodbus: {raw:,.0f} tags/s = {raw_req / rw['wall']:,.0f} reads/s, "
+              f"{args.devices} clients back to back for {rw['wall']:.0f} s; "
+              f"client CPU {pct(rw['bench'])} of core {GATEWAY_CORE} "
               f"({rw['bench'] / raw * 1e6:.2f} us/tag), simulator CPU {pct(rw['sim'])}")
         print(f"  meanwhile {others(rw, GATEWAY_CORE, ('bench',))}; {others(rw, SIM_CORE, ('sim', 'mosquitto'))}")
         if PINNED:
@@ -405,13 +406,15 @@ def main() -> None:
         w: dict[str, float] = r["cpu"]  # type: ignore[assignment]
         ours = float(r["tags_s"])  # type: ignore[arg-type]
         us = w["gateway"] / max(ours, 1) * 1e6
-        what = "batches + per-tag retained topics (tag_topics=true)" if tag_topics else "batches only (tag_topics=false)"
-        print(f"\ngateway daemon (python -m gateway), {what}: {w['wall']:.0f} s window after {args.warmup:.0f} s warm-up")
+        what = ("batches + per-tag retained topics (tag_topics=true)" if tag_topics
+                else "batches only (tag_topics=false)")
+        print(f"\ngateway daemon (python -m gateway), {what}: {w['wall']:.0f} s window "
+              f"after {args.warmup:.0f} s warm-up")
         if tag_topics:
             print(f"  + {r['tag_msgs_s']:,.0f} retained per-tag messages/s acked (QoS 1), "
                   f"{w['gateway'] / max(ours + float(r['tag_msgs_s']), 1) * 1e6:.0f} us of gateway CPU per message")  # type: ignore[arg-type]
-        print(f"  tags/s ours (acked)  : {ours:>9,.0f}  = {pct(ours / expected)} of the {expected:,.0f} tags/s the fleet "
-              f"offers; {r['polls_s']:,.0f} polls/s")
+        print(f"  tags/s ours (acked)  : {ours:>9,.0f}  = {pct(ours / expected)} of the {expected:,.0f} tags/s "
+              f"the fleet offers; {r['polls_s']:,.0f} polls/s")
         print(f"  raw tags/s           : {raw:>9,.0f}  (bare pymodbus, same spans, back to back; simulator CPU "
               f"{pct(rw['sim'])})")
         print(f"  ratio                : {ours / raw:>9.2f}  x raw (CPU per tag: ours {us:.2f} us, raw client "

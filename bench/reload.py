@@ -45,12 +45,12 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.config import parse_plant
-from gateway.simulator import SimulatedPlc
-from ingestion.settings import BatchSettings
-from nexus.local import Mosquitto, Postgres, free_port
-from proto import DevicePath, Point, batch_topic, decode_batch, encode_batch
-from proto import config as pc
+from gateway.config import parse_plant  # noqa: E402
+from gateway.simulator import SimulatedPlc  # noqa: E402
+from ingestion.settings import BatchSettings  # noqa: E402
+from nexus.local import Mosquitto, Postgres, free_port  # noqa: E402
+from proto import DevicePath, Point, batch_topic, decode_batch, encode_batch  # noqa: E402
+from proto import config as pc  # noqa: E402
 
 KEY = "bench-reload-admin-key-0123456789"
 TOPIC_ROOT = "nexus"

@@ -114,7 +114,7 @@ async def test_audit_names_the_key_and_keys_are_hashed(api: Api, caplog: pytest.
         api.dsn, "SELECT actor, action, target FROM core.audit WHERE target LIKE 'key:%' ORDER BY id"
     )[0] == ("bootstrap-admin", "key.create", "key:viewer-key")
     rows = query(api.dsn, "SELECT name, key_hash FROM core.api_keys ORDER BY name")
-    assert {n: h for n, h in rows} == {
+    assert dict(rows) == {
         f"{role}-key": hashlib.sha256(keys[role].encode()).hexdigest() for role in ROLES
     }
     dump = str(query(api.dsn, "SELECT * FROM core.api_keys")) + str(

@@ -42,7 +42,8 @@ def plant_toml(ports: dict[str, int], orders: dict[str, tuple[str, str]]) -> str
                    f'byte_order = "{bo}"\nword_order = "{wo}"\nmax_gap = 4\n')
         addr = {"holding": 0, "input": 0, "coil": 0, "discrete": 0}
         for name, (table, dtype, extra, _) in TAGS.items():
-            out.append(f'[[devices.tags]]\nname = "{name}"\ntable = "{table}"\naddress = {addr[table]}\ntype = "{dtype}"\n')
+            out.append(f'[[devices.tags]]\nname = "{name}"\ntable = "{table}"\n'
+                       f'address = {addr[table]}\ntype = "{dtype}"\n')
             for k, v in extra.items():
                 if k == "transform":
                     out.append("transform = { " + ", ".join(f"{a} = {b}" for a, b in v.items()) + " }\n")
@@ -53,7 +54,7 @@ def plant_toml(ports: dict[str, int], orders: dict[str, tuple[str, str]]) -> str
 
 
 def expected(name: str) -> object:
-    table, dtype, extra, raw = TAGS[name]
+    _, _, extra, raw = TAGS[name]
     if "transform" in extra:
         return raw * extra["transform"]["scale"] + extra["transform"]["offset"]
     return raw
@@ -127,4 +128,5 @@ def test_values_of_every_type_reach_postgres_exactly(tmp_path: Path, broker, db,
 
 
 def _has_schema(dsn: str) -> bool:
-    return bool(query(dsn, "SELECT 1 FROM information_schema.views WHERE table_schema='nexus' AND table_name='metrics'"))
+    return bool(query(
+        dsn, "SELECT 1 FROM information_schema.views WHERE table_schema='nexus' AND table_name='metrics'"))

@@ -263,7 +263,7 @@ async def test_connect_refused_and_upload_unsupported_by_cpppo(sim: EnipSimulato
                                              r"failed to open a connection"):
         await d.connect()
     assert not d.connected
-    with pytest.raises(TemporaryError, match="^not connected$"):
+    with pytest.raises(TemporaryError, match=r"^not connected$"):
         await d.read()
     # cpppo has no Get Instance Attribute List on the Symbol object: the tag list upload fails
     up = Driver(make_device(device.conn.port, TAGS, upload_tags=True))

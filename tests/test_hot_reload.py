@@ -158,7 +158,7 @@ def test_two_gateways_share_devices_and_one_dies(tmp_path: Path, broker, db, pre
         daemons("gateway", {**gateway_env(broker, tmp_path / "none.toml", prefix), "NEXUS_GATEWAY_GATEWAY_ID": "gw-c",
                             "NEXUS_GATEWAY_CONTROL_ROOT": root, "NEXUS_GATEWAY_CONFIG_SOURCE": "core",
                             "NEXUS_GATEWAY_HEARTBEAT_S": "0.5"}, name="gw-c")
-        wait_for(lambda: shared() and bool(owners().get("gw-c")) and len(sum(owners().values(), [])) == 6, 20,
+        wait_for(lambda: shared() and bool(owners().get("gw-c")) and sum(map(len, owners().values())) == 6, 20,
                  interval=0.05, what=f"gw-c takes a share\n{core.output()}")
     finally:
         api.close()

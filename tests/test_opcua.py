@@ -302,7 +302,7 @@ async def test_writes(sim: SimProcess) -> None:
              {"name": "as_int32", "node": node("Setpoints.Int16"), "type": "int32", "writable": True}]
     dev = device(sim.endpoint, tags)
     drv = make_driver(dev)
-    with pytest.raises(TemporaryError, match="^write to Bool: not connected$"):
+    with pytest.raises(TemporaryError, match=r"^write to Bool: not connected$"):
         await drv.write(dev.tag_map["Bool"], True)
     await drv.connect()
     try:
@@ -384,7 +384,7 @@ async def test_discover(sim: SimProcess) -> None:
         assert {p.tag: p.value for p in await drv.read()} == {n: v for n, (v, _) in TYPES.items()}
     finally:
         await drv.close()
-    with pytest.raises(PermanentError, match="^browse path '0:Objects/2:Nope' not found: BadNoMatch$"):
+    with pytest.raises(PermanentError, match=r"^browse path '0:Objects/2:Nope' not found: BadNoMatch$"):
         await opcua.discover(conn, "0:Objects/2:Nope")
 
 
@@ -444,7 +444,7 @@ async def test_frozen_server_detected(tmp_path: Path) -> None:
         assert server.proc is not None
         server.proc.send_signal(signal.SIGSTOP)
         t0 = time.monotonic()
-        with pytest.raises(TemporaryError, match="^connection lost: "):
+        with pytest.raises(TemporaryError, match=r"^connection lost: "):
             while time.monotonic() - t0 < 5:
                 await drv.read()
                 await asyncio.sleep(0.05)

@@ -132,9 +132,9 @@ def test_device_path_parse_messages() -> None:
 
 
 def test_device_path_validates_each_level_by_name() -> None:
-    with pytest.raises(TopicError, match="^area 'a#' contains '#'"):
+    with pytest.raises(TopicError, match=r"^area 'a#' contains '#'"):
         DevicePath("e", "s", "a#", "l", "d")
-    with pytest.raises(TopicError, match="^device is empty"):
+    with pytest.raises(TopicError, match=r"^device is empty"):
         DevicePath("e", "s", "a", "l", "")
 
 

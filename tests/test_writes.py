@@ -113,7 +113,8 @@ def test_write_commands_round_trip_and_refusals(tmp_path: Path, broker, prefix, 
 
         values: dict[str, Any] = {}
         wait_for(lambda: values.update(latest()) or (values.get("level") == pytest.approx(-4.2)
-                                                     and values.get("pump") is True and values.get("setpoint") == 123.5),
+                                                     and values.get("pump") is True
+                                                     and values.get("setpoint") == 123.5),
                  5, what=f"written values published (last seen {values})")
 
         refusals = {
