@@ -33,7 +33,9 @@ async def connect_db(db: DbSettings, stop: asyncio.Event) -> psycopg.AsyncConnec
     backoff = Backoff(first=0.5, cap=10.0)
     while not stop.is_set():
         try:
-            return await psycopg.AsyncConnection.connect(db.dsn, connect_timeout=db.connect_timeout, autocommit=True)
+            # whole seconds, as libpq takes them (psycopg would truncate a float the same way)
+            return await psycopg.AsyncConnection.connect(
+                db.dsn, connect_timeout=int(db.connect_timeout), autocommit=True)
         except psycopg.OperationalError as exc:
             log.warning("database not reachable: %s", str(exc).strip())
             if await backoff.wait(stop):

@@ -36,6 +36,11 @@ class Item:
     def points(self) -> int:
         return len(self.batch.points) if self.batch else 0
 
+    def decoded(self) -> tuple[DevicePath, Batch]:
+        """Device and batch of an item that decoded (``error`` is None)."""
+        assert self.device is not None and self.batch is not None, self.error
+        return self.device, self.batch
+
 
 def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None) -> Item:
     """Decode on arrival; a contract violation makes a dead-letter item, never an exception."""
@@ -122,11 +127,12 @@ class Writer:
                 async with conn.cursor().copy(COPY_SQL) as copy:
                     await copy.write(HEADER)
                     for it in fresh:
-                        dev = it.device.path  # type: ignore[union-attr]
+                        device, batch = it.decoded()
+                        dev = device.path
                         ids = self._tags.get(dev, {})
                         extra = new_tag_rows.get(dev, {})
                         rows = []
-                        for p in it.batch.points:  # type: ignore[union-attr]
+                        for p in batch.points:
                             entry = ids.get(p.tag) or extra[p.tag]
                             rows.append(encode_row(p.ts, entry[0], p.value, p.status))
                         await copy.write(b"".join(rows))
@@ -152,12 +158,12 @@ class Writer:
         missing: dict[str, tuple[DevicePath, str, str | None]] = {}
         unit_changes: dict[int, str] = {}
         for it in items:
-            dev = it.device
-            known = self._tags.get(dev.path, {})  # type: ignore[union-attr]
-            for p in it.batch.points:  # type: ignore[union-attr]
+            dev, batch = it.decoded()
+            known = self._tags.get(dev.path, {})
+            for p in batch.points:
                 entry = known.get(p.tag)
                 if entry is None:
-                    missing.setdefault(f"{dev.path}/{p.tag}", (dev, p.tag, p.unit))  # type: ignore[union-attr]
+                    missing.setdefault(f"{dev.path}/{p.tag}", (dev, p.tag, p.unit))
                 elif p.unit and p.unit != entry[1]:
                     unit_changes[entry[0]] = p.unit
                     known[p.tag] = (entry[0], p.unit)
