@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, LiteralString
 
 import orjson
 import psycopg
@@ -51,6 +51,13 @@ def scrape(port: int) -> dict[str, float]:
         with contextlib.suppress(ValueError):
             out[name] = out.get(name, 0.0) + float(value)
     return out
+
+
+def _count(conn: psycopg.Connection[Any], sql: LiteralString) -> int:
+    """The number a ``SELECT count(*) ...`` answers."""
+    row = conn.execute(sql).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    return int(row[0])
 
 
 def _fmt(value: float | None, text: str | None) -> str:
@@ -204,7 +211,7 @@ class Demo:
     def _rows(self, dsn: str) -> int:
         try:
             with psycopg.connect(dsn, connect_timeout=2) as conn:
-                return conn.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+                return _count(conn, "SELECT count(*) FROM nexus.points")
         except psycopg.Error:
             return 0
 
@@ -225,7 +232,7 @@ class Demo:
                 now = time.monotonic()
                 dt = now - last_t
                 try:
-                    rows = conn.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+                    rows = _count(conn, "SELECT count(*) FROM nexus.points")
                     latest = conn.execute(
                         "SELECT DISTINCT ON (t.path) t.device || '/' || t.tag, p.value, p.value_text, t.unit "
                         "FROM nexus.points p JOIN nexus.tags t ON t.id = p.tag_id "
@@ -275,10 +282,10 @@ class Demo:
     def _summary(self, dsn: str, rows_before: int | None, published: int, elapsed: float) -> bool:
         try:
             with psycopg.connect(dsn, connect_timeout=5) as conn:
-                rows = conn.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
-                tags = conn.execute("SELECT count(*) FROM nexus.tags").fetchone()[0]  # type: ignore[index]
-                dead = conn.execute("SELECT count(*) FROM nexus.dead_letters").fetchone()[0]  # type: ignore[index]
-                bad = conn.execute("SELECT count(*) FROM nexus.points WHERE status >> 30 >= 2").fetchone()[0]  # type: ignore[index]
+                rows = _count(conn, "SELECT count(*) FROM nexus.points")
+                tags = _count(conn, "SELECT count(*) FROM nexus.tags")
+                dead = _count(conn, "SELECT count(*) FROM nexus.dead_letters")
+                bad = _count(conn, "SELECT count(*) FROM nexus.points WHERE status >> 30 >= 2")
         finally:
             if self.pg:
                 self.pg.stop()

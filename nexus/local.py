@@ -25,7 +25,8 @@ class LocalServerError(RuntimeError):
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def ensure_port_free(port: int, what: str) -> None:

@@ -9,8 +9,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -114,15 +114,27 @@ async def sleep_or_stop(delay: float, stop: asyncio.Event) -> bool:
     return True
 
 
-def run_main(run: Callable[[], Awaitable[int | None]]) -> int:
+def run_main(run: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
     """``asyncio.run`` a daemon's ``run`` coroutine and turn its result into an exit code."""
     try:
-        return asyncio.run(run()) or 0  # type: ignore[arg-type]
+        return asyncio.run(run()) or 0
     except KeyboardInterrupt:
         return 130
 
 
-def daemon_main(name: str, settings_cls: type, env_prefix: str, run: Callable[[Any], Awaitable[int]]) -> int:
+class _DaemonSettings(Protocol):
+    """What :func:`daemon_main` needs of a daemon's ``Settings``."""
+
+    @property
+    def log(self) -> LogSettings: ...
+
+
+_S = TypeVar("_S", bound=_DaemonSettings)
+
+
+def daemon_main(
+    name: str, settings_cls: type[_S], env_prefix: str, run: Callable[[_S], Coroutine[Any, Any, int]]
+) -> int:
     """The whole ``main()`` of a daemon: settings (file argument, env), logging, ``asyncio.run``."""
     try:
         settings = load(settings_cls, env_prefix=env_prefix, config_file=(sys.argv[1] if len(sys.argv) > 1 else None))
