@@ -165,7 +165,7 @@ def create_app(core: Core) -> FastAPI:
                 m
                 for r in app.router.routes
                 if isinstance(r, APIRoute) and r.path_regex.match(path)
-                for m in r.methods
+                for m in r.methods or ()
             }
             headers["Allow"] = ", ".join(sorted(methods))
         return JSONResponse(

@@ -86,7 +86,7 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
         api_key: Annotated[str | None, Depends(_header)],
     ) -> Principal:
         key = api_key or (bearer.credentials if bearer is not None else None)
-        principal = await request.app.state.core.auth.principal(key)
+        principal: Principal = await request.app.state.core.auth.principal(key)
         if not principal.can(role):
             raise ApiError(
                 403,

@@ -125,7 +125,8 @@ class Store:
         after: str | None = None,
     ) -> tuple[list[DeviceRow], int]:
         """A page of devices by id (``after``: keyset cursor) and the number matching the filters."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         for key in ("protocol", *LEVELS):
             if filters.get(key) is not None:
                 where.append(f"{key} = %s")
@@ -182,7 +183,8 @@ class Store:
     async def audit(
         self, *, target: str | None, revision: int | None, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[object] = []
         if target is not None:
             where.append("target = %s")
             params.append(target)

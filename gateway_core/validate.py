@@ -66,9 +66,9 @@ def normalize_device(doc: dict[str, Any], plant: dict[str, Any], *, where: str =
         if k not in doc and k in plant:
             full[k] = plant[k]
     full.update(doc)
-    full = json_clean(full)
-    check_device(full, where=where)
-    return full
+    clean: dict[str, Any] = json_clean(full)
+    check_device(clean, where=where)
+    return clean
 
 
 def device_path(doc: dict[str, Any]) -> str:
