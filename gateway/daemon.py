@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from gateway.commands import Commands
 from gateway.config import PlantConfig, load_plant
@@ -41,7 +42,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
             log.error("plant config invalid: %s", exc)
             return 2
     gid = settings.gateway_id
-    queue: asyncio.Queue = asyncio.Queue(maxsize=settings.queue_size)
+    # DeviceBatch items and the STOP sentinel, typed as Fleet, DevicePoller and Publisher take it
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.queue_size)
     fleet = Fleet(queue, PollPool(settings.max_concurrent_polls))
     commands: Commands | None = None
     managed = None

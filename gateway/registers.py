@@ -9,6 +9,7 @@ store 32-bit floats). Strings are packed two characters per register and ignore 
 from __future__ import annotations
 
 import struct
+from typing import Literal
 
 from gateway.values import shortest_float32
 
@@ -30,7 +31,7 @@ def register_count(dtype: str, length: int = 0) -> int:
 
 def _to_bytes(regs: list[int], byte_order: str, word_order: str) -> bytes:
     words = regs[::-1] if word_order == "little" else regs
-    bo = "big" if byte_order == "big" else "little"
+    bo: Literal["big", "little"] = "big" if byte_order == "big" else "little"
     return b"".join(w.to_bytes(2, bo) for w in words)
 
 
@@ -43,7 +44,7 @@ def decode(regs: list[int], dtype: str, *, byte_order: str = "big", word_order: 
         raw = _to_bytes(regs, byte_order, "big")
         return raw.split(b"\x00", 1)[0].decode("latin-1").rstrip(" ")
     raw = _to_bytes(regs, byte_order, word_order)
-    value = struct.unpack(_STRUCT[dtype], raw)[0]
+    value: int | float = struct.unpack(_STRUCT[dtype], raw)[0]
     if dtype == "float32":  # 56.398, not 56.39799880981445
         return shortest_float32(value, raw)
     return value
@@ -66,7 +67,7 @@ def encode(value: int | float | bool | str, dtype: str, *, byte_order: str = "bi
             raw = struct.pack(_STRUCT[dtype], int(value) if dtype[0] in "iu" else float(value))
         except OverflowError as exc:
             raise ValueError(f"{value!r} does not fit {dtype}") from exc
-    bo = "big" if byte_order == "big" else "little"
+    bo: Literal["big", "little"] = "big" if byte_order == "big" else "little"
     words = [int.from_bytes(raw[i:i + 2], bo) for i in range(0, len(raw), 2)]
     if dtype != "string" and word_order == "little":
         words.reverse()

@@ -132,7 +132,7 @@ class SimulatedPlc:
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.shutdown()
+            await self._server.shutdown()  # type: ignore[no-untyped-call]  # pymodbus leaves it unannotated
             self._server = None
 
 
