@@ -2,7 +2,9 @@
 
 ``assign_loop`` owns every config message: it runs :meth:`Assigner.step` whenever something changed
 (a commit, a status, a will, a sync request) and at least every ``TICK`` seconds (heartbeat expiry,
-handoff deadlines), and publishes what it returns, in order, at QoS 1.
+handoff deadlines), and publishes what it returns, in order, at QoS 1. After each pass, gateways
+offline for longer than ``forget_after`` are dropped and their retained statuses cleared (a zero-length
+retained message, QoS 1), so pods that came and went do not stay listed forever.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class Control:
         try:
             if msg.topic.startswith(f"{self.root}/status/gateways/"):
                 gateway = pc.last_level(self.root, msg.topic, "status/gateways")
-                if not msg.payload:  # a cleared retained status
+                if not msg.payload:  # a cleared retained status (ours, after forget_after): nothing
                     return
                 status = pc.decode_status(msg.payload)
                 if status.gateway != gateway:
@@ -120,6 +122,8 @@ class Control:
         out: list[tuple[str, bytes]] = [
             (pc.device_topic(self.root, msg.device_id), pc.encode_device(msg)) for msg in self.assigner.step()
         ]
+        # after step(): every device has already left an offline gateway, forgetting it moves nothing
+        forgotten = self.assigner.forget(self.settings.forget_after)
         while self._syncs:
             gateway = next(iter(self._syncs))
             del self._syncs[gateway]
@@ -128,8 +132,13 @@ class Control:
             )
             out.append((pc.sync_response_topic(self.root, gateway), pc.encode_sync_response(resp)))
             m.MESSAGES.labels("sync").inc()
-        if out and self.mqtt is not None:
+        if (out or forgotten) and self.mqtt is not None:
             acks = [await self.mqtt.publish(topic, payload, qos=1) for topic, payload in out]
+            for gateway in forgotten:
+                if gateway not in self.assigner.gateways:  # not back while we published the above
+                    # a zero-length retained message deletes the broker's retained status
+                    topic = pc.status_topic(self.root, gateway)
+                    acks.append(await self.mqtt.publish(topic, b"", qos=1, retain=True))
             try:
                 async with asyncio.timeout(self.settings.mqtt_timeout):
                     await asyncio.gather(*acks)

@@ -52,6 +52,8 @@ class Settings:
     control_root: str = DEFAULT_CONTROL_ROOT  #: first level(s) of config/status/cmd topics
     admin_key: str | None = None  #: bootstrap admin API key (env NEXUS_CORE_ADMIN_KEY); never logged
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT  #: seconds without a status before a gateway counts as dead
+    #: seconds a gateway stays offline before it is dropped from the registry and its retained status cleared
+    forget_after: float = 3600.0
     handoff_timeout: float = 10.0  #: seconds to wait for a released device to leave the old gateway's status
     startup_settle: float = 1.0  #: seconds to collect retained gateway statuses before the first assignment
     write_timeout: float = 10.0  #: seconds a tag write waits for the gateway's response
@@ -70,6 +72,11 @@ class Settings:
             raise SettingsError(str(exc), field="control_root") from exc
         for name in ("heartbeat_timeout", "handoff_timeout", "write_timeout", "mqtt_timeout"):
             positive(getattr(self, name), name)
+        if not self.forget_after > self.heartbeat_timeout:
+            raise SettingsError(
+                f"must be greater than heartbeat_timeout ({self.heartbeat_timeout:g}), got {self.forget_after:g}",
+                field="forget_after",
+            )
         if self.startup_settle < 0:
             raise SettingsError(f"must be >= 0, got {self.startup_settle}", field="startup_settle")
         if self.admin_key is not None and len(self.admin_key) < 16:

@@ -10,6 +10,9 @@ that is still live, the :class:`Assigner` publishes it with ``gateway: null`` (r
 it to the new gateway only once the old one's status no longer lists it, the old one died, or
 ``handoff_timeout`` passed. :meth:`Assigner.step` is pure bookkeeping and returns the messages to
 publish, in order; the caller publishes them.
+
+A gateway that stays offline longer than ``forget_after`` is dropped by :meth:`Assigner.forget` (the
+caller clears its retained status); one that comes back later simply re-announces itself.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class GatewayState:
     errors: dict[str, str] = field(default_factory=dict)
     ts: int = 0  #: its clock at the last status (Unix ms)
     last_seen: float = 0.0  #: our monotonic clock at the last status
+    offline_since: float | None = None  #: our monotonic clock when we last saw it go offline
     sent_revision: int = 0  #: revision of the newest config message that concerned it
 
 
@@ -79,6 +83,7 @@ class Assigner:
         self._orphans: dict[str, float] = {}  #: device id -> when its last tombstone was sent
         self._targets: dict[str, str | None] = {}  #: device id -> its gateway for the live set below
         self._targets_for: tuple[tuple[str, int], ...] = ()
+        self._hearing_since = -math.inf  #: our clock at the last grace(): statuses may still be arriving
 
     # -- inputs ------------------------------------------------------------------------------------
     def load(self, devices: Iterable[tuple[str, dict[str, Any], int]], revision: int) -> None:
@@ -105,11 +110,15 @@ class Assigner:
 
     def on_status(self, status: GatewayStatus, *, wall_ms: int | None = None) -> None:
         """A gateway's status (retained or live) or its will."""
-        g = self.gateways.get(status.gateway) or GatewayState(id=status.gateway, online=False)
+        now = self.clock()
+        g = self.gateways.get(status.gateway) or GatewayState(
+            id=status.gateway, online=False, offline_since=now
+        )
         self.gateways[status.gateway] = g
         if not status.online:
             if g.online:
                 log.warning("gateway %s went offline", status.gateway, extra={"gateway": status.gateway})
+                g.offline_since = now
             g.online = False
             return
         stale = wall_ms is not None and status.ts and wall_ms - status.ts > self.heartbeat_timeout * 1000
@@ -121,12 +130,16 @@ class Assigner:
                 extra={"gateway": status.gateway},
             )
         g.online = not stale
+        if g.online:
+            g.offline_since = None
+        elif g.offline_since is None:  # a retained status too old to count as live
+            g.offline_since = now
         g.capacity, g.applied_revision, g.devices = (
             status.capacity,
             status.applied_revision,
             frozenset(status.devices),
         )
-        g.errors, g.ts, g.last_seen = dict(status.errors), status.ts, self.clock()
+        g.errors, g.ts, g.last_seen = dict(status.errors), status.ts, now
 
     # -- views -------------------------------------------------------------------------------------
     def live(self) -> dict[str, int]:
@@ -146,8 +159,10 @@ class Assigner:
 
     # -- the state machine -------------------------------------------------------------------------
     def grace(self) -> None:
-        """We could not hear anyone (broker connection lost): restart every live gateway's heartbeat clock."""
+        """We could not hear anyone (broker connection lost): restart every live gateway's heartbeat clock,
+        and forget nobody until the statuses retained meanwhile had time to arrive."""
         now = self.clock()
+        self._hearing_since = now
         for g in self.gateways.values():
             if g.online:
                 g.last_seen = now
@@ -163,7 +178,30 @@ class Assigner:
                     extra={"gateway": g.id},
                 )
                 g.online = False
+                g.offline_since = now
         m.GATEWAYS_LIVE.set(sum(g.online for g in self.gateways.values()))
+
+    def forget(self, after: float) -> list[str]:
+        """Drop the gateways offline for more than ``after`` seconds; returns their ids (the caller clears
+        their retained statuses). Call it after :meth:`step`: that pass has already moved every device
+        away from an offline gateway, so nothing refers to it any more and no assignment changes."""
+        now = self.clock()
+        if now - self._hearing_since <= self.heartbeat_timeout:
+            return []  # just reconnected: a gateway's newer retained status may still be on its way
+        gone = [
+            g.id
+            for g in self.gateways.values()
+            if not g.online and g.offline_since is not None and now - g.offline_since > after
+        ]
+        for gw in sorted(gone):
+            held = [d for d, owner in self.owner.items() if owner == gw]
+            if held:  # cannot happen after step(); keep it rather than lose track of who polls what
+                log.error("gateway %s is offline but still owns %s; not forgetting it", gw, held[:5])
+                gone.remove(gw)
+                continue
+            del self.gateways[gw]
+            log.info("gateway %s offline for more than %.0f s: forgotten", gw, after, extra={"gateway": gw})
+        return sorted(gone)
 
     def step(self) -> list[DeviceMessage]:
         """One reconciliation pass: the messages to publish now, in order."""
@@ -219,8 +257,8 @@ class Assigner:
                     leaving |= {cur}
                 if target is not None and leaving:
                     out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=None, device=doc))
-                    for g in leaving:
-                        self._sent(g)
+                    for gw in leaving:
+                        self._sent(gw)
                     self.owner[d] = None
                     self.releasing[d] = (leaving, now + self.handoff_timeout)
                     self.dirty.discard(d)

@@ -195,18 +195,18 @@ async def start_service(settings: Settings, tg: asyncio.TaskGroup) -> Service:
 
 
 @contextlib.asynccontextmanager
-async def run_service(db: str, broker: Any, prefix: str) -> AsyncIterator[Running]:
-    """The whole service (HTTP on a free port, MQTT, assignment loop) running in this test's loop."""
+async def run_service(db: str, broker: Any, prefix: str, **overrides: Any) -> AsyncIterator[Running]:
+    """The whole service (HTTP on a free port, MQTT, assignment loop) running in this test's loop;
+    ``overrides``: settings other than the test defaults below."""
     root = f"$t/{prefix}"
-    settings = core_settings(
-        db,
-        broker_port=broker.port,
-        root=root,
-        heartbeat_timeout=1.5,
-        handoff_timeout=5.0,
-        startup_settle=0.2,
-        write_timeout=1.0,
-    )
+    kw: dict[str, Any] = {
+        "heartbeat_timeout": 1.5,
+        "handoff_timeout": 5.0,
+        "startup_settle": 0.2,
+        "write_timeout": 1.0,
+        **overrides,
+    }
+    settings = core_settings(db, broker_port=broker.port, root=root, **kw)
     async with asyncio.TaskGroup() as tg:
         svc = await start_service(settings, tg)
         async with httpx.AsyncClient(

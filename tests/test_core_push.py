@@ -5,6 +5,8 @@ test's event loop (uvicorn on a free port, real MQTT client, real PostgreSQL).""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -250,3 +252,69 @@ async def test_tag_write_is_answered_over_mqtt(service: Running, closing: list[R
     assert orjson.loads(orjson.dumps(r.json()))["detail"].startswith(
         "no response to the write of press-1/setpoint"
     )
+
+
+async def test_an_offline_gateway_is_forgotten_and_its_retained_status_cleared(
+    db: str, broker: Any, prefix: str, closing: list[Recorder], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with run_service(db, broker, prefix, heartbeat_timeout=0.8, forget_after=1.0) as service:
+        statuses = Recorder(service.broker_port, [pc.status_filter(service.root)])
+        devices = Recorder(service.broker_port, [pc.device_filter(service.root)])
+        a = SimGateway(service.broker_port, service.root, "gw-a", interval=0.2)
+        b = SimGateway(service.broker_port, service.root, "gw-b", interval=0.2)
+        closing.extend([statuses, devices, a, b])
+        ids = await import_devices(service, 12)
+        await until(
+            lambda: set(a.polling) | set(b.polling) == set(ids) and a.polling and b.polling,
+            10,
+            "both gateways poll their share",
+        )
+        b_topic = pc.status_topic(service.root, "gw-b")
+
+        b.crash()  # the broker publishes gw-b's retained will
+        await until(lambda: a.polling == set(ids), 5, "gw-b's devices moved to gw-a")
+
+        async def listed() -> list[str]:
+            r = await service.client.get("/api/v1/gateways")
+            return [g["id"] for g in r.json()["items"]]
+
+        t0 = time.monotonic()
+        assert await listed() == ["gw-a", "gw-b"]
+        r = await service.client.get("/api/v1/gateways/gw-b")
+        assert r.json()["online"] is False and r.json()["assigned"] == []
+        sent = len(devices.device_messages(service.root))
+        deadline = time.monotonic() + 5
+        while "gw-b" in await listed():
+            assert time.monotonic() < deadline, "gw-b still listed"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - t0 > 0.5  # not at once: forget_after (1 s) after it went offline
+        assert (await service.client.get("/api/v1/gateways/gw-b")).status_code == 404
+        # the service cleared the retained status: a zero-length message on gw-b's topic
+        await until(
+            lambda: [p for _, t, p, _ in statuses.snapshot() if t == b_topic][-1:] == [b""], 5, "the clear"
+        )
+        # a fresh subscriber (e.g. the service after a restart) gets gw-a's retained status, none of gw-b
+        fresh = Recorder(service.broker_port, [pc.status_filter(service.root)])
+        closing.append(fresh)
+        await until(lambda: any(r for _, _, _, r in fresh.snapshot()), 5, "gw-a's retained status")
+        await asyncio.sleep(0.5)
+        assert {t for _, t, _, _ in fresh.snapshot()} == {pc.status_topic(service.root, "gw-a")}
+        # forgetting moved nothing: gw-a kept everything, no device message was sent for it
+        assert a.polling == set(ids) and len(devices.device_messages(service.root)) == sent
+        # the service heard its own empty status as nothing, not as a bad message
+        assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING and "bad" in rec.message]
+        assert "gateway gw-b offline for more than 1 s: forgotten" in caplog.text
+
+        # gw-b comes back: it re-announces itself and gets its share again
+        b2 = SimGateway(service.broker_port, service.root, "gw-b", interval=0.2)
+        closing.append(b2)
+        await until(
+            lambda: (
+                b2.polling and set(a.polling) | set(b2.polling) == set(ids) and not a.polling & b2.polling
+            ),
+            10,
+            "gw-b polls its share again",
+        )
+        r = await service.client.get("/api/v1/gateways", params={"online": True})
+        assert [g["id"] for g in r.json()["items"]] == ["gw-a", "gw-b"]

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from gateway_core.settings import Settings
 from gateway_core.sharding import Assigner, choose
+from nexus.settings import SettingsError, load
 from proto.config import DeviceMessage, GatewayStatus
 
 DEVICES = [f"dev-{i}" for i in range(3000)]
@@ -91,7 +95,7 @@ def test_join_releases_first_then_assigns_when_the_old_gateway_let_go() -> None:
     clock.now += 10.5
     a.on_status(status("A", set(a.assigned("A")) | set(moving[len(half) :])))
     a.on_status(status("B", half))
-    assert by_device(a.step()) == dict.fromkeys(moving[len(half):], "B")
+    assert by_device(a.step()) == dict.fromkeys(moving[len(half) :], "B")
     assert a.step() == []
     assert set(a.assigned("A")) | set(a.assigned("B")) == set(a.devices)
 
@@ -168,3 +172,99 @@ def test_grace_keeps_gateways_alive_while_the_service_cannot_hear_them() -> None
         clock.now += 2.0
         a.grace()
     assert a.step() == [] and a.live() == {"A": 10}
+
+
+def test_an_offline_gateway_is_forgotten_after_forget_after_without_moving_anything() -> None:
+    a, clock = make()
+    a.on_status(status("A"))
+    a.on_status(status("B"))
+    a.step()
+    a.on_status(status("A", a.assigned("A")))
+    a.on_status(status("B", a.assigned("B")))
+    on_b = a.assigned("B")
+    a.on_status(status("B", online=False))  # will
+    assert by_device(a.step()) == dict.fromkeys(on_b, "A")  # moved at once, as before
+
+    def beat(seconds: float) -> None:  # time passes, A keeps reporting
+        clock.now += seconds
+        a.on_status(status("A", a.assigned("A")))
+
+    beat(0.0)
+    owner = dict(a.owner)
+    assert "B" not in owner.values() and a.step() == []
+    beat(20.0)
+    assert a.forget(20.0) == [] and "B" in a.gateways  # not longer than forget_after yet
+    beat(0.5)
+    assert a.forget(20.0) == ["B"] and set(a.gateways) == {"A"}
+    assert a.forget(20.0) == []
+    # nothing to publish and nothing moved: B owned nothing any more
+    assert a.step() == [] and a.owner == owner and a.live() == {"A": 10}
+    # a live gateway is never forgotten, however long it has been known
+    for _ in range(100):
+        beat(2.0)
+    assert a.forget(20.0) == [] and a.step() == []
+
+    # B comes back: it simply re-announces itself and gets its share again (release first)
+    a.on_status(status("B"))
+    assert a.gateways["B"].online and a.gateways["B"].offline_since is None
+    assert by_device(a.step()) == dict.fromkeys(on_b)
+    a.on_status(status("A", set(a.assigned("A")) - set(on_b)))
+    assert by_device(a.step()) == dict.fromkeys(on_b, "B")
+
+
+def test_forget_counts_from_the_moment_a_gateway_went_offline() -> None:
+    a, clock = make(4)
+    a.on_status(status("A"))
+    a.on_status(status("B"))
+    a.step()
+    # B falls silent: dead at the heartbeat timeout, forgotten forget_after after that
+    clock.now += 5.0
+    a.on_status(status("A", a.assigned("A")))
+    clock.now += 1.5
+    a.step()
+    assert a.live() == {"A": 10} and a.gateways["B"].offline_since == clock.now
+    clock.now += 19.0
+    assert a.forget(20.0) == []
+    clock.now += 1.5
+    assert a.forget(20.0) == ["B"]
+    # an offline gateway seen for the first time (a will retained on the broker): from now on
+    a.on_status(status("C", online=False))
+    clock.now += 20.0
+    assert a.forget(20.0) == []
+    clock.now += 0.5
+    assert a.forget(20.0) == ["C"]
+    # so is a retained status too old to count as live
+    a.on_status(GatewayStatus(gateway="D", online=True, capacity=10, ts=1), wall_ms=10_000)
+    assert not a.gateways["D"].online
+    clock.now += 20.5
+    assert a.forget(20.0) == ["D"]
+    # back before forget_after: the clock starts again at the next death
+    a.on_status(status("E"))
+    a.on_status(status("E", online=False))
+    clock.now += 15.0
+    a.on_status(status("E"))
+    a.on_status(status("E", online=False))
+    clock.now += 15.0
+    assert a.forget(20.0) == [] and "E" in a.gateways
+    assert all(o in (None, "A") for o in a.owner.values())
+
+
+def test_nobody_is_forgotten_right_after_a_reconnect() -> None:
+    a, clock = make(1)
+    a.on_status(status("B", online=False))
+    clock.now += 100.0
+    a.grace()  # (re)connected: retained statuses are on their way, B's may say it is back
+    clock.now += 5.0
+    assert a.forget(50.0) == []
+    clock.now += 1.5
+    assert a.forget(50.0) == ["B"]
+
+
+def test_forget_after_setting() -> None:
+    assert Settings().forget_after == 3600.0
+    env = {"NEXUS_CORE_FORGET_AFTER": "90", "NEXUS_CORE_HEARTBEAT_TIMEOUT": "10"}
+    assert load(Settings, env_prefix="NEXUS_CORE", env=env).forget_after == 90.0
+    for bad in ("10", "5", "nan"):
+        with pytest.raises(SettingsError) as exc:
+            load(Settings, env_prefix="NEXUS_CORE", env={**env, "NEXUS_CORE_FORGET_AFTER": bad})
+        assert exc.value.field == "forget_after"
