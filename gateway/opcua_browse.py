@@ -10,11 +10,11 @@ from asyncua import Client, ua
 
 from gateway.errors import PermanentError
 from gateway.opcua_client import bounded, open_client, resolve, shutdown
-from gateway.opcua_config import VARIANTS, OpcUaConnection, parse_node
+from gateway.opcua_config import VARIANTS, OpcUaConnection, node_id, parse_node
 
 log = logging.getLogger("gateway.opcua")
 
-_HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
+_HAS_PROPERTY = node_id(ua.ObjectIds.HasProperty)
 #: DataType node ids (namespace 0) of the built-in types and common subtypes -> canonical type
 _DATA_TYPES = {int(v): k for k, v in VARIANTS.items()} | {
     ua.ObjectIds.Duration: "float64", ua.ObjectIds.Counter: "uint32", ua.ObjectIds.IntegerId: "uint32"}
@@ -73,8 +73,8 @@ async def _describe(client: Client, found: list[tuple[str, ua.NodeId]], namespac
     tags = []
     for (name, nid), dt, rank in zip(found, dtypes, ranks, strict=True):
         dt_id = dt.Value.Value if dt.Value is not None else None
-        dtype = _DATA_TYPES.get(dt_id.Identifier) if isinstance(dt_id, ua.NodeId) and \
-            dt_id.NamespaceIndex == 0 else None
+        ident = dt_id.Identifier if isinstance(dt_id, ua.NodeId) and dt_id.NamespaceIndex == 0 else None
+        dtype = _DATA_TYPES.get(ident) if isinstance(ident, int) else None
         if dtype is None or (rank.Value is not None and rank.Value.Value not in (-1, None)):
             log.info("discover: skipping %s (%s): unsupported data type or not a scalar", name, nid.to_string())
             continue

@@ -18,7 +18,7 @@ from asyncua.crypto import security_policies, uacrypto
 from asyncua.ua.status_codes import code_to_name_doc
 
 from gateway.errors import TemporaryError
-from gateway.opcua_config import NodeAddress, OpcUaConnection
+from gateway.opcua_config import NodeAddress, OpcUaConnection, node_id
 
 log = logging.getLogger("gateway.opcua")
 T = TypeVar("T")
@@ -134,16 +134,17 @@ async def resolve(client: Client, addresses: list[NodeAddress], timeout: float) 
         try:
             if a.node_id is not None:
                 ns = index(a.namespace_uri) if a.namespace_uri else a.node_id.NamespaceIndex
-                out.append(ua.NodeId(a.node_id.Identifier, ns, a.node_id.NodeIdType))
+                out.append(node_id(a.node_id.Identifier, ns, a.node_id.NodeIdType))
                 continue
-            elements = [ua.RelativePathElement(ReferenceTypeId=ua.NodeId(ua.ObjectIds.HierarchicalReferences),
-                                               IsInverse=False, IncludeSubtypes=True,
+            # IsInverse, IncludeSubtypes: asyncua annotates them with its ua.Boolean marker class; it takes bool
+            elements = [ua.RelativePathElement(ReferenceTypeId=node_id(ua.ObjectIds.HierarchicalReferences),
+                                               IsInverse=False, IncludeSubtypes=True,  # type: ignore[arg-type]
                                                TargetName=ua.QualifiedName(name, index(ns)))
                         for ns, name in a.path]
         except LookupError as exc:
             out.append(str(exc))
             continue
-        paths[i] = ua.BrowsePath(StartingNode=ua.NodeId(ua.ObjectIds.RootFolder),
+        paths[i] = ua.BrowsePath(StartingNode=node_id(ua.ObjectIds.RootFolder),
                                  RelativePath=ua.RelativePath(Elements=elements))
         out.append("")
     if paths:

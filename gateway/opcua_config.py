@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+from uuid import UUID
 
 from asyncua import ua
 from cryptography import x509
@@ -66,7 +67,7 @@ class NodeAddress:
 
 
 def _file(d: dict[str, Any], key: str, where: str) -> str | None:
-    path = get(d, key, str, where, None)
+    path: str | None = get(d, key, str, where, None)
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"'{key}' file not found: {path}", where=where)
     return path
@@ -118,6 +119,12 @@ def parse_connection(d: dict[str, Any], where: str, protocol: str) -> OpcUaConne
         publishing_interval_ms=int_in(d, "publishing_interval_ms", 10, 3_600_000, where, 500),
         session_timeout_ms=int_in(d, "session_timeout_ms", 1000, 86_400_000, where, 60_000),
         buffer_size=int_in(d, "buffer_size", 100, 10_000_000, where, 10_000))
+
+
+def node_id(identifier: int | str | bytes | UUID, namespace: int = 0, kind: ua.NodeIdType | None = None) -> ua.NodeId:
+    """``ua.NodeId`` from plain values. asyncua annotates NodeId's fields with marker classes (``ua.Int16``,
+    ``ua.String``, ...) that the plain ints and strings it takes do not match; this is the one place that says so."""
+    return ua.NodeId(identifier, namespace, kind)  # type: ignore[arg-type]
 
 
 def parse_node(text: str, where: str) -> NodeAddress:

@@ -33,9 +33,12 @@ from asyncua import Server, ua
 from asyncua.common.node import Node
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from gateway.opcua_config import node_id
 
 NS_URI = "urn:nexus-edge:sim:plant"
 SERVER_URI = "urn:nexus-edge:sim:server"
@@ -61,7 +64,7 @@ BROKEN_STATUS = ua.StatusCodes.BadSensorFailure
 SHAKY_STATUS = ua.StatusCodes.UncertainLastUsableValue
 
 
-class _Users:
+class _Users(UserManager):
     """Username/password check; anonymous logins are refused by the endpoint's token policy."""
 
     def __init__(self, users: dict[str, str]) -> None:
@@ -128,29 +131,34 @@ class OpcUaSim:
             self.server = None
 
     async def _build(self, server: Server) -> None:
-        plant = await server.nodes.objects.add_object(ua.NodeId("Plant", self.ns), ua.QualifiedName("Plant", self.ns))
+        plant = await server.nodes.objects.add_object(node_id("Plant", self.ns), ua.QualifiedName("Plant", self.ns))
         for folder, variables, writable in (("Types", TYPES, False), ("Setpoints", SETPOINTS, True),
                                             ("Line1", LINE, True)):
-            parent = await plant.add_object(ua.NodeId(f"Plant.{folder}", self.ns), ua.QualifiedName(folder, self.ns))
+            parent = await plant.add_object(node_id(f"Plant.{folder}", self.ns), ua.QualifiedName(folder, self.ns))
             for name, (value, vtype) in variables.items():
                 await self._variable(parent, f"{folder}.{name}", name, ua.Variant(value, vtype), writable)
-        faults = await plant.add_object(ua.NodeId("Plant.Faults", self.ns), ua.QualifiedName("Faults", self.ns))
+        faults = await plant.add_object(node_id("Plant.Faults", self.ns), ua.QualifiedName("Faults", self.ns))
         await self._variable(faults, "Faults.ReadOnly", "ReadOnly", ua.Variant(7.25, VT.Double), False)
         broken = await self._variable(faults, "Faults.Broken", "Broken", ua.Variant(1.0, VT.Double), False)
-        await broken.write_value(ua.DataValue(StatusCode=ua.StatusCode(BROKEN_STATUS), SourceTimestamp=STAMP))
+        # asyncua annotates StatusCode and DataValue with its marker classes (ua.UInt32, ua.DateTime) that the
+        # plain int and datetime it takes do not match: hence the arg-type ignores below
+        await broken.write_value(
+            ua.DataValue(StatusCode=ua.StatusCode(BROKEN_STATUS), SourceTimestamp=STAMP))  # type: ignore[arg-type]
         shaky = await self._variable(faults, "Faults.Shaky", "Shaky", ua.Variant(42, VT.Int32), False)
-        await shaky.write_value(ua.DataValue(ua.Variant(42, VT.Int32), StatusCode=ua.StatusCode(SHAKY_STATUS)))
+        await shaky.write_value(
+            ua.DataValue(ua.Variant(42, VT.Int32), StatusCode=ua.StatusCode(SHAKY_STATUS)))  # type: ignore[arg-type]
         stamped = await self._variable(faults, "Faults.Stamped", "Stamped", ua.Variant(1.0, VT.Double), False)
-        await stamped.write_value(ua.DataValue(ua.Variant(2.5, VT.Double), SourceTimestamp=STAMP, ServerTimestamp=None))
+        await stamped.write_value(
+            ua.DataValue(ua.Variant(2.5, VT.Double), SourceTimestamp=STAMP, ServerTimestamp=None))  # type: ignore[arg-type]
         server_stamped = await self._variable(faults, "Faults.ServerStamped", "ServerStamped",
                                               ua.Variant(1.0, VT.Double), False)
         server.set_force_server_timestamp(False)  # so this one keeps STAMP as its server timestamp
         await server_stamped.write_value(ua.DataValue(ua.Variant(3.5, VT.Double), SourceTimestamp=None,
-                                                      ServerTimestamp=STAMP))
+                                                      ServerTimestamp=STAMP))  # type: ignore[arg-type]
         server.set_force_server_timestamp(True)
 
     async def _variable(self, parent: Node, key: str, name: str, value: ua.Variant, writable: bool) -> Node:
-        node = await parent.add_variable(ua.NodeId(f"Plant.{key}", self.ns), ua.QualifiedName(name, self.ns), value)
+        node = await parent.add_variable(node_id(f"Plant.{key}", self.ns), ua.QualifiedName(name, self.ns), value)
         if writable:
             await node.set_writable()
         self.nodes[key] = node
