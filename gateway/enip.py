@@ -32,11 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pycomm3 import LogixDriver, Tag
+from pycomm3 import LogixDriver
 from pycomm3.cip import DataTypes
 from pycomm3.cip_driver import parse_cip_route
 from pycomm3.exceptions import CommError, PycommError, RequestError
-from pycomm3.packets import WriteTagRequestPacket
+from pycomm3.packets.logix import WriteTagRequestPacket
+from pycomm3.tag import Tag
 
 from gateway import driver
 from gateway.config import DeviceConfig, TagConfig, get, int_in, parse_type
@@ -132,8 +133,8 @@ def _split(path: str) -> list[str]:
 def _elementary(name: str, cip: str) -> dict[str, Any]:
     """pycomm3's definition of an elementary (atomic) tag or member."""
     return {"tag_name": name, "tag_type": "atomic", "data_type": cip, "data_type_name": cip,
-            "type_class": DataTypes.get(cip), "dim": 0, "dimensions": [0, 0, 0], "alias": False,
-            "instance_id": None}
+            "type_class": DataTypes.get(cip),  # type: ignore[no-untyped-call]  # pycomm3 leaves it unannotated
+            "dim": 0, "dimensions": [0, 0, 0], "alias": False, "instance_id": None}
 
 
 def _container(name: str) -> dict[str, Any]:
@@ -196,7 +197,7 @@ class _Logix(LogixDriver):
     Write Tag service twice in one request; cpppo refuses that. A fresh message list fixes it."""
 
     def _write_build_single_request(self, parsed_tag: dict[str, Any]) -> Any:
-        request = super()._write_build_single_request(parsed_tag)
+        request = super()._write_build_single_request(parsed_tag)  # type: ignore[no-untyped-call]  # unannotated
         if type(request) is WriteTagRequestPacket:
             request._msg = []  # noqa: SLF001 - pycomm3 has no public way to reset the message list
         return request
@@ -254,7 +255,7 @@ class Driver(driver.Driver):
         plc = _Logix(c.path, init_tags=c.upload_tags, init_program_tags=program)
         plc.socket_timeout = self.device.timeout_ms / 1000
         self._plc = plc  # before open(): a failed or abandoned open is closed by the next call
-        if not plc.open():
+        if not plc.open():  # type: ignore[no-untyped-call]  # pycomm3 leaves it unannotated
             raise CommError("the device did not register an EtherNet/IP session")
         if c.upload_tags:
             problems = {t.name: p for t in self.device.tags if (p := uploaded_problem(plc, t))}
@@ -270,7 +271,7 @@ class Driver(driver.Driver):
         plc, self._plc = self._plc, None
         if plc is not None:
             try:
-                plc.close()
+                plc.close()  # type: ignore[no-untyped-call]  # pycomm3 leaves it unannotated
             except PycommError as exc:  # the peer is often gone already
                 log.debug("closing the CIP session: %s", exc, extra={"device": self.device.id})
 
@@ -329,7 +330,8 @@ class Driver(driver.Driver):
     def _write_one(self, path: str, value: Any) -> Tag:
         if self._plc is None:
             raise CommError("not connected")
-        result = self._plc.write((path, value))
+        # pycomm3's untyped decorator hides write()'s annotated result type
+        result: Tag | list[Tag] = self._plc.write((path, value))
         self.requests += 1
         return result[0] if isinstance(result, list) else result
 
