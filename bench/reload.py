@@ -26,7 +26,6 @@ import asyncio
 import os
 import random
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.config import parse_plant  # noqa: E402
 from gateway.simulator import SimulatedPlc  # noqa: E402
 from ingestion.settings import BatchSettings  # noqa: E402
-from nexus.local import Mosquitto, Postgres, free_port  # noqa: E402
+from nexus.local import Mosquitto, Postgres, free_port, stop_process  # noqa: E402
 from proto import DevicePath, Point, batch_topic, decode_batch, encode_batch  # noqa: E402
 from proto import config as pc  # noqa: E402
 
@@ -82,13 +81,7 @@ class Proc:
         return self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout=20)
 
 
 class SimLoop:

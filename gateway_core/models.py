@@ -23,21 +23,23 @@ class TransformIn(BaseModel):
     deadband: float = 0.0
 
 
+#: the OpenAPI example of a tag, alone and inside the device example
+_TAG_EXAMPLE: dict[str, Any] = {
+    "name": "zone1_temp",
+    "table": "holding",
+    "address": 0,
+    "type": "float32",
+    "unit": "degC",
+}
+
+
 class TagIn(BaseModel):
     """A tag: ``name`` plus the protocol's address keys (e.g. Modbus ``table``, ``address``, ``bit``)."""
 
     model_config = ConfigDict(
         extra="allow",
         strict=True,
-        json_schema_extra={
-            "example": {
-                "name": "zone1_temp",
-                "table": "holding",
-                "address": 0,
-                "type": "float32",
-                "unit": "degC",
-            }
-        },
+        json_schema_extra={"example": _TAG_EXAMPLE},
     )
     name: str | None = Field(None, description="UNS tag level; in a tag PUT, taken from the URL when absent")
     type: str | None = Field(
@@ -66,15 +68,7 @@ class DeviceIn(BaseModel):
                 "host": "10.0.0.5",
                 "port": 502,
                 "interval_ms": 1000,
-                "tags": [
-                    {
-                        "name": "zone1_temp",
-                        "table": "holding",
-                        "address": 0,
-                        "type": "float32",
-                        "unit": "degC",
-                    }
-                ],
+                "tags": [_TAG_EXAMPLE],
             }
         },
     )

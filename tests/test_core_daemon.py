@@ -73,26 +73,21 @@ def test_daemon(daemons: Any, db: str, broker: Mosquitto, prefix: str) -> None:
 
 
 def test_bad_setting_is_named() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway_core"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_HEARTBEAT_TIMEOUT": "soon"},
-    )
+    def start(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway_core"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **env},
+        )
+
+    out = start(NEXUS_CORE_HEARTBEAT_TIMEOUT="soon")
     assert out.returncode == 2
     assert "setting heartbeat_timeout (env NEXUS_CORE_HEARTBEAT_TIMEOUT): bad value 'soon'" in out.stderr
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway_core"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "NEXUS_CORE_CONTROL_ROOT": "a/#"},
-    )
+    out = start(NEXUS_CORE_CONTROL_ROOT="a/#")
     assert out.returncode == 2 and "setting control_root" in out.stderr
 
 
