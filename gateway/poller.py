@@ -107,7 +107,7 @@ class DevicePoller:
         if used <= {None}:
             return [(d.interval_ms / 1000, None)]
         rates = dict(d.poll_groups)
-        out = []
+        out: list[tuple[float, frozenset[str] | None]] = []
         for group in sorted(used, key=lambda g: g or ""):
             interval = (rates[group] if group is not None else d.interval_ms) / 1000
             out.append((interval, frozenset(t.name for t in d.tags if t.poll_group == group)))
@@ -228,7 +228,7 @@ class DevicePoller:
         last = self._last
         for p in points:
             tr = transforms.get(p.tag)
-            if tr is not None and p.value is not None and p.status == Status.GOOD:
+            if tr is not None and isinstance(p.value, int | float) and p.status == Status.GOOD:
                 if not tr.identity:
                     p = p._replace(value=tr.apply(p.value))
                 prev = last.get(p.tag)
@@ -277,10 +277,11 @@ class DevicePoller:
                 await getter
             except asyncio.CancelledError:
                 return None
-        return getter.result() if not stop.is_set() else self._refuse(getter.result())
-
-    def _refuse(self, cmd: WriteCommand) -> None:
-        cmd.reply("device polling stopped")
+        cmd: WriteCommand = getter.result()
+        if stop.is_set():  # taken just as we stopped: it is answered, not lost
+            cmd.reply("device polling stopped")
+            return None
+        return cmd
 
     async def _write(self, cmd: WriteCommand) -> str | None:
         d = self.device
