@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from gateway.commands import Commands
@@ -21,6 +22,7 @@ from gateway.managed import Managed
 from gateway.poller import PollPool
 from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
+from gateway.spool import Spool
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import install_stop_signals
@@ -65,7 +67,15 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
     commands = Commands(settings.control_root, mqtt, fleet.get)
     if managed is not None:
         managed.mqtt = mqtt
-    publisher = Publisher(settings, mqtt, queue)
+    spool = None
+    if settings.spool_dir:
+        try:
+            spool = Spool(Path(settings.spool_dir) / gid, max_bytes=settings.spool_max_mb * 2**20,
+                          fsync=settings.spool_fsync)
+        except OSError as exc:
+            log.error("spool folder %s unusable: %s", Path(settings.spool_dir) / gid, exc)
+            return 2
+    publisher = Publisher(settings, mqtt, queue, spool)
     ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt.connected})
     await ops.start()
     if plant is not None:
@@ -76,10 +86,12 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
     started = time.monotonic()
     mqtt_stop = asyncio.Event()
     devices_stopped = asyncio.Event()
+    replay_stop = asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
             pub = tg.create_task(publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
+            tg.create_task(publisher.replay_loop(replay_stop), name=f"gateway[{gid}].replay_loop")
             responses = tg.create_task(commands.respond_loop(devices_stopped), name=f"gateway[{gid}].respond_loop")
             if managed is not None:
                 tg.create_task(managed.apply_loop(devices_stopped), name=f"gateway[{gid}].apply_loop")
@@ -99,7 +111,14 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
                 pub.cancel()
                 responses.cancel()
             left = await publisher.drain(SHUTDOWN_DEADLINE) if mqtt.connected else publisher.unacked
-            if left:
+            kept = publisher.spool_unacked()  # sent again after the next start
+            replay_stop.set()
+            if spool is not None:
+                if spool.pending or kept:
+                    log.warning("%d batch messages kept in the spool %s for the next start", spool.pending,
+                                spool.folder)
+                spool.close()
+            elif left:
                 log.error("%d messages unacknowledged at shutdown", left)
             if managed is not None:
                 await managed.offline()

@@ -18,3 +18,7 @@ BREAKER_OPENS = Counter("nexus_gateway_breaker_opens_total", "Times the circuit 
 WRITES = Counter("nexus_gateway_writes_total", "Write commands by result (ok, error, refused, busy)",
                  ["device", "result"])
 DEVICES = Gauge("nexus_gateway_devices", "Devices this gateway polls now")
+SPOOLED = Counter("nexus_gateway_spooled_messages_total", "Batch messages written to the disk buffer")
+REPLAYED = Counter("nexus_gateway_replayed_messages_total", "Spooled batch messages acknowledged by the broker")
+SPOOL_BYTES = Gauge("nexus_gateway_spool_bytes", "Bytes in the disk buffer")
+SPOOL_FULL = Counter("nexus_gateway_spool_full_total", "Times a batch waited because the disk buffer was full")

@@ -2,17 +2,27 @@
 
 The MQTT client's inflight window bounds what is unacknowledged; when it is full, this loop
 waits, the queue fills, and pollers skip (and count) polls: backpressure end to end.
+
+With a :class:`~gateway.spool.Spool`, batch messages go to disk while the broker is unreachable
+(or while older spooled messages still wait), and :meth:`Publisher.replay_loop` sends them oldest
+first once connected. Messages published but unacknowledged at shutdown are spooled too, so a
+gateway stopped during a broker outage sends them after its restart. Per-tag retained topics are
+state, not history: while disconnected they are skipped and published at the next change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
+
+import orjson
 
 from gateway import metrics as m
 from gateway.poller import DeviceBatch
 from gateway.settings import Settings
+from gateway.spool import Record, Spool, SpoolFull
 from nexus.mqtt import MqttClient, MqttError
 from proto import batch_topic, encode_batch, encode_point
 
@@ -23,16 +33,20 @@ STOP = object()
 
 
 class Publisher:
-    def __init__(self, settings: Settings, mqtt: MqttClient, queue: asyncio.Queue[Any]) -> None:
+    def __init__(self, settings: Settings, mqtt: MqttClient, queue: asyncio.Queue[Any],
+                 spool: Spool | None = None) -> None:
         self.settings = settings
         self.mqtt = mqtt
         self.queue = queue
+        self.spool = spool
         self.seq = 0
         self.points_acked = 0
         self.messages_acked = 0
         self.errors = 0
-        self._unacked: set[asyncio.Future[None]] = set()
+        #: unacknowledged publishes -> (topic, payload) of batch messages, to spool them at shutdown
+        self._unacked: dict[asyncio.Future[None], tuple[str, bytes] | None] = {}
         self._last_tag: dict[str, tuple[object, int]] = {}
+        self._spooled = asyncio.Event()
 
     async def publish_loop(self) -> None:
         s = self.settings
@@ -47,10 +61,26 @@ class Publisher:
             for i in range(0, len(batch.points), step):
                 chunk = batch.points[i:i + step]
                 self.seq += 1
-                fut = await self.mqtt.publish(topic, encode_batch(chunk, seq=self.seq), qos=1)
-                self._track(fut, len(chunk), "batch")
-            if s.tag_topics:
+                await self._send(topic, encode_batch(chunk, seq=self.seq), len(chunk))
+            if s.tag_topics and self.mqtt.connected:
                 await self._publish_tags(batch)
+
+    async def _send(self, topic: str, payload: bytes, points: int) -> None:
+        spool = self.spool
+        # to disk while disconnected, and while older spooled messages wait (keeps their order)
+        while spool is not None and (not self.mqtt.connected or spool.pending):
+            try:
+                spool.append(topic, payload)
+            except SpoolFull:  # holds this loop: the queue fills and pollers skip polls (counted)
+                m.SPOOL_FULL.inc()
+                await asyncio.sleep(0.2)
+                continue
+            m.SPOOLED.inc()
+            m.SPOOL_BYTES.set(spool.size)
+            self._spooled.set()
+            return
+        fut = await self.mqtt.publish(topic, payload, qos=1)
+        self._track(fut, points, "batch", (topic, payload))
 
     async def _publish_tags(self, batch: DeviceBatch) -> None:
         dev = batch.device.path
@@ -68,11 +98,12 @@ class Publisher:
             fut = await self.mqtt.publish(topic, encode_point(p), qos=1, retain=True)
             self._track(fut, 0, "tag")
 
-    def _track(self, fut: asyncio.Future[None], points: int, kind: str) -> None:
-        self._unacked.add(fut)
+    def _track(self, fut: asyncio.Future[None], points: int, kind: str,
+               message: tuple[str, bytes] | None = None) -> None:
+        self._unacked[fut] = message
 
         def done(f: asyncio.Future[None]) -> None:
-            self._unacked.discard(f)
+            self._unacked.pop(f, None)
             if f.cancelled() or f.exception() is not None:
                 self.errors += 1
                 m.PUBLISH_ERRORS.inc()
@@ -90,12 +121,70 @@ class Publisher:
     def unacked(self) -> int:
         return len(self._unacked)
 
+    async def replay_loop(self, stop: asyncio.Event) -> None:
+        """Send spooled messages, oldest first, whenever connected; ends at ``stop`` (what is left
+        stays on disk for the next start)."""
+        spool = self.spool
+        if spool is None:
+            return
+        while not stop.is_set():
+            if not self.mqtt.connected or not spool.pending:
+                self._spooled.clear()
+                try:
+                    async with asyncio.timeout(0.2):
+                        await self._spooled.wait()
+                except TimeoutError:
+                    pass
+                continue
+            rec = spool.next()
+            if rec is None:
+                continue
+            try:
+                fut = await self.mqtt.publish(rec.topic, rec.payload, qos=1)
+            except MqttError as exc:
+                spool.requeue(rec)
+                log.warning("spooled message not sent, retrying: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            fut.add_done_callback(functools.partial(self._replayed, rec))
+
+    def _replayed(self, rec: Record, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # stays in its segment file: sent again after the next start
+        assert self.spool is not None
+        self.spool.ack(rec)
+        points = len(orjson.loads(rec.payload).get("points", ()))
+        self.messages_acked += 1
+        self.points_acked += points
+        m.MESSAGES_OUT.labels("batch").inc()
+        m.POINTS_OUT.inc(points)
+        m.REPLAYED.inc()
+        m.SPOOL_BYTES.set(self.spool.size)
+
+    def spool_unacked(self) -> int:
+        """At shutdown: batch messages still unacknowledged go to the spool (sent after the restart)."""
+        if self.spool is None:
+            return 0
+        n = 0
+        for fut, message in list(self._unacked.items()):
+            if message is not None and not fut.done():
+                try:
+                    self.spool.append(*message)
+                    n += 1
+                except SpoolFull:
+                    log.error("spool full at shutdown: %d unacknowledged messages not kept", len(self._unacked) - n)
+                    break
+        return n
+
     async def drain(self, timeout: float) -> int:
         """Wait for outstanding PUBACKs; return how many are still unacknowledged at the deadline."""
         if self._unacked:
             try:
                 async with asyncio.timeout(timeout):
                     await asyncio.gather(*list(self._unacked), return_exceptions=True)
+                    if self.spool is not None:
+                        while self.spool.unacked and self.mqtt.connected:  # replayed ones too
+                            await asyncio.sleep(0.05)
             except TimeoutError:
                 pass
         return len(self._unacked)

@@ -24,6 +24,9 @@ class Settings:
     tag_topics: bool = True  #: also publish one retained message per tag (on change) for UNS browsing
     control_root: str = "$nexus"  #: root of control topics: <root>/cmd/<device>/<tag>/set, <root>/config/...
     max_concurrent_polls: int = 256  #: bounded worker pool: polls in flight at once across all devices
+    spool_dir: str = "spool"  #: disk buffer for broker outages: <spool_dir>/<gateway_id>; "" = off (memory only)
+    spool_max_mb: int = 1024  #: disk buffer bound; when full, the publish loop waits and polls are skipped (counted)
+    spool_fsync: bool = True  #: fsync every spooled message (survives a power cut; off: survives a crash)
     queue_size: int = 1000  #: device batches waiting to be published; when full, polls are skipped and counted
     max_points_per_message: int = 1000  #: a device batch larger than this is split into several messages
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -40,6 +43,7 @@ class Settings:
                 raise SettingsError(str(exc), field=name) from exc
         positive(self.max_concurrent_polls, "max_concurrent_polls")
         positive(self.capacity, "capacity")
+        positive(self.spool_max_mb, "spool_max_mb")
         positive(self.heartbeat_s, "heartbeat_s")
         if self.config_source not in ("file", "core"):
             raise SettingsError(f"expected file or core, got {self.config_source!r}", field="config_source")

@@ -148,6 +148,7 @@ class Demo:
         self._spawn("gateway", [py, "-m", "gateway"], {
             **{f"NEXUS_GATEWAY_{k}": v for k, v in common.items()},
             "NEXUS_GATEWAY_GATEWAY_ID": "demo-gw", "NEXUS_GATEWAY_CONFIG_SOURCE": "core",
+            "NEXUS_GATEWAY_SPOOL_DIR": str(self.home / "spool"),
             "NEXUS_GATEWAY_OPS_PORT": str(a.ops_port)})
         self._import_plant(plant)
         return dsn

@@ -147,6 +147,7 @@ def gateway_env(broker: Mosquitto, plant: Path, prefix: str, **extra: str) -> di
         "NEXUS_GATEWAY_UNS_PREFIX": prefix,
         "NEXUS_GATEWAY_MQTT_PORT": str(broker.port),
         "NEXUS_GATEWAY_LOG_JSON": "false",
+        "NEXUS_GATEWAY_SPOOL_DIR": str(plant.parent / "spool"),
         **extra,
     }
 

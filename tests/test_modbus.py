@@ -184,15 +184,15 @@ async def test_refused_writes_are_precise(tcp_plc: Any) -> None:
     await drv.close()
     with pytest.raises(WriteRefused, match="tag 'pressure' is read-only"):
         to_raw(dev.tag("pressure"), 1.0)
-    with pytest.raises(WriteRefused, match="70000 is outside the uint16 range 0..65535"):
+    with pytest.raises(WriteRefused, match=r"70000 is outside the uint16 range 0\.\.65535"):
         to_raw(dev.tag("speed"), 70000)
     with pytest.raises(WriteRefused, match="expected a number for a uint16 tag, got 'fast'"):
         to_raw(dev.tag("speed"), "fast")
-    with pytest.raises(WriteRefused, match="a int32 tag takes whole numbers, got 1.5"):
+    with pytest.raises(WriteRefused, match=r"a int32 tag takes whole numbers, got 1\.5"):
         to_raw(dev.tag("count"), 1.5)
     with pytest.raises(WriteRefused, match="expected a bool"):
         to_raw(dev.tag("pump"), "on")
-    with pytest.raises(WriteRefused, match="150 is outside the tag's range -100..100"):
+    with pytest.raises(WriteRefused, match=r"150 is outside the tag's range -100\.\.100"):
         to_raw(dev.tag("level"), 150)
     with pytest.raises(WriteRefused, match="longer than the tag's 6"):
         to_raw(dev.tag("recipe"), "TOO-LONG")
@@ -344,7 +344,7 @@ async def test_jitter_spreads_polls_and_does_not_slow_the_rate() -> None:
     assert firsts[-1] < 0.05  # started alone (no spread): the first poll is at once
     seconds = sorted(ts[1] for ts in by_device.values())
     # later polls are shifted by 0..10% of 200 ms: spread, not in step
-    assert 0.2 <= seconds[0] and seconds[-1] <= 0.26 and seconds[-1] - seconds[0] > 0.005
+    assert seconds[0] >= 0.2 and seconds[-1] <= 0.26 and seconds[-1] - seconds[0] > 0.005
     # the jitter does not accumulate: 5 or 6 polls in 1.05 s at 200 ms, for every device
     assert all(len(ts) in (5, 6) for ts in by_device.values()), {d: len(ts) for d, ts in by_device.items()}
 
@@ -365,7 +365,7 @@ async def test_devices_started_together_spread_their_first_polls() -> None:
 
 async def test_unreachable_device_raises_temporary_error() -> None:
     drv = make_driver(device(port=free_port(), timeout_ms=200))
-    with pytest.raises(TemporaryError, match="connect to 127.0.0.1:"):
+    with pytest.raises(TemporaryError, match=r"connect to 127\.0\.0\.1:"):
         await drv.connect()
     assert not drv.connected
     await drv.close()
