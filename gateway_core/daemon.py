@@ -107,7 +107,9 @@ class Service:
             on_connect=control.on_connect,
         )
         control.mqtt = mqtt
-        checks.update(mqtt=lambda: mqtt.connected, assigner=lambda: control.settled)
+        server: _Server
+        # ready only once the REST API listens, too: the demo configures the plant right after /readyz
+        checks.update(mqtt=lambda: mqtt.connected, assigner=lambda: control.settled, http=lambda: server.started)
         core.checks = checks
         server = _Server(
             uvicorn.Config(

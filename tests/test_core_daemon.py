@@ -48,7 +48,7 @@ def test_daemon(daemons: Any, db: str, broker: Mosquitto, prefix: str) -> None:
     wait_for(lambda: ready(f"http://127.0.0.1:{ops_port}"), 5, what="ops endpoint ready")
     assert httpx.get(f"{api}/readyz").json() == {
         "ready": True,
-        "checks": {"db": True, "mqtt": True, "assigner": True},
+        "checks": {"db": True, "mqtt": True, "assigner": True, "http": True},
     }
     assert httpx.get(f"{api}/healthz").text == "ok\n"
     assert "nexus_core_config_revision 0.0" in httpx.get(f"http://127.0.0.1:{ops_port}/metrics").text
