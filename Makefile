@@ -48,6 +48,8 @@ demo: deps venv
 
 bench: deps venv
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/gateway.py --interval-ms 500
+	$(BIN)/python bench/reload.py --interval-ms 1000 100
 
 clean:
 	rm -rf .nexus $(VENV) *.egg-info .pytest_cache
