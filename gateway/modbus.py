@@ -36,7 +36,7 @@ REGISTER_TYPES = ("bool", "int16", "uint16", "int32", "uint32", "int64", "uint64
 PARITIES = ("N", "E", "O")
 
 DEVICE_KEYS = frozenset({"host", "port", "unit_id", "byte_order", "word_order", "max_registers", "max_gap",
-                         "serial_port", "baudrate", "parity", "bytesize", "stopbits"})
+                         "serial_port", "baudrate", "parity", "bytesize", "stopbits", "connections"})
 TAG_KEYS = frozenset({"table", "address", "type", "length", "bit", "byte_order", "word_order"})
 
 _READ = {"holding": "read_holding_registers", "input": "read_input_registers",
@@ -68,6 +68,7 @@ class ModbusConnection:
     word_order: str = "big"
     max_registers: int = MAX_REGISTERS  #: largest coalesced register read
     max_gap: int = 8  #: unused registers a coalesced read may span between two tags
+    connections: int = 1  #: TCP connections kept to the device; reads of one poll are spread over them
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +88,9 @@ def parse_connection(d: dict[str, Any], where: str, protocol: str) -> ModbusConn
         raise ConfigError("'serial_port' is required for modbus_rtu (e.g. \"/dev/ttyUSB0\")", where=where)
     if transport != "rtu" and serial_port:
         raise ConfigError(f"'serial_port' is only for modbus_rtu, not {protocol}", where=where)
+    connections = int_in(d, "connections", 1, 16, where, 1)
+    if transport == "rtu" and connections != 1:
+        raise ConfigError("a serial line has one connection: 'connections' must be 1 for modbus_rtu", where=where)
     return ModbusConnection(
         transport=transport, host=get(d, "host", str, where, "127.0.0.1"), port=int_in(d, "port", 1, 65535, where, 502),
         serial_port=serial_port, baudrate=int_in(d, "baudrate", 300, 4_000_000, where, 19200),
@@ -96,7 +100,7 @@ def parse_connection(d: dict[str, Any], where: str, protocol: str) -> ModbusConn
         byte_order=choice(get(d, "byte_order", str, where, "big"), BYTE_ORDERS, "byte_order", where),
         word_order=choice(get(d, "word_order", str, where, "big"), BYTE_ORDERS, "word_order", where),
         max_registers=int_in(d, "max_registers", 1, MAX_REGISTERS, where, MAX_REGISTERS),
-        max_gap=int_in(d, "max_gap", 0, MAX_REGISTERS, where, 8))
+        max_gap=int_in(d, "max_gap", 0, MAX_REGISTERS, where, 8), connections=connections)
 
 
 def parse_tag(d: dict[str, Any], where: str, conn: ModbusConnection) -> tuple[ModbusAddress, str, int]:
@@ -198,20 +202,24 @@ def plan(tags: tuple[TagConfig, ...] | list[TagConfig], *, max_registers: int, m
     return spans
 
 
+Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+
 class Driver(driver.Driver):
-    """Reads and writes one Modbus device. One connection, reused; :meth:`connect` again after a failure."""
+    """Reads and writes one Modbus device over ``connections`` reused connections (one by default;
+    servers that allow several answer a poll's spans in parallel); :meth:`connect` again after a failure."""
 
     def __init__(self, device: DeviceConfig) -> None:
         super().__init__(device)
         self.conn: ModbusConnection = device.conn
         self.spans = plan(device.tags, max_registers=self.conn.max_registers, max_gap=self.conn.max_gap)
         self._group_spans: dict[frozenset[str], list[Span]] = {}  # poll group -> its own coalesced reads
-        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._clients: list[Client] = []
         self.requests = 0
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return bool(self._clients) and all(c.connected for c in self._clients)
 
     def _where(self) -> str:
         c = self.conn
@@ -219,8 +227,19 @@ class Driver(driver.Driver):
 
     async def connect(self) -> None:
         await self.close()
+        clients: list[Client] = []
+        try:
+            for _ in range(self.conn.connections):
+                clients.append(await self._open())
+        except TemporaryError:
+            for c in clients:
+                c.close()
+            raise
+        self._clients = clients
+
+    async def _open(self) -> Client:
         c, timeout = self.conn, self.device.timeout_ms / 1000
-        client: AsyncModbusTcpClient | AsyncModbusSerialClient
+        client: Client
         if c.transport == "rtu":
             client = AsyncModbusSerialClient(c.serial_port, framer=FramerType.RTU, baudrate=c.baudrate,
                                              bytesize=c.bytesize, parity=c.parity, stopbits=c.stopbits,
@@ -238,15 +257,16 @@ class Driver(driver.Driver):
         if not ok:
             client.close()
             raise TemporaryError(f"connect to {self._where()} failed", device_id=self.device.id)
-        self._client = client
+        return client
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in self._clients:
+            client.close()
+        self._clients = []
 
     def health(self) -> dict[str, Any]:
-        return {"connected": self.connected, "requests": self.requests, "spans": len(self.spans)}
+        return {"connected": self.connected, "connections": len(self._clients), "requests": self.requests,
+                "spans": len(self.spans)}
 
     async def read(self) -> list[Point]:
         """Read every tag once. Device-level failures raise :class:`TemporaryError` (the caller
@@ -264,21 +284,38 @@ class Driver(driver.Driver):
         return await self._read_spans(spans)
 
     async def _read_spans(self, spans: list[Span]) -> list[Point]:
-        if self._client is None:
+        if not self._clients:
             raise TemporaryError("not connected", device_id=self.device.id)
-        points: list[Point] = []
-        for span in list(spans):
-            points.extend(await self._read_span(span, spans))
-        return points
+        todo = list(spans)  # _split may change ``spans`` meanwhile
+        n = len(self._clients)
+        if n == 1 or len(todo) == 1:
+            points: list[Point] = []
+            for span in todo:
+                points.extend(await self._read_span(span, spans))
+            return points
+        # span i goes over connection i % n; each connection reads its spans one after the other
+        results: list[list[Point]] = [[] for _ in todo]
 
-    async def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
-        """One request with the device's timeout; transport failures close the connection."""
+        async def worker(k: int) -> None:
+            for i in range(k, len(todo), n):
+                results[i] = await self._read_span(todo[i], spans, k)
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for k in range(n):
+                    tg.create_task(worker(k))
+        except* TemporaryError as group:  # the poller expects one TemporaryError, as with one connection
+            raise group.exceptions[0] from None
+        return [p for r in results for p in r]
+
+    async def _call(self, fn: str, *args: Any, client: int = 0, **kwargs: Any) -> Any:
+        """One request with the device's timeout; transport failures close the connections."""
         d = self.device
-        if self._client is None:
+        if not self._clients:
             raise TemporaryError("not connected", device_id=d.id)
         try:
             async with asyncio.timeout(d.timeout_ms / 1000 + 0.5):
-                rr = await getattr(self._client, fn)(*args, device_id=self.conn.unit_id, **kwargs)
+                rr = await getattr(self._clients[client], fn)(*args, device_id=self.conn.unit_id, **kwargs)
             self.requests += 1
             return rr
         except TimeoutError as exc:
@@ -288,8 +325,8 @@ class Driver(driver.Driver):
             await self.close()
             raise TemporaryError(f"request failed: {exc}", device_id=d.id) from exc
 
-    async def _read_span(self, span: Span, spans: list[Span]) -> list[Point]:
-        rr = await self._call(_READ[span.table], span.start, count=span.count)
+    async def _read_span(self, span: Span, spans: list[Span], client: int = 0) -> list[Point]:
+        rr = await self._call(_READ[span.table], span.start, count=span.count, client=client)
         ts = int(time.time() * 1000)
         if rr.isError():
             code = getattr(rr, "exception_code", 0)
