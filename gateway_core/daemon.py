@@ -21,6 +21,7 @@ from gateway_core.errors import PermanentError
 from gateway_core.schema import migrate
 from gateway_core.settings import DbSettings, Settings
 from gateway_core.store import Pool
+from nexus import pg
 from nexus.mqtt import MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import Backoff, install_stop_signals
@@ -48,17 +49,16 @@ class _Server(uvicorn.Server):
 
 
 async def migrate_db(db: DbSettings, stop: asyncio.Event) -> bool:
-    """Connect with capped backoff and migrate; False if ``stop`` was set first."""
+    """Connect (capped backoff) and migrate, again if the connection breaks meanwhile; False if
+    ``stop`` was set first."""
     backoff = Backoff(first=0.5, cap=10.0)
-    while not stop.is_set():
+    while (conn := await pg.connect(db.dsn, connect_timeout=db.connect_timeout, stop=stop)) is not None:
         try:
-            async with await psycopg.AsyncConnection.connect(
-                db.dsn, autocommit=True, connect_timeout=int(db.connect_timeout)
-            ) as conn:
+            async with conn:
                 await migrate(conn)
                 return True
         except psycopg.OperationalError as exc:
-            log.warning("database not reachable: %s", str(exc).strip())
+            log.warning("database lost while migrating: %s", str(exc).strip())
             if await backoff.wait(stop):
                 break
     return False

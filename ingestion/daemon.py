@@ -17,6 +17,7 @@ from ingestion.errors import PermanentError
 from ingestion.schema import migrate
 from ingestion.settings import DbSettings, Settings
 from ingestion.writer import Item, Writer, decode_item
+from nexus import pg
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import Backoff, install_stop_signals
@@ -30,17 +31,7 @@ HOUSEKEEPING_EVERY = 600.0  #: seconds between deletions of expired message dige
 
 async def connect_db(db: DbSettings, stop: asyncio.Event) -> psycopg.AsyncConnection | None:
     """Connect with capped backoff until it works or ``stop`` is set."""
-    backoff = Backoff(first=0.5, cap=10.0)
-    while not stop.is_set():
-        try:
-            # whole seconds, as libpq takes them (psycopg would truncate a float the same way)
-            return await psycopg.AsyncConnection.connect(
-                db.dsn, connect_timeout=int(db.connect_timeout), autocommit=True)
-        except psycopg.OperationalError as exc:
-            log.warning("database not reachable: %s", str(exc).strip())
-            if await backoff.wait(stop):
-                break
-    return None
+    return await pg.connect(db.dsn, connect_timeout=db.connect_timeout, stop=stop)
 
 
 class Ingestor:
