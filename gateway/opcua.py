@@ -190,6 +190,13 @@ class Driver(driver.Driver):
         self._buffer.push(point)
 
     async def read(self) -> list[Point]:
+        return await self._read(None)
+
+    async def read_tags(self, names: frozenset[str]) -> list[Point]:
+        """One poll group (poll mode only: subscriptions refuse poll groups): one Read of its nodes."""
+        return await self._read(names)
+
+    async def _read(self, names: frozenset[str] | None) -> list[Point]:
         if self.conn.mode == "subscribe" and self._buffer:
             return self._drain()  # changes that arrived before a loss are still real data
         if not self.connected or self.client is None:
@@ -197,7 +204,8 @@ class Driver(driver.Driver):
             raise TemporaryError(self.lost, device_id=self.device.id)
         if self.conn.mode == "subscribe":
             return self._drain()
-        tags = [t for t in self.device.tags if t.name in self.nodes]
+        wanted = [t for t in self.device.tags if names is None or t.name in names]
+        tags = [t for t in wanted if t.name in self.nodes]
         params = ua.ReadParameters(TimestampsToReturn=ua.TimestampsToReturn.Both, NodesToRead=[
             ua.ReadValueId(NodeId=self.nodes[t.name], AttributeId=ua.AttributeIds.Value) for t in tags])
         try:
@@ -209,7 +217,7 @@ class Driver(driver.Driver):
         points = {t.name: to_point(t, dv) for t, dv in zip(tags, values, strict=True)}
         now = int(time.time() * 1000)
         return [points.get(t.name) or Point(t.name, None, now, _BAD_NODE, t.unit, self.unresolved.get(t.name))
-                for t in self.device.tags]
+                for t in wanted]
 
     def _drain(self) -> list[Point]:
         points = self._buffer.drain()

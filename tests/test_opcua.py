@@ -230,6 +230,26 @@ async def test_every_type_exact(sim: SimProcess, mode: str) -> None:
         assert abs(p.ts - time.time() * 1000) < 60_000
 
 
+async def test_a_poll_group_reads_only_its_nodes(sim: SimProcess) -> None:
+    names = list(CANONICAL)
+    tags = [{"name": n, "node": node(f"Types.{n}"), "type": t, **({"poll_group": "fast"} if n in names[:2] else {})}
+            for n, t in CANONICAL.items()]
+    drv = make_driver(device(sim.endpoint, tags, poll_groups={"fast": 50}))
+    await drv.connect()
+    try:
+        points = await drv.read_tags(frozenset(names[:2]))
+    finally:
+        await drv.close()
+    assert [(p.tag, p.value) for p in points] == [(n, TYPES[n][0]) for n in names[:2]]
+
+
+def test_subscriptions_refuse_poll_groups() -> None:
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'poll_groups' need a polling driver"):
+        device("opc.tcp://127.0.0.1:4840", [], mode="subscribe", poll_groups={"fast": 50})
+
+
 @pytest.mark.parametrize("mode", ["poll", "subscribe"])
 async def test_status_codes_and_timestamps(sim: SimProcess, mode: str) -> None:
     tags = [{"name": "broken", "node": node("Faults.Broken"), "type": "float64"},

@@ -297,6 +297,17 @@ async def test_many_tags_are_read_in_few_requests(pdu: int, port: int, sims: lis
     assert drv.requests - before == min_requests(100, 4, pdu) == (6 if pdu == 240 else 5)
 
 
+async def test_a_poll_group_reads_only_its_tags(port: int, sims: list[S7Simulator], drivers: list[Driver]) -> None:
+    tags = [{"name": f"r{i}", "address": f"DB1.DBD{16 * i}", "type": "real",
+             **({"poll_group": "fast"} if i < 3 else {})} for i in range(40)]
+    dev = device(tags, port=port, poll_groups={"fast": 100})
+    _sim, drv = await serve(dev, sims, drivers, values={f"r{i}": i + 0.5 for i in range(40)})
+    before = drv.requests
+    points = await drv.read_tags(frozenset({"r0", "r1", "r2"}))
+    assert [(p.tag, p.value) for p in points] == [("r0", 0.5), ("r1", 1.5), ("r2", 2.5)]
+    assert drv.requests - before == 1
+
+
 async def test_neighbouring_tags_are_coalesced(port: int, sims: list[S7Simulator], drivers: list[Driver]) -> None:
     tags = [{"name": f"w{i}", "address": f"DB2.DBW{2 * i}", "type": "int"} for i in range(100)]
     tags += [{"name": f"x{i}", "address": f"M{i // 8}.{i % 8}"} for i in range(100)]
