@@ -91,15 +91,18 @@ class Gateway:
 
     async def _flush(self, pub: asyncio.Task[None], responses: asyncio.Task[None]) -> None:
         """Publish what is queued, wait for PUBACKs under a deadline, keep the rest in the spool."""
-        await self.queue.put(STOP)
         try:
             async with asyncio.timeout(SHUTDOWN_DEADLINE):
+                await self.queue.put(STOP)
                 await pub
                 await responses
         except TimeoutError:
-            log.error("publish queue not drained within %ss; %d batches left", SHUTDOWN_DEADLINE, self.queue.qsize())
             pub.cancel()
             responses.cancel()
+            await asyncio.gather(pub, responses, return_exceptions=True)
+            lost = self.publisher.spool_queue()
+            log.error("publish queue not drained within %ss; queued batches spooled%s", SHUTDOWN_DEADLINE,
+                      f", {lost} messages could not be kept" if lost else "")
         publisher = self.publisher
         left = await publisher.drain(SHUTDOWN_DEADLINE) if self.mqtt.connected else publisher.unacked
         kept = publisher.spool_unacked()  # sent again after the next start

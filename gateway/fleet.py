@@ -30,6 +30,7 @@ class Fleet:
         self.queue = queue
         self.pool = pool
         self._running: dict[str, _Running] = {}
+        self.closed = False  # set by stop_all: a reload racing the shutdown starts nothing
         self.polls_done = 0  # of stopped pollers, so totals survive reloads
         self.skipped_done = 0
 
@@ -72,7 +73,10 @@ class Fleet:
             log.info("devices changed: %s", {k: v for k, v in changes.items() if v})
         return changes
 
-    def start(self, device: DeviceConfig, *, spread_s: float = 0.0) -> DevicePoller:
+    def start(self, device: DeviceConfig, *, spread_s: float = 0.0) -> DevicePoller | None:
+        if self.closed:
+            log.info("not starting %s: the gateway is stopping", device.id)
+            return None
         poller = DevicePoller(device, self.queue, pool=self.pool, spread_s=spread_s)
         stop = asyncio.Event()
         task = asyncio.create_task(poller.run(stop), name=f"gateway[{device.id}].run")
@@ -102,6 +106,7 @@ class Fleet:
         m.DEVICES.set(len(self._running))
 
     async def stop_all(self) -> None:
+        self.closed = True
         for r in self._running.values():  # signal all first so they stop in parallel
             r.stop.set()
         await asyncio.gather(*(self.stop(i) for i in list(self._running)))

@@ -20,7 +20,7 @@ from typing import Any
 from gateway.config import DeviceConfig, parse_device
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
-from nexus.mqtt import Message, MqttClient, Will
+from nexus.mqtt import Message, MqttClient, MqttError, Will
 from proto.config import (
     ConfigMessageError,
     GatewayStatus,
@@ -173,11 +173,11 @@ class Managed:
         if self.mqtt is None or not self.mqtt.connected:
             return  # the next connect re-syncs and re-announces
         try:
-            fut = await self.mqtt.publish(topic, payload, qos=1, retain=retain)
-            if wait:
-                async with asyncio.timeout(2):
+            async with asyncio.timeout(2):
+                fut = await self.mqtt.publish(topic, payload, qos=1, retain=retain, while_connected=True)
+                if wait:
                     await fut
-        except Exception as exc:  # noqa: BLE001 - a broker hiccup must not end the loop
+        except (TimeoutError, MqttError) as exc:  # a broker hiccup must not end the loop
             log.warning("control message not published: %s", exc, extra={"topic": topic})
 
 

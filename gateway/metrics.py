@@ -22,3 +22,4 @@ SPOOLED = Counter("nexus_gateway_spooled_messages_total", "Batch messages writte
 REPLAYED = Counter("nexus_gateway_replayed_messages_total", "Spooled batch messages acknowledged by the broker")
 SPOOL_BYTES = Gauge("nexus_gateway_spool_bytes", "Bytes in the disk buffer")
 SPOOL_FULL = Counter("nexus_gateway_spool_full_total", "Times a batch waited because the disk buffer was full")
+SPOOL_ERRORS = Counter("nexus_gateway_spool_errors_total", "Disk errors writing the buffer (retried, nothing dropped)")

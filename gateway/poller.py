@@ -82,6 +82,8 @@ class DevicePoller:
         self.writes = 0
         self._io = asyncio.Lock()  # one request at a time on the device's connection
         self._up = False
+        self._generation = 0  # connections made so far
+        self._failed_generation = -1  # the connection whose failure the breaker has counted
         self._last: dict[str, tuple[object, int]] = {}  # tag -> (value, status) last reported, for deadbands
         # only tags that need work: without any, points pass through untouched (bench/gateway.py)
         self._transforms = {t.name: t.transform for t in device.tags
@@ -123,14 +125,17 @@ class DevicePoller:
                 await self._group_loop(stop, *groups[0])
             else:
                 async with asyncio.TaskGroup() as tg:
-                    for interval, names in groups:
-                        tg.create_task(self._group_loop(stop, interval, names),
+                    for i, (interval, names) in enumerate(groups):
+                        tg.create_task(self._group_loop(stop, interval, names, leader=i == 0),
                                        name=f"gateway[{d.id}].poll_loop[{interval * 1000:g}ms]")
         finally:
             await self.driver.close()
             m.DEVICE_UP.labels(d.id).set(0)
 
-    async def _group_loop(self, stop: asyncio.Event, interval: float, names: frozenset[str] | None) -> None:
+    async def _group_loop(self, stop: asyncio.Event, interval: float, names: frozenset[str] | None,
+                          leader: bool = True) -> None:
+        """One poll schedule. Only the ``leader`` group (re)connects: one attempt and one breaker count
+        per try, BAD for every tag of the device; the other groups wait for the connection."""
         jitter = interval * self.device.jitter_pct / 100
         # devices started together (gateway start, a sync) spread their polls over the interval so they
         # do not hit the network in step; a device restarted alone by a hot reload polls at once
@@ -139,14 +144,14 @@ class DevicePoller:
         while not stop.is_set():
             if await sleep_or_stop(due - time.monotonic(), stop):
                 return
-            if not self.driver.connected and not await self._connect(stop, names):
+            if not self.driver.connected and (not leader or not await self._connect(stop)):
                 slot = due = time.monotonic() + min(interval, 0.5)
                 continue
             await self._poll_once(interval, names)
             slot = self._next_due(slot, interval)
             due = slot + random.uniform(0, jitter)  # jitter shifts each poll, it does not slow the rate
 
-    async def _connect(self, stop: asyncio.Event, names: frozenset[str] | None = None) -> bool:
+    async def _connect(self, stop: asyncio.Event) -> bool:
         if not self.breaker.allow():
             await sleep_or_stop(self.breaker.retry_in(), stop)
             return False
@@ -156,8 +161,9 @@ class DevicePoller:
                     return True
                 await self.driver.connect()
         except (TemporaryError, PermanentError) as exc:
-            self._fail(exc, Status.BAD_NOT_CONNECTED, names)
+            self._fail(exc, Status.BAD_NOT_CONNECTED)
             return False
+        self._generation += 1
         self.breaker.success()
         self._set_up(True)
         return True
@@ -176,6 +182,11 @@ class DevicePoller:
                 points = await (self.driver.read() if names is None else self.driver.read_tags(names))
         except TemporaryError as exc:
             self._fail(exc, Status.BAD_TIMEOUT if "timed out" in str(exc) else Status.BAD_COMMUNICATION_ERROR, names)
+            return
+        except Exception as exc:  # a driver bug must not end the device's polling (logged with its traceback)
+            log.exception("driver error", extra={"device": d.id})
+            await self.driver.close()
+            self._fail(GatewayError(f"driver error: {exc!r}", device_id=d.id), Status.BAD_INTERNAL_ERROR, names)
             return
         finally:
             self.pool.release()
@@ -211,7 +222,10 @@ class DevicePoller:
         if self._up:
             log.warning("device failed: %s", exc, extra={"device": self.device.id})
         self._set_up(False)
-        self.breaker.failure()
+        # one breaker count per connection: poll groups sharing a connection that broke fail together
+        if names is None or self._failed_generation != self._generation:
+            self._failed_generation = self._generation
+            self.breaker.failure()
         reason = str(exc)
         if self.breaker.state == "open":
             reason = f"{reason} (circuit open after {self.breaker.consecutive} consecutive failures)"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -47,40 +48,82 @@ class Publisher:
         self._unacked: dict[asyncio.Future[None], tuple[str, bytes] | None] = {}
         self._last_tag: dict[str, tuple[object, int]] = {}
         self._spooled = asyncio.Event()
+        self._kept: set[asyncio.Future[None]] = set()  # unacked at shutdown and spooled
 
     async def publish_loop(self) -> None:
-        s = self.settings
         while True:
             item = await self.queue.get()
             m.QUEUE_DEPTH.set(self.queue.qsize())
             if item is STOP:
                 return
             batch: DeviceBatch = item
-            topic = batch_topic(batch.device.path, s.topic_root)
-            step = s.max_points_per_message
-            for i in range(0, len(batch.points), step):
-                chunk = batch.points[i:i + step]
-                self.seq += 1
-                await self._send(topic, encode_batch(chunk, seq=self.seq), len(chunk))
-            if s.tag_topics and self.mqtt.connected:
+            for topic, payload, points in self._messages(batch):
+                await self._send(topic, payload, points)
+            if self.settings.tag_topics and self.mqtt.connected:
                 await self._publish_tags(batch)
+
+    def _messages(self, batch: DeviceBatch) -> Iterator[tuple[str, bytes, int]]:
+        """The batch messages of one device batch (split at ``max_points_per_message``)."""
+        topic = batch_topic(batch.device.path, self.settings.topic_root)
+        step = self.settings.max_points_per_message
+        for i in range(0, len(batch.points), step):
+            chunk = batch.points[i:i + step]
+            self.seq += 1
+            yield topic, encode_batch(chunk, seq=self.seq), len(chunk)
 
     async def _send(self, topic: str, payload: bytes, points: int) -> None:
         spool = self.spool
-        # to disk while disconnected, and while older spooled messages wait (keeps their order)
-        while spool is not None and (not self.mqtt.connected or spool.pending):
+        while True:
+            # to disk while disconnected, and while older spooled messages wait (keeps their order)
+            if spool is not None and (not self.mqtt.connected or spool.pending):
+                if await self._spool(spool, topic, payload):
+                    return
+                continue  # spool full or failing: waited; maybe connected and drained meanwhile
             try:
-                spool.append(topic, payload)
-            except SpoolFull:  # holds this loop: the queue fills and pollers skip polls (counted)
-                m.SPOOL_FULL.inc()
-                await asyncio.sleep(0.2)
-                continue
-            m.SPOOLED.inc()
-            m.SPOOL_BYTES.set(spool.size)
-            self._spooled.set()
+                # with a spool, do not wait for room while the connection is down: spool instead
+                fut = await self.mqtt.publish(topic, payload, qos=1, while_connected=spool is not None)
+            except MqttError as exc:
+                if exc.reason == "disconnected":
+                    continue
+                raise
+            self._track(fut, points, "batch", (topic, payload))
             return
-        fut = await self.mqtt.publish(topic, payload, qos=1)
-        self._track(fut, points, "batch", (topic, payload))
+
+    async def _spool(self, spool: Spool, topic: str, payload: bytes) -> bool:
+        """Append to the spool; False (after a pause) when it is full or the disk fails: the publish
+        loop then holds, the queue fills and pollers skip polls, counted. Nothing is dropped."""
+        try:
+            spool.append(topic, payload)
+        except SpoolFull:
+            m.SPOOL_FULL.inc()
+            await asyncio.sleep(0.2)
+            return False
+        except OSError as exc:
+            m.SPOOL_ERRORS.inc()
+            log.error("spool write failed, retrying: %s", exc)
+            await asyncio.sleep(1.0)
+            return False
+        m.SPOOLED.inc()
+        m.SPOOL_BYTES.set(spool.size)
+        self._spooled.set()
+        return True
+
+    def spool_queue(self) -> int:
+        """After a cancelled publish loop: the batches still queued go to the spool; returns how many
+        messages could not be kept (no spool, or it is full or failing), which the caller reports."""
+        lost = 0
+        while not self.queue.empty():
+            item = self.queue.get_nowait()
+            if item is STOP:
+                continue
+            for topic, payload, _ in self._messages(item):
+                try:
+                    if self.spool is None:
+                        raise SpoolFull("no spool")
+                    self.spool.append(topic, payload)
+                except (SpoolFull, OSError):
+                    lost += 1
+        return lost
 
     async def _publish_tags(self, batch: DeviceBatch) -> None:
         dev = batch.device.path
@@ -93,9 +136,12 @@ class Publisher:
             state = (p.value, p.status)
             if self._last_tag.get(key) == state:
                 continue
-            self._last_tag[key] = state
             topic = f"{self.settings.uns_prefix}/{key}" if self.settings.uns_prefix else key
-            fut = await self.mqtt.publish(topic, encode_point(p), qos=1, retain=True)
+            try:
+                fut = await self.mqtt.publish(topic, encode_point(p), qos=1, retain=True, while_connected=True)
+            except MqttError:
+                return  # disconnected: state topics wait for the next change after the reconnect
+            self._last_tag[key] = state
             self._track(fut, 0, "tag")
 
     def _track(self, fut: asyncio.Future[None], points: int, kind: str,
@@ -104,6 +150,9 @@ class Publisher:
 
         def done(f: asyncio.Future[None]) -> None:
             self._unacked.pop(f, None)
+            if f in self._kept:  # failed at shutdown, but its message is in the spool
+                self._kept.discard(f)
+                return
             if f.cancelled() or f.exception() is not None:
                 self.errors += 1
                 m.PUBLISH_ERRORS.inc()
@@ -149,9 +198,17 @@ class Publisher:
             fut.add_done_callback(functools.partial(self._replayed, rec))
 
     def _replayed(self, rec: Record, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return  # stays in its segment file: sent again after the next start
         assert self.spool is not None
+        if fut.cancelled():
+            return  # stays in its segment file: sent again after the next start
+        exc = fut.exception()
+        if isinstance(exc, MqttError) and exc.reason != "stopped":  # the broker refused it: not a transient
+            self.errors += 1
+            m.PUBLISH_ERRORS.inc()
+            log.error("broker refused a spooled message (%s); moved to %s", exc, self.spool.reject(rec))
+            return
+        if exc is not None:
+            return  # stopped: stays in its segment file, sent again after the next start
         self.spool.ack(rec)
         points = len(orjson.loads(rec.payload).get("points", ()))
         self.messages_acked += 1
@@ -166,12 +223,15 @@ class Publisher:
         if self.spool is None:
             return 0
         n = 0
+        # these are older than what was spooled during an outage but are appended after it: order
+        # across the two is not kept (ingestion stores by timestamp and drops duplicates)
         for fut, message in list(self._unacked.items()):
             if message is not None and not fut.done():
                 try:
                     self.spool.append(*message)
+                    self._kept.add(fut)
                     n += 1
-                except SpoolFull:
+                except (SpoolFull, OSError):
                     log.error("spool full at shutdown: %d unacknowledged messages not kept", len(self._unacked) - n)
                     break
         return n

@@ -85,9 +85,15 @@ class Spool:
         if self._write_file is None or self._sizes.get(self._write_seq, 0) + len(body) > self.segment_bytes:
             self._rotate()
         assert self._write_file is not None
-        os.write(self._write_file, body)
-        if self.fsync:
-            os.fsync(self._write_file)
+        start = self._sizes[self._write_seq]
+        try:
+            _write_all(self._write_file, body)
+            if self.fsync:
+                os.fsync(self._write_file)
+        except OSError:
+            with contextlib.suppress(OSError):  # no torn record in the middle of a segment
+                os.ftruncate(self._write_file, start)
+            raise
         self._sizes[self._write_seq] += len(body)
         self._open_records[self._write_seq] += 1
         self._pending.append(Record(self._write_seq, topic, payload))
@@ -133,6 +139,20 @@ class Spool:
             self._close_writer()  # the current segment is fully sent: start afresh next time
             self._delete(seg)
 
+    def reject(self, record: Record) -> Path:
+        """The broker refused ``record`` for good: keep it in ``rejected.seg`` (same record format,
+        for an operator to inspect) and acknowledge it, so its segment can go."""
+        path = self.folder / "rejected.seg"
+        t = record.topic.encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, _HEAD.pack(len(t) + len(record.payload) + 2, zlib.crc32(t + record.payload), len(t))
+                       + t + record.payload)
+        finally:
+            os.close(fd)
+        self.ack(record)
+        return path
+
     def _delete(self, seg: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(seg).unlink()
@@ -167,6 +187,12 @@ class Spool:
         self._write_seq = max(self._sizes, default=0)
         if self._pending:
             log.info("spool: %d messages from before the restart will be sent", len(self._pending))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_segment(path: Path) -> tuple[list[tuple[str, bytes]], int]:

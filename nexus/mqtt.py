@@ -96,6 +96,7 @@ class MqttClient:
         self._reading_paused = False
         self._writer_on = False
         self.generation = 0
+        self._closed = False  # after run_loop ends: publish() fails fast instead of waiting for room
         self.reconnects = 0
 
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -191,19 +192,33 @@ class MqttClient:
                 pass
         self._client._sock_close()  # noqa: SLF001
         self._connected.clear()
+        self._closed = True
         for fut in self._pending.values():
+            self._window.release()  # wakes a publish() waiting for room; it sees _closed and fails
             if not fut.done():
                 fut.set_exception(MqttError("client stopped before PUBACK", reason="stopped"))
         self._pending.clear()
+        self._window.release()  # and one more, in case nothing was pending but somebody waits
 
     # -- publish / subscribe / ack -------------------------------------------------------------
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+                      while_connected: bool = False) -> asyncio.Future[None]:
         """Queue a publish inside the inflight window; return a future resolved on PUBACK.
 
         Waits only for room in the window (backpressure); await the returned future for the ack.
         Messages queued while disconnected are sent, and unacked ones resent, on reconnect.
+        ``while_connected``: raise :class:`MqttError` (reason "disconnected") instead of waiting for
+        room while the connection is down (callers with a disk buffer spool instead).
+        Raises :class:`MqttError` (reason "stopped") once the client has stopped.
         """
-        await self._window.acquire()
+        if while_connected:
+            if not await self._acquire_while_connected():
+                raise MqttError("not connected to the broker", reason="disconnected")
+        else:
+            await self._window.acquire()
+        if self._closed:
+            self._window.release()  # pass the wake-up on to the next waiter
+            raise MqttError("client stopped", reason="stopped")
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             self._window.release()
@@ -215,6 +230,21 @@ class MqttClient:
             return fut
         self._pending[info.mid] = fut
         return fut
+
+    async def _acquire_while_connected(self) -> bool:
+        if not self.connected or self._closed:
+            return False
+        acquire = asyncio.ensure_future(self._window.acquire())
+        lost = asyncio.ensure_future(self._disconnected.wait())
+        await asyncio.wait((acquire, lost), return_when=asyncio.FIRST_COMPLETED)
+        lost.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            try:
+                await acquire
+            except asyncio.CancelledError:
+                return False
+        return True  # got room (possibly just as the connection dropped: paho queues it, resent on reconnect)
 
     def ack(self, message: Message) -> None:
         """Acknowledge a QoS>0 message (manual-ack clients), unless it came on an older connection."""

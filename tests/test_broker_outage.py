@@ -4,6 +4,7 @@ broker is back — also when the gateway itself was stopped and restarted during
 from __future__ import annotations
 
 import queue
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,10 +29,13 @@ class Subscriber:
         self.ts: set[int] = set()
         self.got: queue.Queue[bytes] = queue.Queue()
         self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:6]}")
+        self.subscribed = threading.Event()
         self.c.on_message = lambda c, u, m: self.got.put(m.payload)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.c.on_subscribe = lambda c, u, mid, rc, p: self.subscribed.set()
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
+        assert self.subscribed.wait(10), "no SUBACK"  # nothing published after this is missed
 
     def collect(self) -> set[int]:
         while not self.got.empty():
@@ -120,18 +124,58 @@ def test_gateway_stopped_during_an_outage_sends_its_spool_after_restart(tmp_path
         mq.stop()
         outage = time.time()
         time.sleep(2.0)
+        stopped = time.time()  # polling ends with the SIGTERM, not when the process is gone
         assert gw.stop() == 0  # SIGTERM with the broker down
-        stopped = time.time()
         assert "kept in the spool" in gw.output()
         assert list((tmp_path / "spool").rglob("*.seg"))
         mq.start()
         sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
-        wait_for(lambda: sub.c.is_connected(), 5, what="subscriber")
         gw2 = daemons("gateway", gw_env(mq, plant, prefix))
         wait_for(lambda: covered(sub.collect(), outage + 0.3, stopped - 0.3) >= 0.9, 20,
                  what=f"the first run's spooled polls delivered\n{gw2.output()}")
         assert gw2.stop() == 0
         assert list((tmp_path / "spool").rglob("*.seg")) == []
+    finally:
+        sub.close()
+        mq.stop()
+        bg_loop.run(plc.stop())
+
+
+def test_a_broker_that_freezes_then_dies_with_a_full_window(tmp_path: Path, prefix: str, daemons: Any,
+                                                             bg_loop: Any) -> None:
+    """The broker stops acknowledging (frozen) until the in-flight window is full, then dies: the
+    gateway must spool instead of waiting for window room, and still stop within its deadline."""
+    import os
+    import signal
+
+    plant, plc = setup(tmp_path)
+    bg_loop.run(plc.start())
+    mq = Mosquitto(tmp_path / "mq", free_port())
+    mq.start()
+    sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
+    try:
+        gw = daemons("gateway", {**gw_env(mq, plant, prefix), "NEXUS_GATEWAY_MQTT_MAX_INFLIGHT": "5"})
+        wait_for(lambda: len(sub.collect()) >= 5, 20, what=f"first values\n{gw.output()}")
+        sub.close()
+        assert mq.proc is not None
+        os.kill(mq.proc.pid, signal.SIGSTOP)  # no more PUBACKs: the window of 5 fills in ~0.5 s
+        frozen = time.time()
+        time.sleep(1.5)
+        os.kill(mq.proc.pid, signal.SIGKILL)
+        mq.proc.wait()
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        stopped = time.time()  # polling ends with the SIGTERM, not when the process is gone
+        assert gw.stop(timeout=25) == 0
+        assert time.monotonic() - t0 < 20  # no hang on a window that will never have room
+        assert "kept in the spool" in gw.output()
+        mq.start()
+        sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
+        gw2 = daemons("gateway", gw_env(mq, plant, prefix))
+        # the polls of the frozen and dead time are all delivered by the restarted gateway
+        wait_for(lambda: covered(sub.collect(), frozen + 0.3, stopped - 0.5) >= 0.9, 20,
+                 what=f"the outage's polls delivered\n{gw.output()}\n{gw2.output()}")
+        assert gw2.stop() == 0
     finally:
         sub.close()
         mq.stop()

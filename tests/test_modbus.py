@@ -443,3 +443,14 @@ def test_serial_line_has_one_connection() -> None:
 
     with pytest.raises(ConfigError, match="'connections' must be 1 for modbus_rtu"):
         device("modbus_rtu", serial_port="/dev/ttyUSB0", connections=2)
+
+
+async def test_fleet_starts_nothing_once_stopping(tcp_plc: Any) -> None:
+    from gateway.fleet import Fleet
+
+    dev, _ = tcp_plc
+    fleet = Fleet(asyncio.Queue(10), PollPool(4))
+    await fleet.stop_all()
+    assert fleet.start(dev) is None  # a hot reload racing the shutdown
+    await fleet.apply([dev])
+    assert fleet.devices == []

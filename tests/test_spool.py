@@ -77,3 +77,14 @@ def test_requeue_puts_a_record_back_in_front(tmp_path: Path) -> None:
     r = s.next()
     s.requeue(r)  # type: ignore[arg-type]
     assert [s.next().topic, s.next().topic] == ["a", "b"]  # type: ignore[union-attr]
+
+
+def test_a_record_the_broker_refuses_goes_to_rejected_and_its_segment_can_go(tmp_path: Path) -> None:
+    s = Spool(tmp_path, max_bytes=10_000, fsync=False)
+    s.append("a", b"refused")
+    r = s.next()
+    path = s.reject(r)  # type: ignore[arg-type]
+    assert path.name == "rejected.seg" and s.unacked == 0
+    assert list(tmp_path.glob("0*.seg")) == []  # the data segment is gone, the record kept aside
+    again = Spool(tmp_path, max_bytes=10_000)
+    assert again.next() is None  # rejected records are not replayed
