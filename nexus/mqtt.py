@@ -234,6 +234,9 @@ class MqttClient:
     async def _acquire_while_connected(self) -> bool:
         if not self.connected or self._closed:
             return False
+        if not self._window.locked():  # room now: no need to watch the connection (the common case)
+            await self._window.acquire()
+            return True
         acquire = asyncio.ensure_future(self._window.acquire())
         lost = asyncio.ensure_future(self._disconnected.wait())
         await asyncio.wait((acquire, lost), return_when=asyncio.FIRST_COMPLETED)
