@@ -30,6 +30,7 @@ class Fleet:
         self.queue = queue
         self.pool = pool
         self._running: dict[str, _Running] = {}
+        self._stopping: dict[str, int] = {}  # device id -> stops in progress: still polling until they end
         self.closed = False  # set by stop_all: a reload racing the shutdown starts nothing
         self.polls_done = 0  # of stopped pollers, so totals survive reloads
         self.skipped_done = 0
@@ -40,7 +41,9 @@ class Fleet:
 
     @property
     def devices(self) -> list[str]:
-        return sorted(self._running)
+        """Devices polled now, including ones still stopping (a status must not say a device is
+        released while its last read or write may still be in progress)."""
+        return sorted(set(self._running) | set(self._stopping))
 
     @property
     def polls(self) -> int:
@@ -93,6 +96,7 @@ class Fleet:
         r = self._running.pop(device_id, None)
         if r is None:
             return
+        self._stopping[device_id] = self._stopping.get(device_id, 0) + 1
         r.stop.set()
         try:
             async with asyncio.timeout(deadline + r.poller.device.timeout_ms / 1000):
@@ -101,6 +105,10 @@ class Fleet:
             log.error("device %s did not stop within its deadline; cancelled", device_id)
             r.task.cancel()
             await asyncio.gather(r.task, return_exceptions=True)
+        finally:
+            self._stopping[device_id] -= 1
+            if not self._stopping[device_id]:
+                del self._stopping[device_id]
         self.polls_done += r.poller.polls
         self.skipped_done += r.poller.skipped
         m.DEVICES.set(len(self._running))

@@ -38,6 +38,8 @@ from proto.config import (
 
 log = logging.getLogger("gateway.managed")
 
+SYNC_RETRY_HEARTBEATS = 3  #: a sync request without an answer is sent again after this many heartbeats
+
 
 class Managed:
     def __init__(self, *, gateway_id: str, root: str, capacity: int, heartbeat_s: float, fleet: Fleet) -> None:
@@ -54,7 +56,8 @@ class Managed:
         self._changed = asyncio.Event()
         self._status_due = asyncio.Event()
         self._pending_revision = 0
-        self._sync_due = False
+        self._sync_due = False  # until a sync response arrives
+        self._sync_asked = -1e9  # monotonic time of the last sync request
 
     # --- what the MQTT client needs ------------------------------------------------------------
 
@@ -69,6 +72,7 @@ class Managed:
     def on_connect(self) -> None:
         """Ask for a full sync on every connection (sent by :meth:`status_loop`, after the subscriptions)."""
         self._sync_due = True
+        self._sync_asked = -1e9  # at once
         self._status_due.set()
 
     def handles(self, topic: str) -> bool:
@@ -88,6 +92,7 @@ class Managed:
 
     def _on_sync(self, payload: bytes) -> None:
         resp = decode_sync_response(payload)
+        self._sync_due = False
         wanted: dict[str, DeviceConfig] = {}
         errors: dict[str, str] = {}
         for doc in resp.devices:
@@ -147,8 +152,11 @@ class Managed:
         """Ask for a sync after each connect; publish the status on change and every heartbeat."""
         while not stop.is_set():
             self._status_due.clear()
-            if self._sync_due and self.mqtt is not None and self.mqtt.connected:
-                self._sync_due = False
+            # asked again every few heartbeats until a response arrives: a lost request (gateway_core
+            # away, a full window) must not leave this gateway on a stale assignment
+            if self._sync_due and self.mqtt is not None and self.mqtt.connected \
+                    and time.monotonic() - self._sync_asked >= SYNC_RETRY_HEARTBEATS * self.heartbeat_s:
+                self._sync_asked = time.monotonic()
                 await self._publish(sync_request_topic(self.root), encode_sync_request(SyncRequest(gateway=self.gid)))
             await self._publish_status()
             try:
