@@ -22,7 +22,7 @@ from gateway_core.errors import ApiError
 from gateway_core.settings import Settings
 from gateway_core.sharding import Assigner
 from gateway_core.store import Commit
-from nexus.mqtt import Message, MqttClient
+from nexus.mqtt import Message, MqttClient, MqttError
 from nexus.runtime import sleep_or_stop
 from proto import commands as pcmd
 from proto import config as pc
@@ -99,12 +99,11 @@ class Control:
     async def assign_loop(self, stop: asyncio.Event) -> None:
         # Retained statuses arrive right after subscribing: wait for them, so the first pass knows
         # which gateways already poll what (no needless moves after a service restart).
-        if self.mqtt is not None:
-            try:
-                async with asyncio.timeout(self.settings.mqtt.connect_timeout):
-                    await self.mqtt.wait_connected()
-            except TimeoutError:
-                pass
+        # The settle period starts at the first connection, however late: a pass before that would
+        # know no gateway and stop every device.
+        while self.mqtt is not None and not self.mqtt.connected:
+            if await sleep_or_stop(0.2, stop):
+                return
         if await sleep_or_stop(self.settings.startup_settle, stop):
             return
         self.settled = True
@@ -119,9 +118,8 @@ class Control:
             await sleep_or_stop(TICK, self._wake)
 
     async def publish_step(self) -> None:
-        out: list[tuple[str, bytes]] = [
-            (pc.device_topic(self.root, msg.device_id), pc.encode_device(msg)) for msg in self.assigner.step()
-        ]
+        msgs = self.assigner.step()
+        out = [(pc.device_topic(self.root, msg.device_id), pc.encode_device(msg)) for msg in msgs]
         # after step(): every device has already left an offline gateway, forgetting it moves nothing
         forgotten = self.assigner.forget(self.settings.forget_after)
         while self._syncs:
@@ -133,23 +131,33 @@ class Control:
             out.append((pc.sync_response_topic(self.root, gateway), pc.encode_sync_response(resp)))
             m.MESSAGES.labels("sync").inc()
         if (out or forgotten) and self.mqtt is not None:
-            acks = [await self.mqtt.publish(topic, payload, qos=1) for topic, payload in out]
-            for gateway in forgotten:
-                if gateway not in self.assigner.gateways:  # not back while we published the above
-                    # a zero-length retained message deletes the broker's retained status
-                    topic = pc.status_topic(self.root, gateway)
-                    acks.append(await self.mqtt.publish(topic, b"", qos=1, retain=True))
+            acks: list[asyncio.Future[None]] = []
+            try:
+                for topic, payload in out:
+                    acks.append(await self.mqtt.publish(topic, payload, qos=1))
+                for gateway in forgotten:
+                    if gateway not in self.assigner.gateways:  # not back while we published the above
+                        # a zero-length retained message deletes the broker's retained status
+                        topic = pc.status_topic(self.root, gateway)
+                        acks.append(await self.mqtt.publish(topic, b"", qos=1, retain=True))
+            except MqttError as exc:  # stopping, or the client refused: what was not sent is sent again
+                log.warning("config publish failed: %s", exc)
             try:
                 async with asyncio.timeout(self.settings.mqtt_timeout):
-                    await asyncio.gather(*acks)
+                    await asyncio.gather(*acks, return_exceptions=True)
             except TimeoutError:
                 log.warning(
                     "%d config messages not acknowledged within %.0f s; resent on reconnect",
                     sum(not a.done() for a in acks),
                     self.settings.mqtt_timeout,
                 )
-            except Exception as exc:  # noqa: BLE001 - a refused publish is logged, the state stays
-                log.warning("config publish failed: %s", exc)
+            # a device message not published, or refused by the broker, goes out again at the next pass
+            for i, msg in enumerate(msgs):
+                ack = acks[i] if i < len(acks) else None
+                failed = ack is None or (ack.done() and not ack.cancelled() and ack.exception() is not None)
+                if failed and msg.device is not None and msg.gateway is not None:
+                    self.assigner.dirty.add(msg.device_id)
+                    log.warning("config message for %s not delivered; resending", msg.device_id)
 
     # -- tag writes --------------------------------------------------------------------------------
     async def write(self, device_id: str, tag: str, value: Any) -> dict[str, Any]:

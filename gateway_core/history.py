@@ -109,8 +109,9 @@ class History:
                             await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
                         ).fetchone()
                     )
+                # the same origin on both: time_bucket's default (2000-01-03, a Monday) would shift 3d/7d buckets
                 fn = (
-                    "time_bucket(%s, time)"
+                    "time_bucket(%s, time, origin => TIMESTAMPTZ '2000-01-01')"
                     if self._timescale
                     else "date_bin(%s, time, TIMESTAMPTZ '2000-01-01')"
                 )

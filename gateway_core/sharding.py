@@ -81,6 +81,7 @@ class Assigner:
         self.dirty: set[str] = set()  #: documents changed since last published
         self.tombstones: set[str] = set()
         self._orphans: dict[str, float] = {}  #: device id -> when its last tombstone was sent
+        self._strays: dict[str, float] = {}  #: device id -> when its assignment was last re-sent to a stray
         self._targets: dict[str, str | None] = {}  #: device id -> its gateway for the live set below
         self._targets_for: tuple[tuple[str, int], ...] = ()
         self._hearing_since = -math.inf  #: our clock at the last grace(): statuses may still be arriving
@@ -250,6 +251,9 @@ class Assigner:
                 del self.releasing[d]
             else:
                 if d in self.owner and self.owner[d] == target and d not in self.dirty:
+                    if self._stray(d, target, now):  # another live gateway still polls it: tell it again
+                        out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=target, device=doc))
+                        m.MESSAGES.labels("assign").inc()
                     continue
                 cur = self.owner.get(d)
                 leaving = frozenset(g for g in self.gateways if g != target and self._holds(g, d))
@@ -273,10 +277,23 @@ class Assigner:
             out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=target, device=doc))
             self._sent(self.owner.get(d))
             self._sent(target)
+            self._strays[d] = now  # a gateway still listing it gets a handoff timeout before a repeat
             self.owner[d] = target
             self.dirty.discard(d)
             m.MESSAGES.labels("assign").inc()
         return out
+
+    def _stray(self, device_id: str, owner: str | None, now: float) -> bool:
+        """Whether a live gateway other than ``owner`` reports polling ``device_id`` (it missed its
+        release, e.g. while disconnected, or kept it past a handoff timeout) and it is time to repeat
+        the assignment to it (at most once per handoff timeout)."""
+        strays = [g for g in self.gateways if g != owner and self._holds(g, device_id)]
+        if not strays or now - self._strays.get(device_id, -math.inf) <= self.handoff_timeout:
+            return False
+        self._strays[device_id] = now
+        log.warning("device %s: %s still polls it, but %s owns it; repeating the assignment", device_id,
+                    sorted(strays), owner, extra={"device": device_id})
+        return True
 
     def _holds(self, gateway: str, device_id: str) -> bool:
         g = self.gateways.get(gateway)

@@ -268,3 +268,19 @@ def test_forget_after_setting() -> None:
         with pytest.raises(SettingsError) as exc:
             load(Settings, env_prefix="NEXUS_CORE", env={**env, "NEXUS_CORE_FORGET_AFTER": bad})
         assert exc.value.field == "forget_after"
+
+
+def test_a_gateway_that_missed_its_release_is_told_again() -> None:
+    a, clock = make()
+    a.on_status(status("A"))
+    a.on_status(status("B"))
+    a.step()
+    on_a, on_b = a.assigned("A"), a.assigned("B")
+    a.on_status(status("A", on_a))
+    a.on_status(status("B", set(on_b) | {on_a[0]}))  # B polls one of A's devices (missed a release)
+    assert a.step() == []  # not at once: statuses can lag an assignment
+    clock.now += 10.5  # one handoff timeout later it is repeated, naming its owner: B stops it
+    a.on_status(status("A", on_a))
+    a.on_status(status("B", set(on_b) | {on_a[0]}))
+    assert by_device(a.step()) == {on_a[0]: "A"}
+    assert a.step() == []  # and not again before another handoff timeout
