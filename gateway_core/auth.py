@@ -20,7 +20,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -96,3 +96,23 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return dependency
+
+
+#: connection keys that hold secrets (OPC UA and MQTT source passwords): shown only to engineers and admins,
+#: who edit devices and must be able to send a whole device back
+SECRET_KEYS = frozenset({"password"})
+REDACTED = "********"
+
+
+def redact(doc: Any) -> Any:
+    """``doc`` with the value of every secret key replaced (a copy; the input is not changed)."""
+    if isinstance(doc, dict):
+        return {k: REDACTED if k in SECRET_KEYS and v is not None else redact(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [redact(v) for v in doc]
+    return doc
+
+
+def shown(who: Principal, doc: Any) -> Any:
+    """What ``who`` may see of a device document (or anything holding them, e.g. audit rows)."""
+    return doc if who.can("engineer") else redact(doc)

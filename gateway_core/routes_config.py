@@ -9,7 +9,7 @@ import yaml
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from gateway_core.auth import BOOTSTRAP_NAME, Principal, hash_key, new_key, require
+from gateway_core.auth import BOOTSTRAP_NAME, Principal, hash_key, new_key, require, shown
 from gateway_core.deps import LevelFilter, core, etag, level_or_404, level_or_422, parse_if_match
 from gateway_core.errors import ApiError
 from gateway_core.models import (
@@ -75,12 +75,12 @@ async def export(
     *,
     format: Annotated[Literal["json", "yaml"], Query()] = "json",
     revision: Annotated[int | None, Query(ge=0, le=2**62, description="as it was at this revision")] = None,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
 ) -> Response:
     store = core(request).store
     current = await store.revision()
     docs = await store.snapshot(current if revision is None else revision)
-    doc = plant_doc(docs)
+    doc = shown(who, plant_doc(docs))
     headers = {"ETag": etag(current if revision is None else revision)}
     if format == "yaml":
         return Response(
@@ -198,13 +198,13 @@ async def audit(
     revision: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
 ) -> dict[str, Any]:
     target = f"device:{level_or_422(device, 'device')}" if device is not None else None
     items, total = await core(request).store.audit(
         target=target, revision=revision, limit=limit, offset=offset
     )
-    return {"items": items, "total": total}
+    return {"items": shown(who, items), "total": total}
 
 
 # -- gateways --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from gateway.errors import WriteRefused
 from gateway.values import check_write
-from gateway_core.auth import Principal, require
+from gateway_core.auth import Principal, require, shown
 from gateway_core.deps import (
     LEVEL_PATTERN,
     LevelFilter,
@@ -71,7 +71,7 @@ async def list_devices(
     after: Annotated[
         str | None, Query(pattern=LEVEL_PATTERN, description="cursor: the 'next' of the previous page")
     ] = None,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
 ) -> dict[str, Any]:
     c = core(request)
     filters = {
@@ -92,7 +92,7 @@ async def list_devices(
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": [_out(request, r) for r in rows],
+        "items": [_out(request, DeviceRow(r.id, shown(who, r.doc), r.revision)) for r in rows],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -114,12 +114,12 @@ async def create_device(
 
 @router.get("/devices/{device_id}", response_model=DeviceOut, summary="One device")
 async def get_device(
-    request: Request, *, device_id: DeviceId, _: Annotated[Principal, Depends(require("viewer"))]
+    request: Request, *, device_id: DeviceId, who: Annotated[Principal, Depends(require("viewer"))]
 ) -> JSONResponse:
     row = await core(request).store.get_device(level_or_404(device_id, "device id"))
     if row is None:
         raise ApiError(404, f"device {device_id!r} not found", field="device_id")
-    return _response(request, row)
+    return _response(request, DeviceRow(row.id, shown(who, row.doc), row.revision))
 
 
 @router.put("/devices/{device_id}", response_model=DeviceOut, summary="Replace a device")

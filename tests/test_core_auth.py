@@ -152,3 +152,23 @@ async def test_operator_writes_only_writable_tags(api: Api) -> None:
     assert r.status_code == 422 and "outside the int16 range" in r.json()["detail"]
     r = await api.client.post("/api/v1/devices/press-1/tags/nope/write", json={"value": 1}, headers=op)
     assert r.status_code == 404
+
+
+async def test_device_passwords_are_shown_only_to_engineers_and_admins(api: Api) -> None:
+    keys = await make_keys(api)
+    mqtt = {"id": "src-1", "enterprise": "acme", "site": "berlin", "area": "a", "line": "l", "protocol": "mqtt",
+            "host": "127.0.0.1", "username": "collector", "password": "s3cret-pw",
+            "tags": [{"name": "t", "topic": "x/y"}]}
+    assert (await api.client.post("/api/v1/devices", json=mqtt)).status_code == 201
+    for role in ROLES:
+        h = {"Authorization": f"Bearer {keys[role]}"}
+        texts = [(await api.client.get(url, headers=h)).text
+                 for url in ("/api/v1/devices/src-1", "/api/v1/devices", "/api/v1/export", "/api/v1/audit")]
+        if role in ("viewer", "operator"):
+            assert all("s3cret-pw" not in t and "********" in t for t in texts), role
+        else:
+            assert all("s3cret-pw" in t for t in texts), role
+    # an engineer's whole-device round trip keeps the real password
+    h = {"Authorization": f"Bearer {keys['engineer']}"}
+    doc = (await api.client.get("/api/v1/devices/src-1", headers=h)).json()["device"]
+    assert doc["password"] == "s3cret-pw"
