@@ -177,6 +177,8 @@ class Control:
             raise ApiError(
                 504, f"no response to the write of {device_id}/{tag} within {timeout:g} s", field="timeout"
             ) from exc
+        except MqttError as exc:  # the client stopped or refused the publish (shutdown, broker gone)
+            raise ApiError(503, f"the write could not be sent: {exc}", field="broker") from exc
         finally:
             self._writes.pop(request_id, None)
         m.WRITES.labels("answered").inc()
