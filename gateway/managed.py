@@ -56,6 +56,8 @@ class Managed:
         self._changed = asyncio.Event()
         self._status_due = asyncio.Event()
         self._pending_revision = 0
+        self._pending_seq = 0  # highest seq of the config messages received
+        self.applied_seq = 0  # ... and applied: echoed in the status so a handoff waits for it
         self._sync_due = False  # until a sync response arrives
         self._sync_asked = -1e9  # monotonic time of the last sync request
 
@@ -107,7 +109,7 @@ class Managed:
             if rev > resp.revision and dev_id in self._wanted:
                 wanted[dev_id] = self._wanted[dev_id]
         self._wanted, self.errors = wanted, errors
-        self._mark(resp.revision)
+        self._mark(resp.revision, resp.seq)
         log.info("sync: revision %d, %d devices assigned", resp.revision, len(wanted))
 
     def _on_device(self, payload: bytes) -> None:
@@ -120,7 +122,7 @@ class Managed:
             self._parse_into(self._wanted, self.errors, msg.device)
         else:
             self._wanted.pop(msg.device_id, None)
-        self._mark(msg.revision)
+        self._mark(msg.revision, msg.seq)
 
     def _parse_into(self, wanted: dict[str, DeviceConfig], errors: dict[str, str], doc: dict[str, Any]) -> None:
         dev_id = str(doc.get("id"))
@@ -131,8 +133,9 @@ class Managed:
             wanted.pop(dev_id, None)
             log.error("device config not applied: %s", exc, extra={"device": dev_id})
 
-    def _mark(self, revision: int) -> None:
+    def _mark(self, revision: int, seq: int = 0) -> None:
         self._pending_revision = max(self._pending_revision, revision)
+        self._pending_seq = max(self._pending_seq, seq)
         self._changed.set()
 
     # --- loops ---------------------------------------------------------------------------------
@@ -143,9 +146,10 @@ class Managed:
             if await _wait_or_stop(self._changed, stop):
                 return
             self._changed.clear()
-            revision = self._pending_revision
+            revision, seq = self._pending_revision, self._pending_seq
             await self.fleet.apply(list(self._wanted.values()))
             self.applied_revision = max(self.applied_revision, revision)
+            self.applied_seq = max(self.applied_seq, seq)
             self._status_due.set()
 
     async def status_loop(self, stop: asyncio.Event) -> None:
@@ -168,7 +172,7 @@ class Managed:
     def status(self) -> GatewayStatus:
         return GatewayStatus(gateway=self.gid, online=True, capacity=self.capacity,
                              applied_revision=self.applied_revision, devices=tuple(self.fleet.devices),
-                             errors=dict(self.errors), ts=int(time.time() * 1000))
+                             errors=dict(self.errors), ts=int(time.time() * 1000), config_seq=self.applied_seq)
 
     async def _publish_status(self) -> None:
         await self._publish(status_topic(self.root, self.gid), encode_status(self.status()), retain=True)

@@ -126,7 +126,8 @@ class Control:
             gateway = next(iter(self._syncs))
             del self._syncs[gateway]
             resp = pc.SyncResponse(
-                revision=self.assigner.revision, devices=self.assigner.sync_devices(gateway)
+                revision=self.assigner.revision, devices=self.assigner.sync_devices(gateway),
+                seq=self.assigner.next_seq(),
             )
             out.append((pc.sync_response_topic(self.root, gateway), pc.encode_sync_response(resp)))
             m.MESSAGES.labels("sync").inc()

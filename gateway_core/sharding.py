@@ -64,6 +64,7 @@ class GatewayState:
     last_seen: float = 0.0  #: our monotonic clock at the last status
     offline_since: float | None = None  #: our monotonic clock when we last saw it go offline
     sent_revision: int = 0  #: revision of the newest config message that concerned it
+    config_seq: int = 0  #: highest config message seq it reports having applied
 
 
 class Assigner:
@@ -77,7 +78,9 @@ class Assigner:
         self.gateways: dict[str, GatewayState] = {}
         self.devices: dict[str, tuple[dict[str, Any], int]] = {}  #: id -> (doc, revision of its last change)
         self.owner: dict[str, str | None] = {}  #: id -> gateway we last published for it
-        self.releasing: dict[str, tuple[frozenset[str], float]] = {}  #: id -> (gateways to leave, deadline)
+        #: id -> (gateways to leave, deadline, seq of the release message)
+        self.releasing: dict[str, tuple[frozenset[str], float, int]] = {}
+        self._seq = 0
         self.dirty: set[str] = set()  #: documents changed since last published
         self.tombstones: set[str] = set()
         self._orphans: dict[str, float] = {}  #: device id -> when its last tombstone was sent
@@ -141,6 +144,7 @@ class Assigner:
             frozenset(status.devices),
         )
         g.errors, g.ts, g.last_seen = dict(status.errors), status.ts, now
+        g.config_seq = status.config_seq
 
     # -- views -------------------------------------------------------------------------------------
     def live(self) -> dict[str, int]:
@@ -235,8 +239,9 @@ class Assigner:
                 self._targets[d] = choose(d, live)
             target = self._targets[d]
             if d in self.releasing:
-                leaving, deadline = self.releasing[d]
-                holding = {g for g in leaving if self._holds(g, d)}
+                leaving, deadline, seq = self.releasing[d]
+                # still held: listed in its status, or its status predates the release (not yet applied)
+                holding = {g for g in leaving if self._holds(g, d) or self._behind(g, seq)}
                 if holding and now < deadline:
                     continue
                 if holding:
@@ -260,11 +265,13 @@ class Assigner:
                 if cur is not None and cur != target and self.gateways.get(cur) and self.gateways[cur].online:
                     leaving |= {cur}
                 if target is not None and leaving:
-                    out.append(DeviceMessage(revision=self.revision, device_id=d, gateway=None, device=doc))
+                    release = DeviceMessage(revision=self.revision, device_id=d, gateway=None, device=doc,
+                                            seq=self.next_seq())
+                    out.append(release)
                     for gw in leaving:
                         self._sent(gw)
                     self.owner[d] = None
-                    self.releasing[d] = (leaving, now + self.handoff_timeout)
+                    self.releasing[d] = (leaving, now + self.handoff_timeout, release.seq)
                     self.dirty.discard(d)
                     m.HANDOFFS.inc()
                     m.MESSAGES.labels("release").inc()
@@ -294,6 +301,16 @@ class Assigner:
         log.warning("device %s: %s still polls it, but %s owns it; repeating the assignment", device_id,
                     sorted(strays), owner, extra={"device": device_id})
         return True
+
+    def next_seq(self) -> int:
+        """A message sequence number that grows across service restarts (wall-clock nanoseconds)."""
+        self._seq = max(self._seq + 1, time.time_ns())
+        return self._seq
+
+    def _behind(self, gateway: str, seq: int) -> bool:
+        """A live gateway whose status does not yet reflect config message ``seq``."""
+        g = self.gateways.get(gateway)
+        return g is not None and g.online and g.config_seq < seq
 
     def _holds(self, gateway: str, device_id: str) -> bool:
         g = self.gateways.get(gateway)

@@ -106,6 +106,7 @@ class DeviceMessage:
     device_id: str
     gateway: str | None  #: the gateway that must poll it; None = nobody (released or deleted)
     device: dict[str, Any] | None  #: the device mapping, as a plant config [[devices]] entry
+    seq: int = 0  #: the service's message sequence (grows across restarts); echoed by gateways as config_seq
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -117,6 +118,7 @@ class SyncRequest:
 class SyncResponse:
     revision: int
     devices: list[dict[str, Any]]  #: every device assigned to the requesting gateway
+    seq: int = 0  #: as in DeviceMessage
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -128,6 +130,7 @@ class GatewayStatus:
     devices: tuple[str, ...] = ()  #: device ids it polls now
     errors: dict[str, str] = field(default_factory=dict)  #: device id -> last error
     ts: int = 0  #: gateway clock, Unix ms
+    config_seq: int = 0  #: highest ``seq`` of the config messages it had applied when it sent this status
 
 
 def _obj(payload: bytes | str) -> dict[str, Any]:
@@ -169,6 +172,16 @@ def _revision(doc: dict[str, Any], key: str = "revision") -> int:
     return rev
 
 
+def _seq(doc: dict[str, Any], key: str = "seq") -> int:
+    """An optional sequence number (0 when absent: senders from before it existed)."""
+    value = _get(doc, key, int, optional=True)
+    if value is None:
+        return 0
+    if value < 0:
+        raise ConfigMessageError(f"must be >= 0, got {value}", field=key)
+    return int(value)
+
+
 def _id(doc: dict[str, Any], key: str, *, optional: bool = False) -> Any:
     value = _get(doc, key, str, optional=optional)
     if value is not None:
@@ -187,6 +200,7 @@ def encode_device(msg: DeviceMessage) -> bytes:
             "device_id": msg.device_id,
             "gateway": msg.gateway,
             "device": msg.device,
+            **({"seq": msg.seq} if msg.seq else {}),
         }
     )
 
@@ -202,7 +216,8 @@ def decode_device(payload: bytes | str) -> DeviceMessage:
     gateway = _id(doc, "gateway", optional=True)
     if device is None and gateway is not None:
         raise ConfigMessageError("a tombstone (device null) cannot name a gateway", field="gateway")
-    return DeviceMessage(revision=_revision(doc), device_id=device_id, gateway=gateway, device=device)
+    return DeviceMessage(revision=_revision(doc), device_id=device_id, gateway=gateway, device=device,
+                         seq=_seq(doc))
 
 
 def encode_sync_request(msg: SyncRequest) -> bytes:
@@ -214,7 +229,8 @@ def decode_sync_request(payload: bytes | str) -> SyncRequest:
 
 
 def encode_sync_response(msg: SyncResponse) -> bytes:
-    return orjson.dumps({"schema": CONFIG_SCHEMA, "revision": msg.revision, "devices": msg.devices})
+    doc = {"schema": CONFIG_SCHEMA, "revision": msg.revision, "devices": msg.devices}
+    return orjson.dumps({**doc, "seq": msg.seq} if msg.seq else doc)
 
 
 def decode_sync_response(payload: bytes | str) -> SyncResponse:
@@ -223,7 +239,7 @@ def decode_sync_response(payload: bytes | str) -> SyncResponse:
     for i, d in enumerate(devices):
         if not isinstance(d, dict) or not isinstance(d.get("id"), str):
             raise ConfigMessageError("expected a device mapping with a string 'id'", field=f"devices[{i}]")
-    return SyncResponse(revision=_revision(doc), devices=devices)
+    return SyncResponse(revision=_revision(doc), devices=devices, seq=_seq(doc))
 
 
 def encode_status(msg: GatewayStatus) -> bytes:
@@ -239,6 +255,7 @@ def encode_status(msg: GatewayStatus) -> bytes:
             "devices": list(msg.devices),
             "errors": msg.errors,
             "ts": msg.ts,
+            **({"config_seq": msg.config_seq} if msg.config_seq else {}),
         }
     )
 
@@ -274,4 +291,5 @@ def decode_status(payload: bytes | str) -> GatewayStatus:
         devices=tuple(devices),
         errors=dict(errors),
         ts=ts,
+        config_seq=_seq(doc, "config_seq"),
     )

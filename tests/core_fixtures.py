@@ -281,6 +281,7 @@ class SimGateway(Recorder):
         self.root, self.id, self.capacity, self.interval = root, gateway_id, capacity, interval
         self.polling: set[str] = set()
         self.applied = 0
+        self.seq = 0  # highest config seq applied, echoed in the status
         self.heartbeat = True
         self.order: list[
             tuple[str, str, str | None]
@@ -315,6 +316,7 @@ class SimGateway(Recorder):
                 applied_revision=self.applied,
                 devices=tuple(sorted(self.polling)),
                 ts=int(time.time() * 1000),
+                config_seq=self.seq,
             )
             self.client.publish(pc.status_topic(self.root, self.id), pc.encode_status(status), qos=1, retain=True)
 
@@ -328,11 +330,13 @@ class SimGateway(Recorder):
                 else:
                     self.polling.discard(m.device_id)
                 self.applied = max(self.applied, m.revision)
+                self.seq = max(self.seq, m.seq)
         elif msg.topic == pc.sync_response_topic(self.root, self.id):
             r = pc.decode_sync_response(msg.payload)
             with self._lock:
                 self.polling = {d["id"] for d in r.devices}
                 self.applied = max(self.applied, r.revision)
+                self.seq = max(self.seq, r.seq)
                 self.order.append(("sync", ",".join(sorted(self.polling)), None))
         else:
             return

@@ -133,3 +133,14 @@ def test_decode_errors_name_the_field(decode: object, doc: object, field: str, t
     with pytest.raises(pc.ConfigMessageError, match=text) as info:
         decode(payload)  # type: ignore[operator]
     assert info.value.field == field
+
+
+def test_sequence_numbers_round_trip_and_default_to_zero() -> None:
+    msg = pc.DeviceMessage(revision=3, device_id="d1", gateway="gw-a", device={"id": "d1"}, seq=1795455678959665689)
+    assert pc.decode_device(pc.encode_device(msg)) == msg
+    st = pc.GatewayStatus(gateway="gw-a", online=True, capacity=1, ts=5, config_seq=42)
+    assert pc.decode_status(pc.encode_status(st)).config_seq == 42
+    old = b'{"schema":1,"revision":1,"device_id":"d1","gateway":null,"device":null}'  # from before seq
+    assert pc.decode_device(old).seq == 0
+    with pytest.raises(pc.ConfigMessageError, match="seq: must be >= 0"):
+        pc.decode_device(b'{"schema":1,"revision":1,"device_id":"d1","gateway":null,"device":null,"seq":-1}')

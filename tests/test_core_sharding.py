@@ -54,10 +54,11 @@ class Clock:
         return self.now
 
 
-def status(gw: str, devices: Any = (), capacity: int = 10, online: bool = True) -> GatewayStatus:
-    return GatewayStatus(
-        gateway=gw, online=online, capacity=capacity, applied_revision=0, devices=tuple(devices), ts=0
-    )
+def status(gw: str, devices: Any = (), capacity: int = 10, online: bool = True,
+           config_seq: int = 2**62) -> GatewayStatus:
+    """A status; by default one sent after every config message so far was applied."""
+    return GatewayStatus(gateway=gw, online=online, capacity=capacity, applied_revision=0, devices=tuple(devices),
+                         ts=0, config_seq=config_seq)
 
 
 def by_device(msgs: list[DeviceMessage]) -> dict[str, str | None]:
@@ -284,3 +285,20 @@ def test_a_gateway_that_missed_its_release_is_told_again() -> None:
     a.on_status(status("B", set(on_b) | {on_a[0]}))
     assert by_device(a.step()) == {on_a[0]: "A"}
     assert a.step() == []  # and not again before another handoff timeout
+
+
+def test_a_handoff_waits_for_a_status_sent_after_the_release() -> None:
+    a, _clock = make()
+    a.on_status(status("A"))
+    a.step()
+    a.on_status(status("A", a.assigned("A")))
+    a.on_status(status("B"))
+    release = a.step()
+    moving = sorted(m.device_id for m in release)
+    assert moving and all(m.gateway is None and m.seq > 0 for m in release)
+    # a status of A that does not list the devices, but was sent before A applied the release
+    # (an old heartbeat, or A had not started polling them yet): not enough
+    a.on_status(status("A", set(a.assigned("A")), config_seq=release[0].seq - 1))
+    assert a.step() == []
+    a.on_status(status("A", set(a.assigned("A")), config_seq=max(m.seq for m in release)))
+    assert by_device(a.step()) == dict.fromkeys(moving, "B")
