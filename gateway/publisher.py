@@ -152,6 +152,8 @@ class Publisher:
             self._unacked.pop(f, None)
             if f in self._kept:  # failed at shutdown, but its message is in the spool
                 self._kept.discard(f)
+                if not f.cancelled():
+                    f.exception()  # retrieved: not an "exception was never retrieved" at exit
                 return
             if f.cancelled() or f.exception() is not None:
                 self.errors += 1
