@@ -21,6 +21,7 @@ from gateway.config import DeviceConfig, parse_device
 from gateway.errors import ConfigError
 from gateway.fleet import Fleet
 from nexus.mqtt import Message, MqttClient, MqttError, Will
+from nexus.runtime import wait_or_stop
 from proto.config import (
     ConfigMessageError,
     GatewayStatus,
@@ -143,7 +144,7 @@ class Managed:
     async def apply_loop(self, stop: asyncio.Event) -> None:
         """Apply the wanted device set to the fleet, one change set at a time."""
         while not stop.is_set():
-            if await _wait_or_stop(self._changed, stop):
+            if await wait_or_stop(self._changed, stop):
                 return
             self._changed.clear()
             revision, seq = self._pending_revision, self._pending_seq
@@ -165,7 +166,7 @@ class Managed:
             await self._publish_status()
             try:
                 async with asyncio.timeout(self.heartbeat_s):
-                    await _wait_or_stop(self._status_due, stop)
+                    await wait_or_stop(self._status_due, stop)
             except TimeoutError:
                 pass
 
@@ -191,15 +192,4 @@ class Managed:
                     await fut
         except (TimeoutError, MqttError) as exc:  # a broker hiccup must not end the loop
             log.warning("control message not published: %s", exc, extra={"topic": topic})
-
-
-async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> bool:
-    """Wait for ``event``; True if ``stop`` was set first."""
-    if stop.is_set():
-        return True
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for w in waiters:
-        w.cancel()
-    return stop.is_set()
 

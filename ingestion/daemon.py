@@ -20,7 +20,7 @@ from ingestion.writer import Item, Writer, decode_item
 from nexus import pg
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
-from nexus.runtime import Backoff, install_stop_signals
+from nexus.runtime import Backoff, install_stop_signals, wait_or_stop
 from proto.uns import batch_filter
 
 log = logging.getLogger("ingestion")
@@ -76,10 +76,7 @@ class Ingestor:
                 if stop.is_set():
                     return
                 self._has_data.clear()
-                waiter = asyncio.ensure_future(self._has_data.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel(), stopper.cancel()
+                await wait_or_stop(self._has_data, stop)
                 continue
             remaining = self._first_at + max_age - time.monotonic()
             if remaining > 0 and not self._full.is_set() and not stop.is_set():

@@ -114,6 +114,17 @@ async def sleep_or_stop(delay: float, stop: asyncio.Event) -> bool:
     return True
 
 
+async def wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> bool:
+    """Wait for ``event`` unless ``stop`` is set first; return whether ``stop`` is set."""
+    if stop.is_set():
+        return True
+    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+    return stop.is_set()
+
+
 def run_main(run: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
     """``asyncio.run`` a daemon's ``run`` coroutine and turn its result into an exit code."""
     try:
