@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, positive
+from proto.config import validate_control_root
 from proto.uns import validate_level, validate_prefix
 
 
@@ -35,7 +36,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         checks = (("gateway_id", lambda v: validate_level(v, what="gateway_id")), ("topic_root", validate_prefix),
-                  ("uns_prefix", validate_prefix), ("control_root", lambda v: validate_prefix(v.lstrip("$"))))
+                  ("uns_prefix", validate_prefix), ("control_root", validate_control_root))
         for name, check in checks:
             try:
                 check(getattr(self, name))
