@@ -78,8 +78,7 @@ class Spool:
     # --- writing -------------------------------------------------------------------------------
 
     def append(self, topic: str, payload: bytes) -> None:
-        t = topic.encode()
-        body = _HEAD.pack(len(t) + len(payload) + 2, zlib.crc32(t + payload), len(t)) + t + payload
+        body = _record(topic, payload)
         if self.size + len(body) > self.max_bytes:
             raise SpoolFull(f"spool holds {self.size} bytes, limit {self.max_bytes}")
         if self._write_file is None or self._sizes.get(self._write_seq, 0) + len(body) > self.segment_bytes:
@@ -143,11 +142,9 @@ class Spool:
         """The broker refused ``record`` for good: keep it in ``rejected.seg`` (same record format,
         for an operator to inspect) and acknowledge it, so its segment can go."""
         path = self.folder / "rejected.seg"
-        t = record.topic.encode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            _write_all(fd, _HEAD.pack(len(t) + len(record.payload) + 2, zlib.crc32(t + record.payload), len(t))
-                       + t + record.payload)
+            _write_all(fd, _record(record.topic, record.payload))
         finally:
             os.close(fd)
         self.ack(record)
@@ -187,6 +184,12 @@ class Spool:
         self._write_seq = max(self._sizes, default=0)
         if self._pending:
             log.info("spool: %d messages from before the restart will be sent", len(self._pending))
+
+
+def _record(topic: str, payload: bytes) -> bytes:
+    """One record, as :func:`_read_segment` reads it back."""
+    t = topic.encode()
+    return _HEAD.pack(len(t) + len(payload) + 2, zlib.crc32(t + payload), len(t)) + t + payload
 
 
 def _write_all(fd: int, data: bytes) -> None:
