@@ -3,10 +3,13 @@ broker is back — also when the gateway itself was stopped and restarted during
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +59,13 @@ def covered(ts: set[int], start: float, end: float, interval_ms: int = 100) -> f
     return got / max(1, int((end - start) * 1000 / interval_ms))
 
 
-def setup(tmp_path: Path) -> tuple[Path, SimulatedPlc]:
-    plant = tmp_path / "plant.toml"
-    plant.write_text(f"""
+class Rig:
+    """A simulated PLC polled every 100 ms, a broker of the test's own, a subscriber to the batches."""
+
+    def __init__(self, tmp_path: Path, prefix: str, daemons: Any, bg_loop: Any) -> None:
+        self.tmp, self.prefix, self.daemons, self.bg_loop = tmp_path, prefix, daemons, bg_loop
+        self.plant = tmp_path / "plant.toml"
+        self.plant.write_text(f"""
 [plant]
 enterprise = "e"
 site = "s"
@@ -72,111 +79,100 @@ interval_ms = 100
   name = "a"
   address = 0
 """)
-    return plant, SimulatedPlc(load_plant(plant).devices[0], constants={"a": 7})
+        self.plc = SimulatedPlc(load_plant(self.plant).devices[0], constants={"a": 7})
+        bg_loop.run(self.plc.start())
+        self.mq = Mosquitto(tmp_path / "mq", free_port())
+        self.mq.start()
+        self.sub = self.subscribe()
+
+    def subscribe(self) -> Subscriber:
+        """A new subscriber; it returns after its SUBACK, so nothing published later is missed."""
+        return Subscriber(self.mq.port, f"{self.prefix}/batch/v1/#")
+
+    def gateway(self, **env: str) -> Any:
+        base = gateway_env(self.mq, self.plant, self.prefix, NEXUS_GATEWAY_TAG_TOPICS="false",
+                           NEXUS_GATEWAY_MQTT_RECONNECT_MIN="0.5", NEXUS_GATEWAY_MQTT_RECONNECT_MAX="0.5")
+        return self.daemons("gateway", {**base, **env})
+
+    def first_values(self, gw: Any) -> None:
+        """Wait for the first values, then stop listening (the broker is about to go)."""
+        wait_for(lambda: len(self.sub.collect()) >= 5, 20, what=f"first values\n{gw.output()}")
+        self.sub.close()
+
+    def spooled(self) -> list[Path]:
+        return list((self.tmp / "spool").rglob("*.seg"))
+
+    def close(self) -> None:
+        self.sub.close()
+        self.mq.stop()
+        self.bg_loop.run(self.plc.stop())
 
 
-def gw_env(broker: Mosquitto, plant: Path, prefix: str) -> dict[str, str]:
-    return gateway_env(broker, plant, prefix, NEXUS_GATEWAY_TAG_TOPICS="false", NEXUS_GATEWAY_MQTT_RECONNECT_MIN="0.5",
-                       NEXUS_GATEWAY_MQTT_RECONNECT_MAX="0.5")
+@pytest.fixture
+def rig(tmp_path: Path, prefix: str, daemons: Any, bg_loop: Any) -> Iterator[Rig]:
+    r = Rig(tmp_path, prefix, daemons, bg_loop)
+    yield r
+    r.close()
 
 
-def test_outage_is_buffered_on_disk_and_sent_after(tmp_path: Path, prefix: str, daemons: Any, bg_loop: Any) -> None:
-    plant, plc = setup(tmp_path)
-    bg_loop.run(plc.start())
-    mq = Mosquitto(tmp_path / "mq", free_port())
-    mq.start()
-    sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
-    try:
-        gw = daemons("gateway", gw_env(mq, plant, prefix))
-        wait_for(lambda: len(sub.collect()) >= 5, 20, what=f"first values\n{gw.output()}")
-        sub.close()
-        mq.stop()
-        outage = time.time()
-        time.sleep(3.0)
-        assert list((tmp_path / "spool").rglob("*.seg")), "polls during the outage go to the disk buffer"
-        back = time.time()
-        mq.start()
-        sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")  # subscribes before the gateway's reconnect (0.5 s)
-        wait_for(lambda: covered(sub.collect(), outage + 0.3, back - 0.2) >= 0.9, 20,
-                 what=f"the outage's polls delivered\n{gw.output()}")
-        wait_for(lambda: max(sub.collect()) > back * 1000 + 500, 10, what="live values after the replay")
-        assert gw.stop() == 0
-        out = gw.output()
-        assert "kept in the spool" not in out  # everything was sent
-        assert list((tmp_path / "spool").rglob("*.seg")) == []
-    finally:
-        sub.close()
-        mq.stop()
-        bg_loop.run(plc.stop())
+def test_outage_is_buffered_on_disk_and_sent_after(rig: Rig) -> None:
+    gw = rig.gateway()
+    rig.first_values(gw)
+    rig.mq.stop()
+    outage = time.time()
+    time.sleep(3.0)
+    assert rig.spooled(), "polls during the outage go to the disk buffer"
+    back = time.time()
+    rig.mq.start()
+    rig.sub = rig.subscribe()  # subscribed before the gateway's reconnect (0.5 s)
+    wait_for(lambda: covered(rig.sub.collect(), outage + 0.3, back - 0.2) >= 0.9, 20,
+             what=f"the outage's polls delivered\n{gw.output()}")
+    wait_for(lambda: max(rig.sub.collect()) > back * 1000 + 500, 10, what="live values after the replay")
+    assert gw.stop() == 0
+    assert "kept in the spool" not in gw.output()  # everything was sent
+    assert rig.spooled() == []
 
 
-def test_gateway_stopped_during_an_outage_sends_its_spool_after_restart(tmp_path: Path, prefix: str, daemons: Any,
-                                                                        bg_loop: Any) -> None:
-    plant, plc = setup(tmp_path)
-    bg_loop.run(plc.start())
-    mq = Mosquitto(tmp_path / "mq", free_port())
-    mq.start()
-    sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
-    try:
-        gw = daemons("gateway", gw_env(mq, plant, prefix))
-        wait_for(lambda: len(sub.collect()) >= 5, 20, what=f"first values\n{gw.output()}")
-        sub.close()
-        mq.stop()
-        outage = time.time()
-        time.sleep(2.0)
-        stopped = time.time()  # polling ends with the SIGTERM, not when the process is gone
-        assert gw.stop() == 0  # SIGTERM with the broker down
-        assert "kept in the spool" in gw.output()
-        assert list((tmp_path / "spool").rglob("*.seg"))
-        mq.start()
-        sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
-        gw2 = daemons("gateway", gw_env(mq, plant, prefix))
-        wait_for(lambda: covered(sub.collect(), outage + 0.3, stopped - 0.3) >= 0.9, 20,
-                 what=f"the first run's spooled polls delivered\n{gw2.output()}")
-        assert gw2.stop() == 0
-        assert list((tmp_path / "spool").rglob("*.seg")) == []
-    finally:
-        sub.close()
-        mq.stop()
-        bg_loop.run(plc.stop())
+def test_gateway_stopped_during_an_outage_sends_its_spool_after_restart(rig: Rig) -> None:
+    gw = rig.gateway()
+    rig.first_values(gw)
+    rig.mq.stop()
+    outage = time.time()
+    time.sleep(2.0)
+    stopped = time.time()  # polling ends with the SIGTERM, not when the process is gone
+    assert gw.stop() == 0  # SIGTERM with the broker down
+    assert "kept in the spool" in gw.output()
+    assert rig.spooled()
+    rig.mq.start()
+    rig.sub = rig.subscribe()
+    gw2 = rig.gateway()
+    wait_for(lambda: covered(rig.sub.collect(), outage + 0.3, stopped - 0.3) >= 0.9, 20,
+             what=f"the first run's spooled polls delivered\n{gw2.output()}")
+    assert gw2.stop() == 0
+    assert rig.spooled() == []
 
 
-def test_a_broker_that_freezes_then_dies_with_a_full_window(tmp_path: Path, prefix: str, daemons: Any,
-                                                             bg_loop: Any) -> None:
+def test_a_broker_that_freezes_then_dies_with_a_full_window(rig: Rig) -> None:
     """The broker stops acknowledging (frozen) until the in-flight window is full, then dies: the
     gateway must spool instead of waiting for window room, and still stop within its deadline."""
-    import os
-    import signal
-
-    plant, plc = setup(tmp_path)
-    bg_loop.run(plc.start())
-    mq = Mosquitto(tmp_path / "mq", free_port())
-    mq.start()
-    sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
-    try:
-        gw = daemons("gateway", {**gw_env(mq, plant, prefix), "NEXUS_GATEWAY_MQTT_MAX_INFLIGHT": "5"})
-        wait_for(lambda: len(sub.collect()) >= 5, 20, what=f"first values\n{gw.output()}")
-        sub.close()
-        assert mq.proc is not None
-        os.kill(mq.proc.pid, signal.SIGSTOP)  # no more PUBACKs: the window of 5 fills in ~0.5 s
-        frozen = time.time()
-        time.sleep(1.5)
-        os.kill(mq.proc.pid, signal.SIGKILL)
-        mq.proc.wait()
-        time.sleep(1.5)
-        t0 = time.monotonic()
-        stopped = time.time()  # polling ends with the SIGTERM, not when the process is gone
-        assert gw.stop(timeout=25) == 0
-        assert time.monotonic() - t0 < 20  # no hang on a window that will never have room
-        assert "kept in the spool" in gw.output()
-        mq.start()
-        sub = Subscriber(mq.port, f"{prefix}/batch/v1/#")
-        gw2 = daemons("gateway", gw_env(mq, plant, prefix))
-        # the polls of the frozen and dead time are all delivered by the restarted gateway
-        wait_for(lambda: covered(sub.collect(), frozen + 0.3, stopped - 0.5) >= 0.9, 20,
-                 what=f"the outage's polls delivered\n{gw.output()}\n{gw2.output()}")
-        assert gw2.stop() == 0
-    finally:
-        sub.close()
-        mq.stop()
-        bg_loop.run(plc.stop())
+    gw = rig.gateway(NEXUS_GATEWAY_MQTT_MAX_INFLIGHT="5")
+    rig.first_values(gw)
+    assert rig.mq.proc is not None
+    os.kill(rig.mq.proc.pid, signal.SIGSTOP)  # no more PUBACKs: the window of 5 fills in ~0.5 s
+    frozen = time.time()
+    time.sleep(1.5)
+    os.kill(rig.mq.proc.pid, signal.SIGKILL)
+    rig.mq.proc.wait()
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    stopped = time.time()  # polling ends with the SIGTERM, not when the process is gone
+    assert gw.stop(timeout=25) == 0
+    assert time.monotonic() - t0 < 20  # no hang on a window that will never have room
+    assert "kept in the spool" in gw.output()
+    rig.mq.start()
+    rig.sub = rig.subscribe()
+    gw2 = rig.gateway()
+    # the polls of the frozen and dead time are all delivered by the restarted gateway
+    wait_for(lambda: covered(rig.sub.collect(), frozen + 0.3, stopped - 0.5) >= 0.9, 20,
+             what=f"the outage's polls delivered\n{gw.output()}\n{gw2.output()}")
+    assert gw2.stop() == 0
