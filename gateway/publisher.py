@@ -45,10 +45,10 @@ class Publisher:
         self.messages_acked = 0
         self.errors = 0
         #: unacknowledged publishes -> (topic, payload) of batch messages, to spool them at shutdown
-        self._unacked: dict[asyncio.Future[None], tuple[str, bytes] | None] = {}
+        self._unacked: dict[asyncio.Future[int], tuple[str, bytes] | None] = {}
         self._last_tag: dict[str, tuple[object, int]] = {}
         self._spooled = asyncio.Event()
-        self._kept: set[asyncio.Future[None]] = set()  # unacked at shutdown and spooled
+        self._kept: set[asyncio.Future[int]] = set()  # unacked at shutdown and spooled
 
     async def publish_loop(self) -> None:
         while True:
@@ -144,11 +144,11 @@ class Publisher:
             self._last_tag[key] = state
             self._track(fut, 0, "tag")
 
-    def _track(self, fut: asyncio.Future[None], points: int, kind: str,
+    def _track(self, fut: asyncio.Future[int], points: int, kind: str,
                message: tuple[str, bytes] | None = None) -> None:
         self._unacked[fut] = message
 
-        def done(f: asyncio.Future[None]) -> None:
+        def done(f: asyncio.Future[int]) -> None:
             self._unacked.pop(f, None)
             if f in self._kept:  # failed at shutdown, but its message is in the spool
                 self._kept.discard(f)
@@ -199,7 +199,7 @@ class Publisher:
                 continue
             fut.add_done_callback(functools.partial(self._replayed, rec))
 
-    def _replayed(self, rec: Record, fut: asyncio.Future[None]) -> None:
+    def _replayed(self, rec: Record, fut: asyncio.Future[int]) -> None:
         assert self.spool is not None
         if fut.cancelled():
             return  # stays in its segment file: sent again after the next start

@@ -132,7 +132,7 @@ class Control:
             out.append((pc.sync_response_topic(self.root, gateway), pc.encode_sync_response(resp)))
             m.MESSAGES.labels("sync").inc()
         if (out or forgotten) and self.mqtt is not None:
-            acks: list[asyncio.Future[None]] = []
+            acks: list[asyncio.Future[int]] = []
             try:
                 for topic, payload in out:
                     acks.append(await self.mqtt.publish(topic, payload, qos=1))

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from nexus.common import MqttSettings
 from nexus.runtime import Backoff, sleep_or_stop
@@ -34,6 +34,12 @@ from nexus.runtime import Backoff, sleep_or_stop
 log = logging.getLogger("nexus.mqtt")
 
 RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")
+CALLBACK_ERRORS = Counter("nexus_mqtt_callback_errors_total",
+                          "Exceptions raised by a message handler, caught before they reach paho's loop")
+
+#: PUBACK reason 0x10 (MQTT 5): the broker took the message but no subscription matched it, so
+#: nobody will receive it. A future returned by :meth:`MqttClient.publish` resolves to the reason code.
+NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 class MqttError(Exception):
@@ -90,7 +96,7 @@ class MqttClient:
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._connack: asyncio.Future[None] | None = None
-        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._pending: dict[int, asyncio.Future[int]] = {}
         self._window = asyncio.Semaphore(settings.max_inflight)
         self._sock: socket.socket | None = None
         self._reading_paused = False
@@ -185,6 +191,7 @@ class MqttClient:
         if self.connected:
             self._disconnected.clear()  # may have been set by stop (run_loop's stop watch)
             try:
+                await self._flush_writes(2.0)  # acks owed to the broker go out before DISCONNECT
                 self._client.disconnect()
                 async with asyncio.timeout(2):
                     await self._disconnected.wait()
@@ -200,10 +207,26 @@ class MqttClient:
         self._pending.clear()
         self._window.release()  # and one more, in case nothing was pending but somebody waits
 
+    async def _flush_writes(self, timeout: float) -> None:
+        """Wait (bounded) until paho's outgoing buffer is empty: PUBACKs owed and publishes queued."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.connected and self._client.want_write():
+                    await asyncio.sleep(0.01)
+
     # -- publish / subscribe / ack -------------------------------------------------------------
+    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1) -> asyncio.Future[int] | None:
+        """Publish at once if connected with room in the window, else None (the caller may retry
+        later or rely on the other side asking again); never waits."""
+        if self._closed or not self.connected or self._window.locked():
+            return None
+        self._window._value -= 1  # noqa: SLF001 - acquire without awaiting; checked unlocked just above
+        return self._send(topic, payload, qos=qos, retain=False)
+
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                      while_connected: bool = False) -> asyncio.Future[None]:
-        """Queue a publish inside the inflight window; return a future resolved on PUBACK.
+                      while_connected: bool = False) -> asyncio.Future[int]:
+        """Queue a publish inside the inflight window; return a future resolved on PUBACK with its
+        reason code (0 success, :data:`NO_MATCHING_SUBSCRIBERS`: accepted but nobody subscribed).
 
         Waits only for room in the window (backpressure); await the returned future for the ack.
         Messages queued while disconnected are sent, and unacked ones resent, on reconnect.
@@ -219,14 +242,21 @@ class MqttClient:
         if self._closed:
             self._window.release()  # pass the wake-up on to the next waiter
             raise MqttError("client stopped", reason="stopped")
+        return self._send(topic, payload, qos=qos, retain=retain)
+
+    def _send(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> asyncio.Future[int]:
+        """Hand one message to paho; the caller holds one unit of the window."""
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             self._window.release()
-            raise MqttError(f"publish to {topic} failed: {paho.error_string(info.rc)}", reason=str(info.rc))
-        fut = self._loop.create_future()
-        if qos == 0 and info.is_published():
+            raise MqttError(f"publish to {topic[:200]} failed: {paho.error_string(info.rc)}", reason=str(info.rc))
+        fut: asyncio.Future[int] = self._loop.create_future()
+        if qos == 0:
             self._window.release()
-            fut.set_result(None)
+            if info.rc == paho.MQTT_ERR_SUCCESS:
+                fut.set_result(0)
+            else:
+                fut.set_exception(MqttError("not connected: QoS 0 message not sent", reason="disconnected"))
             return fut
         self._pending[info.mid] = fut
         return fut
@@ -301,14 +331,21 @@ class MqttClient:
         if reason is not None and getattr(reason, "is_failure", False):
             fut.set_exception(MqttError(f"broker rejected publish: {reason}", reason=str(reason)))
         else:
-            fut.set_result(None)
+            fut.set_result(int(getattr(reason, "value", 0) or 0))
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        if self._on_message is not None:
-            # paho types payload as bytes | bytearray (outgoing ones may be either); a received payload is bytes,
-            # which bytes() returns as it is
-            payload = bytes(msg.payload)
+        if self._on_message is None:
+            return
+        # paho types payload as bytes | bytearray (outgoing ones may be either); a received payload is bytes,
+        # which bytes() returns as it is
+        payload = bytes(msg.payload)
+        try:
             self._on_message(Message(msg.topic, payload, msg.qos, bool(msg.retain), msg.mid, self.generation))
+        except Exception as exc:  # noqa: BLE001 - the handler's bug must not reach paho's read loop (it would
+            # re-read the same packet forever); handlers turn bad messages into dead letters themselves
+            CALLBACK_ERRORS.inc()
+            log.error("message handler failed on %s: %s: %s", msg.topic[:200], type(exc).__name__, str(exc)[:300],
+                      extra={"client_id": self.client_id})
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         if threading.get_ident() == self._loop_thread:
