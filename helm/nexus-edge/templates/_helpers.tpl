@@ -6,9 +6,9 @@ Chart name, truncated to the 63 characters a DNS label allows.
 {{- end }}
 
 {{/*
-Full name of the release's objects. The workloads append "-gateway" / "-ingestion"; kept to 42
-characters so that the StatefulSet name stays within 52 (its controller-revision-hash label,
-"<name>-<hash>", must fit in 63).
+Full name of the release's objects. The workloads append "-gateway" / "-ingestion" / "-core"; kept to
+42 characters (what the former ingestion StatefulSet needed), so object names stay the same across
+upgrades.
 */}}
 {{- define "nexus-edge.fullname" -}}
 {{- if .Values.fullnameOverride }}
