@@ -1,10 +1,10 @@
 """The gateway daemon: one task group per device, one publish loop, one MQTT connection.
 
-Task names: ``gateway[<id>].mqtt_loop``, ``.publish_loop``, ``.replay_loop`` (disk buffer),
-``.respond_loop`` (write answers), in core mode ``.apply_loop`` and ``.status_loop``, and per device
-``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
-Shutdown: stop polling and answer pending writes → publish what is queued → wait for PUBACKs under a
-deadline, spool what is left → offline status → disconnect.
+Task names: ``gateway[<id>].mqtt_loop``, ``.publish_loop`` (queue → spool), ``.send_loop`` (spool →
+broker, re-sends), ``.respond_loop`` (write answers), in core mode ``.apply_loop`` and ``.status_loop``,
+and per device ``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
+Shutdown: stop polling and answer pending writes → spool what is queued → wait for ingestion's
+confirmations under a deadline (what is unconfirmed stays in the spool) → offline status → disconnect.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import install_stop_signals
 from proto.commands import set_filter
+from proto.delivery import ack_topic
 
 log = logging.getLogger("gateway")
 
@@ -37,7 +38,7 @@ SHUTDOWN_DEADLINE = 10.0
 class Gateway:
     """The parts of one gateway process, wired together; :meth:`serve` runs them until ``stop``."""
 
-    def __init__(self, settings: Settings, spool: Spool | None) -> None:
+    def __init__(self, settings: Settings, spool: Spool) -> None:
         self.settings = s = settings
         self.gid = s.gateway_id
         # DeviceBatch items and the STOP sentinel, typed as Fleet, DevicePoller and Publisher take it
@@ -49,29 +50,39 @@ class Gateway:
             self.managed = Managed(gateway_id=self.gid, root=s.control_root, capacity=s.capacity,
                                    heartbeat_s=s.heartbeat_s, fleet=self.fleet)
             subscriptions += self.managed.subscriptions
+        self.ack_topic = ack_topic(self.gid, s.topic_root)
+        if s.delivery == "confirmed":
+            subscriptions.append((self.ack_topic, 1))
         m = self.managed
         self.mqtt = MqttClient(s.mqtt, client_id=s.client_id, subscriptions=subscriptions,
                                on_message=self._on_message, will=m.will if m else None,
-                               on_connect=m.on_connect if m else None)
+                               on_connect=self._on_connect)
         self.commands = Commands(s.control_root, self.mqtt, self.fleet.get)
         if m is not None:
             m.mqtt = self.mqtt
         self.spool = spool
         self.publisher = Publisher(s, self.mqtt, self.queue, spool)
 
+    def _on_connect(self) -> None:
+        self.publisher.on_connect()
+        if self.managed is not None:
+            self.managed.on_connect()
+
     def _on_message(self, msg: Message) -> None:
-        if self.managed is not None and self.managed.handles(msg.topic):
+        if msg.topic == self.ack_topic:
+            self.publisher.on_ack(msg.payload)
+        elif self.managed is not None and self.managed.handles(msg.topic):
             self.managed.on_message(msg)
         else:
             self.commands.on_message(msg)
 
     async def serve(self, stop: asyncio.Event, plant: PlantConfig | None) -> None:
         gid = self.gid
-        mqtt_stop, devices_stopped, replay_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        mqtt_stop, devices_stopped, send_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
             pub = tg.create_task(self.publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
-            tg.create_task(self.publisher.replay_loop(replay_stop), name=f"gateway[{gid}].replay_loop")
+            tg.create_task(self.publisher.send_loop(send_stop), name=f"gateway[{gid}].send_loop")
             responses = tg.create_task(self.commands.respond_loop(devices_stopped),
                                        name=f"gateway[{gid}].respond_loop")
             if self.managed is not None:
@@ -84,13 +95,14 @@ class Gateway:
             await self.fleet.stop_all()
             devices_stopped.set()
             await self._flush(pub, responses)
-            replay_stop.set()
+            send_stop.set()
             if self.managed is not None:
                 await self.managed.offline()
             mqtt_stop.set()
+        self._close_spool()
 
     async def _flush(self, pub: asyncio.Task[None], responses: asyncio.Task[None]) -> None:
-        """Publish what is queued, wait for PUBACKs under a deadline, keep the rest in the spool."""
+        """Spool what is queued, wait for confirmations under a deadline; the rest stays in the spool."""
         try:
             async with asyncio.timeout(SHUTDOWN_DEADLINE):
                 await self.queue.put(STOP)
@@ -103,23 +115,23 @@ class Gateway:
             lost = self.publisher.spool_queue()
             log.error("publish queue not drained within %ss; queued batches spooled%s", SHUTDOWN_DEADLINE,
                       f", {lost} messages could not be kept" if lost else "")
-        publisher = self.publisher
-        left = await publisher.drain(SHUTDOWN_DEADLINE) if self.mqtt.connected else publisher.unacked
-        kept = publisher.spool_unacked()  # sent again after the next start
-        if self.spool is not None:
-            if self.spool.pending or kept:
-                log.warning("%d batch messages kept in the spool %s for the next start", self.spool.pending,
-                            self.spool.folder)
-            self.spool.close()
+        await self.publisher.drain(SHUTDOWN_DEADLINE)
+
+    def _close_spool(self) -> None:
+        spool = self.spool
+        spool.close()
+        left = spool.unconfirmed
+        if left and spool.folder is not None:
+            log.warning("%d batch messages (%d points) not confirmed yet: kept in the spool %s for the next start",
+                        left, spool.points_waiting, spool.folder)
         elif left:
-            log.error("%d messages unacknowledged at shutdown", left)
+            log.error("%d batch messages (%d points) not confirmed and lost: the spool is in memory only "
+                      "(set SPOOL_DIR to keep them across restarts)", left, spool.points_waiting)
 
 
-def open_spool(settings: Settings) -> Spool | None:
-    if not settings.spool_dir:
-        return None
-    return Spool(Path(settings.spool_dir) / settings.gateway_id, max_bytes=settings.spool_max_mb * 2**20,
-                 fsync=settings.spool_fsync)
+def open_spool(settings: Settings) -> Spool:
+    folder = Path(settings.spool_dir) / settings.gateway_id if settings.spool_dir else None
+    return Spool(folder, max_bytes=settings.spool_max_mb * 2**20, fsync=settings.spool_fsync)
 
 
 async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: PlantConfig | None = None) -> int:
@@ -151,7 +163,10 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
     finally:
         await ops.close()
     pub = gw.publisher
-    log.info("gateway stopped after %.0fs: %d polls, %d skipped, %d points in %d messages acknowledged, "
-             "%d publish errors, %d write responses", time.monotonic() - started, gw.fleet.polls, gw.fleet.skipped,
-             pub.points_acked, pub.messages_acked, pub.errors, gw.commands.answered)
+    confirmed_by = "ingestion" if settings.delivery == "confirmed" else "the broker"
+    log.info("gateway stopped after %.0fs: %d polls, %d skipped; %d points in %d messages confirmed by %s, "
+             "%d points in %d messages waiting in the spool, %d messages re-sent, %d answered 'no subscribers', "
+             "%d publish errors; %d write responses", time.monotonic() - started, gw.fleet.polls, gw.fleet.skipped,
+             pub.points_confirmed, pub.messages_confirmed, confirmed_by, gw.spool.points_waiting,
+             gw.spool.unconfirmed, pub.resent, pub.no_subscribers, pub.errors, gw.commands.answered)
     return 0

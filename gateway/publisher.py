@@ -1,13 +1,21 @@
-"""Publish loop: device batches from the queue → batch messages (QoS 1) and per-tag UNS topics.
+"""Publishing: device batches → the spool (write-ahead log) → batch messages (QoS 1) until ingestion
+confirms them, and per-tag UNS topics.
 
-The MQTT client's inflight window bounds what is unacknowledged; when it is full, this loop
-waits, the queue fills, and pollers skip (and count) polls: backpressure end to end.
+``publish_loop`` takes device batches from the queue, numbers each message ``(gateway, run, seq)``,
+appends it to the :class:`~gateway.spool.Spool` and group-commits (one fsync per pass over what is
+queued). ``send_loop`` publishes spooled messages oldest first whenever connected, inside the MQTT
+client's inflight window. A message is delivered when ingestion confirms its COMMIT on
+``<topic_root>/ack/v1/<gateway>`` (:meth:`Publisher.on_ack`), not at the broker's PUBACK. PUBACK
+0x10 (*no matching subscribers*: nobody would get it) means not delivered: the message is sent again
+after a pause. Messages not confirmed within ``ack_timeout_s`` (doubling per attempt) are sent again,
+and so is every sent, unconfirmed message after a reconnect; ingestion stores a message once however
+often it arrives. With ``delivery = "broker"`` a PUBACK (reason 0) is enough, for consumers that do not
+confirm.
 
-With a :class:`~gateway.spool.Spool`, batch messages go to disk while the broker is unreachable
-(or while older spooled messages still wait), and :meth:`Publisher.replay_loop` sends them oldest
-first once connected. Messages published but unacknowledged at shutdown are spooled too, so a
-gateway stopped during a broker outage sends them after its restart. Per-tag retained topics are
-state, not history: while disconnected they are skipped and published at the next change.
+Backpressure: the inflight window bounds what is unacknowledged by the broker, the spool bounds what
+is unconfirmed; when the spool is full the publish loop waits, the queue fills and pollers skip polls,
+counted. Nothing is dropped. Per-tag retained topics are state, not history: while disconnected they
+are skipped and published at the next change.
 """
 
 from __future__ import annotations
@@ -15,52 +23,70 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
-
-import orjson
 
 from gateway import metrics as m
 from gateway.poller import DeviceBatch
 from gateway.settings import Settings
 from gateway.spool import Record, Spool, SpoolFull
-from nexus.mqtt import MqttClient, MqttError
-from proto import batch_topic, encode_batch, encode_point
+from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
+from proto import ContractError, batch_topic, decode_ack, encode_batch, encode_point
 
 log = logging.getLogger("gateway.publisher")
 
-#: put on the queue to end the publish loop after everything before it is published
+#: put on the queue to end the publish loop after everything before it is spooled
 STOP = object()
+#: most device batches taken from the queue for one group commit
+GROUP_MAX = 512
+#: pause after PUBACK 0x10 before sending again (doubles while nobody subscribes, up to NO_SUBSCRIBER_MAX_S)
+NO_SUBSCRIBER_PAUSE_S = 0.5
+NO_SUBSCRIBER_MAX_S = 4.0
 
 
 class Publisher:
-    def __init__(self, settings: Settings, mqtt: MqttClient, queue: asyncio.Queue[Any],
-                 spool: Spool | None = None) -> None:
+    def __init__(self, settings: Settings, mqtt: MqttClient, queue: asyncio.Queue[Any], spool: Spool,
+                 *, run: int | None = None) -> None:
         self.settings = settings
         self.mqtt = mqtt
         self.queue = queue
         self.spool = spool
+        self.gateway = settings.gateway_id
+        self.run = run if run is not None else time.time_ns() // 1_000_000  #: this process's run id (ms)
         self.seq = 0
-        self.points_acked = 0
-        self.messages_acked = 0
+        self.confirm_by_ingestion = settings.delivery == "confirmed"
+        self.points_confirmed = 0
+        self.messages_confirmed = 0
+        self.resent = 0
+        self.no_subscribers = 0
         self.errors = 0
-        #: unacknowledged publishes -> (topic, payload) of batch messages, to spool them at shutdown
-        self._unacked: dict[asyncio.Future[int], tuple[str, bytes] | None] = {}
+        self._wake = asyncio.Event()  # something to send, or the connection came back
+        self._hold_until = 0.0  # nobody subscribed: no sends until then (monotonic)
+        self._hold_s = NO_SUBSCRIBER_PAUSE_S
+        self._in_flight: dict[tuple[int, int], Record] = {}  # PUBACK outstanding (paho re-sends these itself)
+        self._tag_futs: set[asyncio.Future[int]] = set()
         self._last_tag: dict[str, tuple[object, int]] = {}
-        self._spooled = asyncio.Event()
-        self._kept: set[asyncio.Future[int]] = set()  # unacked at shutdown and spooled
+
+    # --- into the spool ------------------------------------------------------------------------
 
     async def publish_loop(self) -> None:
+        """Spool what the pollers queue, one group commit per pass; ends at :data:`STOP`."""
         while True:
-            item = await self.queue.get()
+            group = [await self.queue.get()]
+            while len(group) < GROUP_MAX and not self.queue.empty():
+                group.append(self.queue.get_nowait())
             m.QUEUE_DEPTH.set(self.queue.qsize())
-            if item is STOP:
-                return
-            batch: DeviceBatch = item
-            for topic, payload, points in self._messages(batch):
-                await self._send(topic, payload, points)
+            batches = [b for b in group if b is not STOP]
+            for batch in batches:
+                for topic, payload, points in self._messages(batch):
+                    await self._append(topic, payload, points)
+            self._commit()
             if self.settings.tag_topics and self.mqtt.connected:
-                await self._publish_tags(batch)
+                for batch in batches:
+                    await self._publish_tags(batch)
+            if len(batches) < len(group):
+                return
 
     def _messages(self, batch: DeviceBatch) -> Iterator[tuple[str, bytes, int]]:
         """The batch messages of one device batch (split at ``max_points_per_message``)."""
@@ -69,61 +95,164 @@ class Publisher:
         for i in range(0, len(batch.points), step):
             chunk = batch.points[i:i + step]
             self.seq += 1
-            yield topic, encode_batch(chunk, seq=self.seq), len(chunk)
+            yield topic, encode_batch(chunk, seq=self.seq, gateway=self.gateway, run=self.run), len(chunk)
 
-    async def _send(self, topic: str, payload: bytes, points: int) -> None:
-        spool = self.spool
+    async def _append(self, topic: str, payload: bytes, points: int) -> None:
+        """Append to the spool; while it is full or the disk fails, wait (the publish loop holds, the
+        queue fills and pollers skip polls, counted). Nothing is dropped."""
         while True:
-            # to disk while disconnected, and while older spooled messages wait (keeps their order)
-            if spool is not None and (not self.mqtt.connected or spool.pending):
-                if await self._spool(spool, topic, payload):
-                    return
-                continue  # spool full or failing: waited; maybe connected and drained meanwhile
             try:
-                # with a spool, do not wait for room while the connection is down: spool instead
-                fut = await self.mqtt.publish(topic, payload, qos=1, while_connected=spool is not None)
-            except MqttError as exc:
-                if exc.reason == "disconnected":
-                    continue
-                raise
-            self._track(fut, points, "batch", (topic, payload))
-            return
+                self.spool.append(topic, payload, run=self.run, seq=self.seq, points=points)
+                m.SPOOLED.inc()
+                return
+            except SpoolFull:
+                m.SPOOL_FULL.inc()
+                self._commit()
+                await asyncio.sleep(0.2)
+            except OSError as exc:
+                m.SPOOL_ERRORS.inc()
+                log.error("spool write failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
 
-    async def _spool(self, spool: Spool, topic: str, payload: bytes) -> bool:
-        """Append to the spool; False (after a pause) when it is full or the disk fails: the publish
-        loop then holds, the queue fills and pollers skip polls, counted. Nothing is dropped."""
+    def _commit(self) -> None:
         try:
-            spool.append(topic, payload)
-        except SpoolFull:
-            m.SPOOL_FULL.inc()
-            await asyncio.sleep(0.2)
-            return False
-        except OSError as exc:
+            self.spool.sync()
+        except OSError as exc:  # the records are written; a failed fsync only weakens power-cut safety
             m.SPOOL_ERRORS.inc()
-            log.error("spool write failed, retrying: %s", exc)
-            await asyncio.sleep(1.0)
-            return False
-        m.SPOOLED.inc()
-        m.SPOOL_BYTES.set(spool.size)
-        self._spooled.set()
-        return True
+            log.error("spool fsync failed: %s", exc)
+        self._gauges()
+        self._wake.set()
 
     def spool_queue(self) -> int:
         """After a cancelled publish loop: the batches still queued go to the spool; returns how many
-        messages could not be kept (no spool, or it is full or failing), which the caller reports."""
+        messages could not be kept (spool full or failing), which the caller reports."""
         lost = 0
         while not self.queue.empty():
             item = self.queue.get_nowait()
             if item is STOP:
                 continue
-            for topic, payload, _ in self._messages(item):
+            for topic, payload, points in self._messages(item):
                 try:
-                    if self.spool is None:
-                        raise SpoolFull("no spool")
-                    self.spool.append(topic, payload)
+                    self.spool.append(topic, payload, run=self.run, seq=self.seq, points=points)
                 except (SpoolFull, OSError):
                     lost += 1
+        self._commit()
         return lost
+
+    # --- out to the broker ---------------------------------------------------------------------
+
+    async def send_loop(self, stop: asyncio.Event) -> None:
+        """Send spooled messages, oldest first, whenever connected; re-send what is due. Ends at
+        ``stop``; what is unconfirmed stays in the spool (on disk: for the next start)."""
+        spool = self.spool
+        timeout = self.settings.ack_timeout_s
+        last_due = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if now - last_due >= 0.25:
+                last_due = now
+                late = spool.due(timeout, now, skip=self._in_flight)
+                if late:
+                    self._count_resent(late, "timeout")
+            if not self.mqtt.connected or now < self._hold_until or spool.pending == 0:
+                self._wake.clear()
+                wait = min(0.25, max(0.0, self._hold_until - now)) or 0.25
+                try:
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                continue
+            rec = spool.next()
+            if rec is None:
+                continue
+            try:
+                payload = spool.payload(rec)
+                fut = await self.mqtt.publish(rec.topic, payload, qos=1, while_connected=True)
+            except MqttError as exc:
+                spool.retry(rec)
+                if exc.reason not in ("disconnected", "stopped"):
+                    log.warning("batch message not sent, retrying: %s", exc)
+                    await asyncio.sleep(0.2)
+                continue
+            except OSError as exc:  # reading a spooled payload back failed: keep it, try again later
+                spool.retry(rec)
+                m.SPOOL_ERRORS.inc()
+                log.error("spool read failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self._in_flight[rec.key] = rec
+            fut.add_done_callback(functools.partial(self._puback, rec))
+
+    def _puback(self, rec: Record, fut: asyncio.Future[int]) -> None:
+        self._in_flight.pop(rec.key, None)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, MqttError) and exc.reason == "stopped":
+            return  # client stopped: stays in the spool (sent after the next start)
+        if exc is not None:  # the broker refused it for good (e.g. not authorized): not a transient
+            self.errors += 1
+            m.PUBLISH_ERRORS.inc()
+            log.error("broker refused a batch message (%s); moved to %s", exc, self.spool.reject(rec))
+            self._gauges()
+            return
+        if fut.result() == NO_MATCHING_SUBSCRIBERS:
+            # the broker took it but nobody will receive it (no ingestion subscribed yet, e.g. right
+            # after a broker restart): not delivered; send it again after a pause, and hold the rest
+            self.no_subscribers += 1
+            m.NO_SUBSCRIBERS.inc()
+            rec.sent_at = -1.0  # due at once (spool.due keeps the sending order)
+            now = time.monotonic()
+            if now >= self._hold_until:
+                self._hold_until = now + self._hold_s
+                self._hold_s = min(self._hold_s * 2, NO_SUBSCRIBER_MAX_S)
+            return
+        self._hold_s = NO_SUBSCRIBER_PAUSE_S
+        m.MESSAGES_OUT.labels("batch").inc()
+        m.POINTS_OUT.inc(rec.points)
+        if not self.confirm_by_ingestion:
+            self._confirmed(self.spool.confirm(rec.run, [(rec.seq, rec.seq)]))
+
+    def on_connect(self) -> None:
+        """A new connection: every sent, unconfirmed message the client will not re-send itself (its
+        PUBACK came; the broker may have lost it since) goes out again."""
+        n = self.spool.resend_all(skip=self._in_flight)
+        if n:
+            self._count_resent(n, "reconnect")
+        self._hold_until = 0.0
+        self._wake.set()
+
+    def on_ack(self, payload: bytes) -> None:
+        """A confirmation from ingestion: these messages are committed in the historian."""
+        try:
+            ack = decode_ack(payload)
+        except ContractError as exc:
+            m.BAD_ACKS.inc()
+            log.warning("confirmation not understood: %s", str(exc)[:200])
+            return
+        self._confirmed(self.spool.confirm(ack.run, ack.seqs))
+
+    def _confirmed(self, recs: list[Record]) -> None:
+        if not recs:
+            return
+        points = sum(r.points for r in recs)
+        self.messages_confirmed += len(recs)
+        self.points_confirmed += points
+        m.MESSAGES_CONFIRMED.inc(len(recs))
+        m.POINTS_CONFIRMED.inc(points)
+        self._gauges()
+
+    def _count_resent(self, n: int, why: str) -> None:
+        self.resent += n
+        m.RESENT.labels(why).inc(n)
+
+    def _gauges(self) -> None:
+        m.WAITING_MESSAGES.set(self.spool.unconfirmed)
+        m.WAITING_POINTS.set(self.spool.points_waiting)
+        m.SPOOL_BYTES.set(self.spool.size)
+
+    # --- per-tag state topics ------------------------------------------------------------------
 
     async def _publish_tags(self, batch: DeviceBatch) -> None:
         dev = batch.device.path
@@ -142,114 +271,31 @@ class Publisher:
             except MqttError:
                 return  # disconnected: state topics wait for the next change after the reconnect
             self._last_tag[key] = state
-            self._track(fut, 0, "tag")
+            self._tag_futs.add(fut)
+            fut.add_done_callback(self._tag_done)
 
-    def _track(self, fut: asyncio.Future[int], points: int, kind: str,
-               message: tuple[str, bytes] | None = None) -> None:
-        self._unacked[fut] = message
-
-        def done(f: asyncio.Future[int]) -> None:
-            self._unacked.pop(f, None)
-            if f in self._kept:  # failed at shutdown, but its message is in the spool
-                self._kept.discard(f)
-                if not f.cancelled():
-                    f.exception()  # retrieved: not an "exception was never retrieved" at exit
-                return
-            if f.cancelled() or f.exception() is not None:
-                self.errors += 1
-                m.PUBLISH_ERRORS.inc()
-                if not f.cancelled():
-                    log.error("publish failed: %s", f.exception())
-                return
-            self.messages_acked += 1
-            self.points_acked += points
-            m.MESSAGES_OUT.labels(kind).inc()
-            m.POINTS_OUT.inc(points)
-
-        fut.add_done_callback(done)
-
-    @property
-    def unacked(self) -> int:
-        return len(self._unacked)
-
-    async def replay_loop(self, stop: asyncio.Event) -> None:
-        """Send spooled messages, oldest first, whenever connected; ends at ``stop`` (what is left
-        stays on disk for the next start)."""
-        spool = self.spool
-        if spool is None:
-            return
-        while not stop.is_set():
-            if not self.mqtt.connected or not spool.pending:
-                self._spooled.clear()
-                try:
-                    async with asyncio.timeout(0.2):
-                        await self._spooled.wait()
-                except TimeoutError:
-                    pass
-                continue
-            rec = spool.next()
-            if rec is None:
-                continue
-            try:
-                fut = await self.mqtt.publish(rec.topic, rec.payload, qos=1)
-            except MqttError as exc:
-                spool.requeue(rec)
-                log.warning("spooled message not sent, retrying: %s", exc)
-                await asyncio.sleep(0.2)
-                continue
-            fut.add_done_callback(functools.partial(self._replayed, rec))
-
-    def _replayed(self, rec: Record, fut: asyncio.Future[int]) -> None:
-        assert self.spool is not None
+    def _tag_done(self, fut: asyncio.Future[int]) -> None:
+        self._tag_futs.discard(fut)
         if fut.cancelled():
-            return  # stays in its segment file: sent again after the next start
+            return
         exc = fut.exception()
-        if isinstance(exc, MqttError) and exc.reason != "stopped":  # the broker refused it: not a transient
-            self.errors += 1
-            m.PUBLISH_ERRORS.inc()
-            log.error("broker refused a spooled message (%s); moved to %s", exc, self.spool.reject(rec))
+        if isinstance(exc, MqttError) and exc.reason == "stopped":
             return
         if exc is not None:
-            return  # stopped: stays in its segment file, sent again after the next start
-        self.spool.ack(rec)
-        points = len(orjson.loads(rec.payload).get("points", ()))
-        self.messages_acked += 1
-        self.points_acked += points
-        m.MESSAGES_OUT.labels("batch").inc()
-        m.POINTS_OUT.inc(points)
-        m.REPLAYED.inc()
-        m.SPOOL_BYTES.set(self.spool.size)
+            self.errors += 1
+            m.PUBLISH_ERRORS.inc()
+            log.error("tag topic publish failed: %s", exc)
+            return
+        m.MESSAGES_OUT.labels("tag").inc()
 
-    def spool_unacked(self) -> int:
-        """At shutdown: batch messages still unacknowledged go to the spool (sent after the restart)."""
-        if self.spool is None:
-            return 0
-        n = 0
-        # these are older than what was spooled during an outage but are appended after it: order
-        # across the two is not kept (ingestion stores by timestamp and drops duplicates)
-        for fut, message in list(self._unacked.items()):
-            if message is not None and not fut.done():
-                try:
-                    self.spool.append(*message)
-                    self._kept.add(fut)
-                    n += 1
-                except (SpoolFull, OSError):
-                    log.error("spool full at shutdown: %d unacknowledged messages not kept", len(self._unacked) - n)
-                    break
-        return n
+    # --- shutdown ------------------------------------------------------------------------------
 
     async def drain(self, timeout: float) -> int:
-        """Wait for outstanding PUBACKs; return how many are still unacknowledged at the deadline."""
-        if self._unacked:
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.gather(*list(self._unacked), return_exceptions=True)
-                    if self.spool is not None:
-                        while self.spool.unacked and self.mqtt.connected:  # replayed ones too
-                            await asyncio.sleep(0.05)
-            except TimeoutError:
-                pass
-        return len(self._unacked)
+        """Wait (bounded) until ingestion confirmed every spooled message; returns how many are not."""
+        with_deadline = time.monotonic() + timeout
+        while self.spool.unconfirmed and self.mqtt.connected and time.monotonic() < with_deadline:
+            await asyncio.sleep(0.05)
+        return self.spool.unconfirmed
 
 
 __all__ = ["STOP", "MqttError", "Publisher"]

@@ -25,9 +25,15 @@ class Settings:
     tag_topics: bool = True  #: also publish one retained message per tag (on change) for UNS browsing
     control_root: str = "$nexus"  #: root of control topics: <root>/cmd/<device>/<tag>/set, <root>/config/...
     max_concurrent_polls: int = 256  #: bounded worker pool: polls in flight at once across all devices
-    spool_dir: str = "spool"  #: disk buffer for broker outages: <spool_dir>/<gateway_id>; "" = off (memory only)
-    spool_max_mb: int = 1024  #: disk buffer bound; when full, the publish loop waits and polls are skipped (counted)
-    spool_fsync: bool = True  #: fsync every spooled message (survives a power cut; off: survives a crash)
+    #: write-ahead log of batch messages until ingestion confirms them: <spool_dir>/<gateway_id>;
+    #: "" = memory only (nothing unconfirmed survives a gateway restart)
+    spool_dir: str = "spool"
+    spool_max_mb: int = 1024  #: spool bound (MiB); when full, the publish loop waits and polls are skipped (counted)
+    spool_fsync: bool = True  #: fsync each group of appends (survives a power cut; off: survives a crash)
+    #: confirmed: a message is delivered when ingestion confirms its commit (end to end); broker: at PUBACK
+    #: (for consumers that do not confirm; a broker that loses messages then loses points)
+    delivery: str = "confirmed"
+    ack_timeout_s: float = 10.0  #: re-send a message not confirmed within this (s; doubles per miss, up to 120 s)
     queue_size: int = 1000  #: device batches waiting to be published; when full, polls are skipped and counted
     max_points_per_message: int = 1000  #: a device batch larger than this is split into several messages
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -46,6 +52,9 @@ class Settings:
         positive(self.capacity, "capacity")
         positive(self.spool_max_mb, "spool_max_mb")
         positive(self.heartbeat_s, "heartbeat_s")
+        positive(self.ack_timeout_s, "ack_timeout_s")
+        if self.delivery not in ("confirmed", "broker"):
+            raise SettingsError(f"expected confirmed or broker, got {self.delivery!r}", field="delivery")
         if self.config_source not in ("file", "core"):
             raise SettingsError(f"expected file or core, got {self.config_source!r}", field="config_source")
         positive(self.queue_size, "queue_size")

@@ -59,9 +59,13 @@ def animated_value(tag: TagConfig, t: float) -> Any:
 
 class SimulatedPlc:
     def __init__(self, device: DeviceConfig, *, constants: dict[str, Any] | None = None,
+                 counters: frozenset[str] = frozenset(),
                  host: str = "127.0.0.1", port: int | None = None, serial_port: str = "") -> None:
         self.device = device
         self.constants = dict(constants or {})
+        #: tags whose value is the number of reads that returned them (1, 2, 3, ...): a deterministic
+        #: source for loss tests (every value read once must be stored once)
+        self.counters = {name: 0 for name in counters}
         self.host = host
         self.serial_port = serial_port  #: for modbus_rtu devices: the line to serve instead of the device's
         self.port = port if port is not None else device.conn.port
@@ -90,7 +94,13 @@ class SimulatedPlc:
             a = tag.address
             if a.address >= end or a.address + a.count <= address:
                 continue  # outside the requested range: not worth encoding (bench/gateway.py)
-            value = self.constants[tag.name] if tag.name in self.constants else animated_value(tag, t)
+            if tag.name in self.counters:
+                self.counters[tag.name] += 1
+                value = self.counters[tag.name]
+            elif tag.name in self.constants:
+                value = self.constants[tag.name]
+            else:
+                value = animated_value(tag, t)
             if table in ("coil", "discrete"):
                 idx, bit = a.address // 16 - start, a.address % 16
             elif tag.type == "bool" and a.bit is not None:

@@ -1,17 +1,25 @@
-"""The gateway's disk buffer: batch messages that cannot go to the broker now wait here, in order.
+"""The gateway's write-ahead log of batch messages: every message waits here until ingestion has
+committed it.
 
-While the broker is unreachable (or the buffer still holds older messages), the publisher appends
-each batch message to the spool instead of holding it in memory; polling goes on. Once connected,
-the replay loop sends the spooled messages oldest first and deletes a segment file when every
-message in it is acknowledged. A gateway that stops or crashes with messages spooled sends them
-after its restart. Replays can repeat a message the broker already had (acknowledged just before a
-crash); ingestion stores each message once (digest of topic + payload), so that is harmless.
+The publisher appends each batch message (numbered ``(run, seq)``), group-commits the appends with
+one fsync, and the send loop publishes them oldest first. A message leaves the spool only when an
+ingestion worker confirms its COMMIT (:mod:`proto.delivery`), not on the broker's PUBACK: a broker
+that restarts without persistence, a shared subscription nobody holds yet, or a worker stopped for
+good with messages queued for it all lose messages the broker had acknowledged. A message not
+confirmed in time is handed out again (:meth:`Spool.due`), and every sent-but-unconfirmed message
+again after a reconnect (:meth:`Spool.resend_all`); ingestion stores each message once (digest of
+topic + payload: a re-send is byte for byte the same), so re-sends are harmless. A segment file is
+deleted when every message in it is confirmed. A gateway that stops or crashes sends what is left
+after its restart, under the old run's ids.
 
-Files: ``<folder>/<seq>.seg``, each a run of records ``u32 length | u32 crc32 | u16 topic length |
-topic | payload``. A torn record at the end of the last segment (power cut mid-write) fails its
-length or CRC check and is dropped with a warning; everything before it is kept. The spool is
-bounded (``max_bytes``): when full, :meth:`append` raises :class:`SpoolFull` and the publisher
-stops taking batches, so pollers skip polls and count them: backpressure, never a silent drop.
+Files: ``<folder>/<n>.seg``, each ``MAGIC`` then records ``u32 length | u32 crc32 | u16 topic length |
+u64 run | u64 seq | u32 points | topic | payload`` (length and crc cover what follows them). A torn
+record at the end of the last segment (power cut mid-write) fails its length or CRC check and is
+dropped with a warning; everything before it is kept. Without a folder the spool is memory only (same
+rules, nothing survives a restart). The spool is bounded (``max_bytes``): when full, :meth:`append`
+raises :class:`SpoolFull`, the publisher stops taking batches and pollers skip polls, counted:
+backpressure, never a silent drop. Payloads stay in memory up to ``cache_bytes``; beyond that they
+are read back from the segment file when sent.
 """
 
 from __future__ import annotations
@@ -20,90 +28,142 @@ import contextlib
 import logging
 import os
 import struct
+import time
 import zlib
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("gateway.spool")
 
-_HEAD = struct.Struct(">IIH")  # record length (after these 8 bytes), crc32 of the rest, topic length
+MAGIC = b"NXSPOOL2"
+_HEAD = struct.Struct(">IIHQQI")  # length (after 8 bytes), crc32 of the rest, topic length, run, seq, points
+_HEAD_AFTER_CRC = _HEAD.size - 8
 SEGMENT_BYTES = 8 * 1024 * 1024
+CACHE_BYTES = 64 * 1024 * 1024
+RESEND_CAP_S = 120.0  #: a message unconfirmed for long is re-sent at most this often
 
 
 class SpoolFull(Exception):
     """The spool holds ``max_bytes``; the caller must wait (backpressure)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Record:
-    segment: int  #: sequence number of the segment file
+    segment: int  #: segment file number (0 in a memory-only spool)
+    run: int
+    seq: int
+    points: int
     topic: str
-    payload: bytes
+    payload: bytes | None  #: None: not cached, read back from ``offset`` in the segment file
+    offset: int = 0  #: where the payload starts in its segment file
+    length: int = 0  #: payload bytes
+    sends: int = 0  #: times handed out for sending
+    timeouts: int = 0  #: times it was not confirmed in time (the next timeout doubles)
+    sent_at: float = 0.0  #: monotonic time of the last hand-out; negative: due at once (see :meth:`due`)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.run, self.seq
 
 
 class Spool:
-    def __init__(self, folder: Path, *, max_bytes: int, segment_bytes: int = SEGMENT_BYTES, fsync: bool = True) -> None:
+    def __init__(self, folder: Path | None, *, max_bytes: int, segment_bytes: int = SEGMENT_BYTES,
+                 fsync: bool = True, cache_bytes: int = CACHE_BYTES) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self.fsync = fsync
-        folder.mkdir(parents=True, exist_ok=True)
-        self._pending: deque[Record] = deque()  # not yet handed to the replay loop
-        self._sizes: dict[int, int] = {}  # segment -> bytes on disk
-        self._open_records: dict[int, int] = {}  # segment -> records not yet acknowledged
+        self.cache_bytes = cache_bytes
+        self._pending: deque[Record] = deque()  # waiting to be sent, oldest first
+        self._sent: OrderedDict[tuple[int, int], Record] = OrderedDict()  # sent, not confirmed; oldest send first
+        self._all: dict[tuple[int, int], Record] = {}  # every unconfirmed record
+        self._sizes: dict[int, int] = {}  # segment -> bytes (on disk; in memory for segment 0)
+        self._open_records: dict[int, int] = {}  # segment -> records not yet confirmed
+        self._cached = 0  # payload bytes held in memory
         self._write_seq = 0
         self._write_file: int | None = None  # fd of the segment being appended to
+        self._dirty = False  # appended since the last sync
+        self._read_fds: dict[int, int] = {}
         self.appended = 0
-        self.acked = 0
-        self._recover()
+        self.confirmed = 0
+        self.points_waiting = 0
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._recover()
 
     # --- state ---------------------------------------------------------------------------------
 
     @property
     def size(self) -> int:
-        """Bytes on disk."""
+        """Bytes held (on disk, or in memory without a folder)."""
         return sum(self._sizes.values())
 
     @property
     def pending(self) -> int:
-        """Records waiting to be sent."""
+        """Records waiting to be sent (new, or due again)."""
         return len(self._pending)
 
     @property
-    def unacked(self) -> int:
-        """Records written and not yet acknowledged by the broker (sent or not)."""
-        return sum(self._open_records.values())
+    def sent(self) -> int:
+        """Records sent and not yet confirmed."""
+        return len(self._sent)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Records not yet confirmed by ingestion (sent or not)."""
+        return len(self._all)
 
     # --- writing -------------------------------------------------------------------------------
 
-    def append(self, topic: str, payload: bytes) -> None:
-        body = _record(topic, payload)
+    def append(self, topic: str, payload: bytes, *, run: int, seq: int, points: int) -> Record:
+        """Add a message; durable after the next :meth:`sync`. Raises :class:`SpoolFull`."""
+        body = _record(topic, payload, run, seq, points)
         if self.size + len(body) > self.max_bytes:
             raise SpoolFull(f"spool holds {self.size} bytes, limit {self.max_bytes}")
-        if self._write_file is None or self._sizes.get(self._write_seq, 0) + len(body) > self.segment_bytes:
-            self._rotate()
-        assert self._write_file is not None
-        start = self._sizes[self._write_seq]
-        try:
-            _write_all(self._write_file, body)
-            if self.fsync:
-                os.fsync(self._write_file)
-        except OSError:
-            with contextlib.suppress(OSError):  # no torn record in the middle of a segment
-                os.ftruncate(self._write_file, start)
-            raise
-        self._sizes[self._write_seq] += len(body)
-        self._open_records[self._write_seq] += 1
-        self._pending.append(Record(self._write_seq, topic, payload))
+        seg, offset = 0, 0
+        if self.folder is not None:
+            if self._write_file is None or self._sizes.get(self._write_seq, 0) + len(body) > self.segment_bytes:
+                self._rotate()
+            assert self._write_file is not None
+            seg = self._write_seq
+            start = self._sizes[seg]
+            try:
+                _write_all(self._write_file, body)
+            except OSError:
+                with contextlib.suppress(OSError):  # no torn record in the middle of a segment
+                    os.ftruncate(self._write_file, start)
+                raise
+            self._dirty = True
+            offset = start + len(body) - len(payload)
+        self._sizes[seg] = self._sizes.get(seg, 0) + len(body)
+        self._open_records[seg] = self._open_records.get(seg, 0) + 1
+        cache = self.folder is None or self._cached + len(payload) <= self.cache_bytes
+        rec = Record(seg, run, seq, points, topic, payload if cache else None, offset, len(payload))
+        if cache:
+            self._cached += len(payload)
+        self._all[rec.key] = rec
+        self._pending.append(rec)
         self.appended += 1
+        self.points_waiting += points
+        return rec
+
+    def sync(self) -> None:
+        """Group commit: one fsync for everything appended since the last one."""
+        if self._dirty and self._write_file is not None and self.fsync:
+            os.fsync(self._write_file)
+        self._dirty = False
 
     def _rotate(self) -> None:
+        assert self.folder is not None
+        self.sync()
         self._close_writer()
         self._write_seq = max(self._sizes, default=0) + 1
         path = self._path(self._write_seq)
         self._write_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._sizes[self._write_seq] = 0
+        _write_all(self._write_file, MAGIC)
+        self._sizes[self._write_seq] = len(MAGIC)
         self._open_records[self._write_seq] = 0
         if self.fsync:  # the new file's name must survive a power cut too
             dir_fd = os.open(self.folder, os.O_RDONLY)
@@ -117,60 +177,153 @@ class Spool:
             os.close(self._write_file)
             self._write_file = None
 
-    # --- reading and acknowledging ----------------------------------------------------------------
+    # --- sending and confirming ---------------------------------------------------------------
 
     def next(self) -> Record | None:
-        """The oldest record not yet handed out (the caller publishes it, then calls :meth:`ack`)."""
-        return self._pending.popleft() if self._pending else None
+        """The oldest record waiting to be sent; it counts as sent from now (see :meth:`due`)."""
+        while self._pending:
+            rec = self._pending.popleft()
+            if rec.key not in self._all:
+                continue  # confirmed while it waited for a re-send
+            rec.sends += 1
+            rec.sent_at = time.monotonic()
+            self._sent[rec.key] = rec
+            self._sent.move_to_end(rec.key)
+            return rec
+        return None
 
-    def requeue(self, record: Record) -> None:
-        """A handed-out record whose publish failed goes back to the front."""
-        self._pending.appendleft(record)
+    def payload(self, rec: Record) -> bytes:
+        """The record's payload (from memory, or read back from its segment file)."""
+        if rec.payload is not None:
+            return rec.payload
+        assert self.folder is not None
+        fd = self._read_fds.get(rec.segment)
+        if fd is None:
+            fd = self._read_fds[rec.segment] = os.open(self._path(rec.segment), os.O_RDONLY)
+        return os.pread(fd, rec.length, rec.offset)
 
-    def ack(self, record: Record) -> None:
-        """The broker acknowledged ``record``; a segment whose records are all acknowledged is deleted."""
-        seg = record.segment
-        self._open_records[seg] -= 1
-        self.acked += 1
-        if self._open_records[seg] == 0 and seg != self._write_seq:
-            self._delete(seg)
-        elif self._open_records[seg] == 0 and not any(r.segment == seg for r in self._pending):
-            self._close_writer()  # the current segment is fully sent: start afresh next time
-            self._delete(seg)
+    def retry(self, rec: Record) -> None:
+        """A handed-out record could not be sent (or the broker said nobody subscribed): send it again
+        next, before newer ones."""
+        if rec.key in self._all:
+            self._sent.pop(rec.key, None)
+            self._pending.appendleft(rec)
 
-    def reject(self, record: Record) -> Path:
-        """The broker refused ``record`` for good: keep it in ``rejected.seg`` (same record format,
-        for an operator to inspect) and acknowledge it, so its segment can go."""
-        path = self.folder / "rejected.seg"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            _write_all(fd, _record(record.topic, record.payload))
-        finally:
-            os.close(fd)
-        self.ack(record)
+    def resend_all(self, skip: Container[tuple[int, int]] = ()) -> int:
+        """After a reconnect: every sent, unconfirmed record is sent again, oldest first (but those in
+        ``skip``: keys whose PUBACK is outstanding, which the MQTT client re-sends itself)."""
+        recs = [r for r in self._sent.values() if r.key not in skip]
+        return self._back(recs)
+
+    def due(self, timeout: float, now: float | None = None, skip: Container[tuple[int, int]] = ()) -> int:
+        """Records sent longer than their timeout ago without a confirmation go back to be sent again
+        (the timeout doubles with every miss, up to :data:`RESEND_CAP_S`), and those marked due at once
+        (``sent_at < 0``); returns how many."""
+        now = time.monotonic() if now is None else now
+        cap = max(timeout, RESEND_CAP_S)
+        late = []
+        for r in self._sent.values():
+            if r.key in skip:
+                continue
+            if r.sent_at < 0:  # asked for (nobody subscribed when it was sent): not a timeout
+                late.append(r)
+            elif now - r.sent_at >= min(timeout * 2 ** min(r.timeouts, 16), cap):
+                r.timeouts += 1
+                late.append(r)
+        return self._back(late)
+
+    def _back(self, recs: list[Record]) -> int:
+        for r in recs:
+            del self._sent[r.key]
+        self._pending.extendleft(reversed(recs))
+        return len(recs)
+
+    def confirm(self, run: int, ranges: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> list[Record]:
+        """Ingestion committed these seqs of ``run``: drop their records (segment files go when all
+        their records are confirmed); returns the records confirmed now (not before)."""
+        done: list[Record] = []
+        for first, last in ranges:
+            if last - first < len(self._all):
+                keys = [(run, s) for s in range(first, last + 1)]
+            else:  # a wide range: look at what we hold instead of every number in it
+                keys = [k for k in self._all if k[0] == run and first <= k[1] <= last]
+            for k in keys:
+                rec = self._all.pop(k, None)
+                if rec is not None:
+                    self._sent.pop(k, None)  # a record still in _pending is skipped by next()
+                    self._done(rec)
+                    done.append(rec)
+        return done
+
+    def reject(self, rec: Record) -> Path | None:
+        """The broker refused ``rec`` for good: keep it in ``rejected.seg`` (same record format, for an
+        operator to inspect) and drop it from the log, so its segment can go."""
+        path = None
+        if self.folder is not None:
+            path = self.folder / "rejected.seg"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                if os.fstat(fd).st_size == 0:
+                    _write_all(fd, MAGIC)
+                _write_all(fd, _record(rec.topic, self.payload(rec), rec.run, rec.seq, rec.points))
+            finally:
+                os.close(fd)
+        if self._all.pop(rec.key, None) is not None:
+            self._sent.pop(rec.key, None)
+            self._done(rec)
         return path
 
+    def _done(self, rec: Record) -> None:
+        self.confirmed += 1
+        self.points_waiting -= rec.points
+        if rec.payload is not None:
+            self._cached -= rec.length
+        seg = rec.segment
+        self._open_records[seg] -= 1
+        if self.folder is None:
+            self._sizes[0] -= _HEAD.size + len(rec.topic.encode()) + rec.length
+            return
+        if self._open_records[seg] == 0:
+            if seg == self._write_seq:
+                self.sync()
+                self._close_writer()  # the current segment is fully confirmed: start afresh next time
+            self._delete(seg)
+
     def _delete(self, seg: int) -> None:
+        fd = self._read_fds.pop(seg, None)
+        if fd is not None:
+            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             self._path(seg).unlink()
         self._sizes.pop(seg, None)
         self._open_records.pop(seg, None)
 
     def close(self) -> None:
+        self.sync()
         self._close_writer()
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
 
     # --- recovery ------------------------------------------------------------------------------
 
     def _path(self, seq: int) -> Path:
+        assert self.folder is not None
         return self.folder / f"{seq:012d}.seg"
 
     def _recover(self) -> None:
+        assert self.folder is not None
         for path in sorted(self.folder.glob("*.seg")):
             try:
-                seq = int(path.stem)
+                seg = int(path.stem)
             except ValueError:
                 continue
-            records, good_bytes = _read_segment(path)
+            records, good_bytes = read_segment(path)
+            if records is None:
+                log.error("spool segment %s is not in this build's format (%s); left in place, not sent",
+                          path.name, MAGIC.decode())
+                path.rename(path.with_suffix(".seg.unknown"))
+                continue
             if good_bytes < path.stat().st_size:
                 log.warning("spool segment %s: dropped a torn record at byte %d (power cut mid-write?)",
                             path.name, good_bytes)
@@ -178,18 +331,27 @@ class Spool:
             if not records:
                 path.unlink()
                 continue
-            self._sizes[seq] = good_bytes
-            self._open_records[seq] = len(records)
-            self._pending.extend(Record(seq, t, p) for t, p in records)
+            self._sizes[seg] = good_bytes
+            self._open_records[seg] = 0
+            for topic, run, seq, points, offset, length in records:
+                rec = Record(seg, run, seq, points, topic, None, offset, length)
+                if rec.key in self._all:  # written twice (a re-send never appends; defensive)
+                    continue
+                self._open_records[seg] += 1
+                self._all[rec.key] = rec
+                self._pending.append(rec)
+                self.points_waiting += points
         self._write_seq = max(self._sizes, default=0)
         if self._pending:
-            log.info("spool: %d messages from before the restart will be sent", len(self._pending))
+            log.info("spool: %d messages (%d points) from before the restart will be sent", len(self._pending),
+                     self.points_waiting)
 
 
-def _record(topic: str, payload: bytes) -> bytes:
-    """One record, as :func:`_read_segment` reads it back."""
+def _record(topic: str, payload: bytes, run: int, seq: int, points: int) -> bytes:
+    """One record, as :func:`read_segment` reads it back."""
     t = topic.encode()
-    return _HEAD.pack(len(t) + len(payload) + 2, zlib.crc32(t + payload), len(t)) + t + payload
+    rest = struct.pack(">HQQI", len(t), run, seq, points) + t + payload
+    return struct.pack(">II", len(rest), zlib.crc32(rest)) + rest
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -198,20 +360,24 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _read_segment(path: Path) -> tuple[list[tuple[str, bytes]], int]:
+def read_segment(path: Path) -> tuple[list[tuple[str, int, int, int, int, int]] | None, int]:
+    """``([(topic, run, seq, points, payload offset, payload length)], good bytes)`` of a segment file;
+    ``(None, 0)`` when it does not start with :data:`MAGIC`."""
     data = path.read_bytes()
-    out: list[tuple[str, bytes]] = []
-    pos = 0
-    while pos + 10 <= len(data):
+    if not data.startswith(MAGIC):
+        return (None, 0) if data else ([], 0)
+    out: list[tuple[str, int, int, int, int, int]] = []
+    pos = len(MAGIC)
+    while pos + _HEAD.size <= len(data):
         length, crc = struct.unpack_from(">II", data, pos)
         end = pos + 8 + length
-        if end > len(data) or length < 2:
+        if end > len(data) or length < _HEAD_AFTER_CRC or zlib.crc32(data[pos + 8:end]) != crc:
             break
-        body = data[pos + 8:end]
-        (tlen,) = struct.unpack_from(">H", body)
-        rest = body[2:]
-        if tlen > len(rest) or zlib.crc32(rest) != crc:
+        tlen, run, seq, points = struct.unpack_from(">HQQI", data, pos + 8)
+        tstart = pos + _HEAD.size
+        if tstart + tlen > end:
             break
-        out.append((rest[:tlen].decode(errors="replace"), rest[tlen:]))
+        out.append((data[tstart:tstart + tlen].decode(errors="replace"), run, seq, points, tstart + tlen,
+                    end - tstart - tlen))
         pos = end
     return out, pos

@@ -44,7 +44,7 @@ def toml(tmp_path: Path, text: str) -> Path:
 def test_ingestion_defaults() -> None:
     s = ing()
     assert s.worker_id == "w1"
-    assert (s.share_group, s.topic_root, s.session_expiry) == ("ingestion", "nexus", 86_400)
+    assert (s.share_group, s.topic_root, s.session_expiry) == ("ingestion", "nexus", 0)
     assert s.mqtt == MqttSettings()
     assert (s.mqtt.host, s.mqtt.port, s.mqtt.keepalive, s.mqtt.username, s.mqtt.password) == (
         "127.0.0.1", 1883, 30, None, None)

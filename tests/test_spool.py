@@ -1,4 +1,5 @@
-"""The gateway's disk buffer: order, acknowledgement, bounds, and recovery after a restart or a torn write."""
+"""The gateway's write-ahead log: order, confirmation, re-sends, bounds, and recovery after a restart
+or a torn write — on disk and in memory."""
 
 from __future__ import annotations
 
@@ -6,85 +7,157 @@ from pathlib import Path
 
 import pytest
 
-from gateway.spool import Spool, SpoolFull
+from gateway.spool import MAGIC, Spool, SpoolFull
+
+RUN = 1_790_000_000_000
 
 
-def test_records_come_back_in_order_and_segments_go_when_acknowledged(tmp_path: Path) -> None:
-    s = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=200, fsync=False)
-    for i in range(20):
-        s.append(f"t/{i}", b"x" * 30 + bytes([i]))
-    assert s.pending == 20 and s.unacked == 20 and len(list(tmp_path.glob("*.seg"))) > 3
+def fill(s: Spool, n: int, *, run: int = RUN, size: int = 30) -> None:
+    for i in range(1, n + 1):
+        s.append(f"t/{i}", b"x" * size + bytes([i % 256]), run=run, seq=i, points=i)
+
+
+def drain(s: Spool) -> list[int]:
+    out = []
+    while (r := s.next()) is not None:
+        out.append(r.seq)
+    return out
+
+
+@pytest.fixture(params=["disk", "memory"])
+def folder(request: pytest.FixtureRequest, tmp_path: Path) -> Path | None:
+    return tmp_path if request.param == "disk" else None
+
+
+def test_records_come_in_order_and_go_only_when_confirmed(folder: Path | None, tmp_path: Path) -> None:
+    s = Spool(folder, max_bytes=10_000_000, segment_bytes=200, fsync=False)
+    fill(s, 20)
+    s.sync()
+    assert s.pending == 20 and s.unconfirmed == 20 and s.points_waiting == sum(range(1, 21))
+    if folder is not None:
+        assert len(list(tmp_path.glob("*.seg"))) > 3
     got = [s.next() for _ in range(20)]
-    assert s.next() is None
-    assert [r.topic for r in got] == [f"t/{i}" for i in range(20)]  # type: ignore[union-attr]
-    assert [r.payload[-1] for r in got] == list(range(20))  # type: ignore[union-attr]
-    for r in got:
-        s.ack(r)  # type: ignore[arg-type]
-    assert s.unacked == 0 and s.size == 0 and list(tmp_path.glob("*.seg")) == []
-    s.append("after", b"1")  # a drained spool takes new records
+    assert s.next() is None and s.sent == 20
+    assert [r.seq for r in got] == list(range(1, 21))  # type: ignore[union-attr]
+    assert [s.payload(r)[-1] for r in got] == list(range(1, 21))  # type: ignore[arg-type]
+    assert s.unconfirmed == 20, "sent is not delivered"
+    done = s.confirm(RUN, [(1, 5), (7, 20)])
+    assert len(done) == 19 and s.unconfirmed == 1 and s.points_waiting == 6
+    assert s.confirm(RUN, [(1, 20)])[0].seq == 6  # confirming again is harmless
+    assert s.unconfirmed == 0 and s.size == 0
+    if folder is not None:
+        assert list(tmp_path.glob("*.seg")) == []
+    s.append("after", b"1", run=RUN, seq=21, points=1)  # a drained spool takes new records
     assert s.next().topic == "after"  # type: ignore[union-attr]
 
 
-def test_unacknowledged_records_survive_a_restart(tmp_path: Path) -> None:
+def test_a_confirmation_for_another_run_or_unknown_seqs_changes_nothing(folder: Path | None) -> None:
+    s = Spool(folder, max_bytes=10_000, fsync=False)
+    fill(s, 3)
+    assert s.confirm(RUN + 1, [(1, 3)]) == [] and s.confirm(RUN, [(50, 2**62)]) == []
+    assert s.unconfirmed == 3
+    assert len(s.confirm(RUN, [(0, 2**62)])) == 3  # a wide range looks at what is held, not every number
+
+
+def test_unconfirmed_records_are_sent_again_after_their_timeout_doubling(folder: Path | None) -> None:
+    s = Spool(folder, max_bytes=10_000, fsync=False)
+    fill(s, 3)
+    a, b, _ = s.next(), s.next(), s.next()
+    assert a is not None and b is not None
+    t = a.sent_at
+    assert s.due(10.0, now=t + 9.9) == 0
+    s.confirm(RUN, [(3, 3)])
+    assert s.due(10.0, now=t + 10.1) == 2  # 1 and 2; 3 was confirmed
+    assert drain(s) == [1, 2]  # oldest first, again
+    assert s.due(10.0, now=a.sent_at + 19.9) == 0 and s.due(10.0, now=a.sent_at + 20.1) == 2  # doubled
+    s.next()
+    assert s.due(10.0, now=a.sent_at + 1, skip={a.key}) == 0  # PUBACK outstanding: the client re-sends it
+
+
+def test_after_a_reconnect_every_sent_unconfirmed_record_goes_first_in_order(folder: Path | None) -> None:
+    s = Spool(folder, max_bytes=10_000, fsync=False)
+    fill(s, 6)
+    for _ in range(4):
+        s.next()
+    assert s.resend_all(skip={(RUN, 2)}) == 3
+    assert drain(s) == [1, 3, 4, 5, 6]
+
+
+def test_retry_and_due_at_once_keep_the_order(folder: Path | None) -> None:
+    s = Spool(folder, max_bytes=10_000, fsync=False)
+    fill(s, 4)
+    r1, r2 = s.next(), s.next()
+    assert r1 is not None and r2 is not None
+    s.retry(r2)
+    r1.sent_at = -1.0  # nobody subscribed when it went out
+    assert s.due(10.0) == 1
+    assert drain(s) == [1, 2, 3, 4]
+
+
+def test_unconfirmed_records_survive_a_restart_under_their_own_run(tmp_path: Path) -> None:
     s = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=100)
-    for i in range(10):
-        s.append("t", str(i).encode() * 20)
-    first = [s.next() for _ in range(4)]
-    for r in first:
-        s.ack(r)  # type: ignore[arg-type]
-    s.next()  # handed out, never acknowledged: must come again
+    fill(s, 10, size=20)
+    s.sync()
+    for _ in range(5):
+        s.next()
+    s.confirm(RUN, [(1, 4)])  # 5 sent, not confirmed: must come again
     s.close()
-    again = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=100)
-    payloads = []
+    again = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=100, cache_bytes=0)
+    recs = []
     while (r := again.next()) is not None:
-        payloads.append(r.payload[:1])
-    # whole segments are kept until every record in them is acknowledged: at least 4..9, in order
-    assert payloads[-6:] == [str(i).encode() for i in range(4, 10)]
-    assert payloads == sorted(payloads)
+        recs.append(r)
+    assert [(r.run, r.seq) for r in recs] == [(RUN, i) for i in range(5, 11)]
+    assert [again.payload(r)[-1] for r in recs] == list(range(5, 11))  # read back from disk
+    assert again.points_waiting == sum(range(5, 11))
+    again.confirm(RUN, [(5, 10)])
+    assert list(tmp_path.glob("*.seg")) == []
 
 
 def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None:
     s = Spool(tmp_path, max_bytes=10_000_000)
-    s.append("a", b"one")
-    s.append("b", b"two")
+    s.append("a", b"one", run=RUN, seq=1, points=1)
+    s.append("b", b"two", run=RUN, seq=2, points=1)
     s.close()
     (seg,) = tmp_path.glob("*.seg")
     data = seg.read_bytes()
+    assert data.startswith(MAGIC)
     seg.write_bytes(data[:-2])  # power cut in the middle of the second record
     again = Spool(tmp_path, max_bytes=10_000_000)
-    assert [(r.topic, r.payload) for r in [again.next()]] == [("a", b"one")]  # type: ignore[union-attr]
+    r = again.next()
+    assert r is not None and (r.topic, again.payload(r)) == ("a", b"one")
     assert again.next() is None
-    again.append("c", b"three")  # appends after the good part, not after the torn bytes
+    again.append("c", b"three", run=RUN + 1, seq=1, points=1)  # after the good part, not the torn bytes
     again.close()
     third = Spool(tmp_path, max_bytes=10_000_000)
     assert [third.next().topic, third.next().topic] == ["a", "c"]  # type: ignore[union-attr]
 
 
-def test_a_full_spool_refuses_instead_of_dropping(tmp_path: Path) -> None:
-    s = Spool(tmp_path, max_bytes=200, fsync=False)
-    s.append("t", b"x" * 100)
-    with pytest.raises(SpoolFull, match="limit 200"):
-        s.append("t", b"x" * 100)
-    r = s.next()
-    s.ack(r)  # type: ignore[arg-type]
-    s.append("t", b"x" * 100)  # room again
+def test_a_segment_of_another_format_is_set_aside_not_misread(tmp_path: Path) -> None:
+    (tmp_path / "000000000001.seg").write_bytes(b"\x00\x00\x00\x10old format record")
+    s = Spool(tmp_path, max_bytes=10_000)
+    assert s.next() is None
+    assert (tmp_path / "000000000001.seg.unknown").exists()
 
 
-def test_requeue_puts_a_record_back_in_front(tmp_path: Path) -> None:
-    s = Spool(tmp_path, max_bytes=10_000, fsync=False)
-    s.append("a", b"1")
-    s.append("b", b"2")
-    r = s.next()
-    s.requeue(r)  # type: ignore[arg-type]
-    assert [s.next().topic, s.next().topic] == ["a", "b"]  # type: ignore[union-attr]
+def test_a_full_spool_refuses_instead_of_dropping(folder: Path | None) -> None:
+    s = Spool(folder, max_bytes=250, fsync=False)
+    s.append("t", b"x" * 100, run=RUN, seq=1, points=1)
+    with pytest.raises(SpoolFull, match="limit 250"):
+        s.append("t", b"x" * 100, run=RUN, seq=2, points=1)
+    s.next()
+    with pytest.raises(SpoolFull):  # sent is not confirmed: still held
+        s.append("t", b"x" * 100, run=RUN, seq=2, points=1)
+    s.confirm(RUN, [(1, 1)])
+    s.append("t", b"x" * 100, run=RUN, seq=2, points=1)  # room again
 
 
 def test_a_record_the_broker_refuses_goes_to_rejected_and_its_segment_can_go(tmp_path: Path) -> None:
     s = Spool(tmp_path, max_bytes=10_000, fsync=False)
-    s.append("a", b"refused")
+    s.append("a", b"refused", run=RUN, seq=1, points=3)
     r = s.next()
-    path = s.reject(r)  # type: ignore[arg-type]
-    assert path.name == "rejected.seg" and s.unacked == 0
+    assert r is not None
+    path = s.reject(r)
+    assert path is not None and path.name == "rejected.seg" and s.unconfirmed == 0 and s.points_waiting == 0
     assert list(tmp_path.glob("0*.seg")) == []  # the data segment is gone, the record kept aside
     again = Spool(tmp_path, max_bytes=10_000)
-    assert again.next() is None  # rejected records are not replayed
+    assert again.next() is None  # rejected records are not sent again
