@@ -1,12 +1,19 @@
 """The ingestion worker: shared subscription → decode on arrival → batch → COPY → commit → ack.
 
 Tasks (one TaskGroup): ``ingestion[<id>].mqtt_loop`` keeps the broker session, ``.flush_loop``
-writes batches. Shutdown: stop reading → final batch under a deadline → ack → disconnect.
+writes batches. After each COMMIT the batch's messages are acknowledged to the broker (PUBACK) and
+confirmed to their gateways on ``<root>/ack/v1/<gateway>`` (:mod:`proto.delivery`): a gateway keeps
+a batch until it is confirmed, so a message left unacknowledged here is re-sent, never lost.
+
+Shutdown, within ``drain_deadline`` whatever the database does: stop reading → final batch (every
+database await is bounded; at the give-up time a stuck statement is cancelled and what is not
+committed is left unacknowledged, for redelivery) → owed acks → DISCONNECT → summary.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -14,24 +21,63 @@ import psycopg
 
 from ingestion import metrics as m
 from ingestion.errors import PermanentError
-from ingestion.schema import migrate
+from ingestion.schema import SchemaState, migrate
 from ingestion.settings import DbSettings, Settings
-from ingestion.writer import Item, Writer, decode_item
+from ingestion.writer import (
+    OVERSIZE_PREFIX_BYTES,
+    DeliveryId,
+    Item,
+    Writer,
+    WriteResult,
+    bounded_text,
+    decode_item,
+)
 from nexus import pg
-from nexus.mqtt import Message, MqttClient
+from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, Message, MqttClient, MqttError
 from nexus.ops import OpsServer
 from nexus.runtime import Backoff, install_stop_signals, wait_or_stop
+from proto import ContractError, ack_topic, encode_acks
 from proto.uns import batch_filter
 
 log = logging.getLogger("ingestion")
 
-SHUTDOWN_DEADLINE = 15.0  #: seconds for the final batch at shutdown
 HOUSEKEEPING_EVERY = 600.0  #: seconds between deletions of expired message digests
+#: seconds of the drain deadline kept for the owed PUBACKs and acks, and DISCONNECT (milliseconds on a
+#: working broker; a broken one costs only redeliveries)
+MQTT_CLOSE_RESERVE = 2.0
+#: database work is given up this long before the MQTT reserve: the time pg.bounded needs to cancel it
+GIVE_UP_RESERVE = MQTT_CLOSE_RESERVE + 2 * pg.CANCEL_GRACE
 
 
 async def connect_db(db: DbSettings, stop: asyncio.Event) -> psycopg.AsyncConnection | None:
     """Connect with capped backoff until it works or ``stop`` is set."""
     return await pg.connect(db.dsn, connect_timeout=db.connect_timeout, stop=stop)
+
+
+async def open_historian(settings: Settings, stop: asyncio.Event) -> tuple[psycopg.AsyncConnection, SchemaState] | None:
+    """A connection with the schema up to date, retried until it works; None if ``stop`` came first.
+    Raises :class:`PermanentError` when a migration itself fails."""
+    db = settings.db
+    backoff = Backoff(first=0.5, cap=10.0)
+    while (conn := await connect_db(db, stop)) is not None:
+        try:
+            state = await pg.bounded(migrate(conn, retention_days=db.retention_days,
+                                             compress_after_days=db.compress_after_days),
+                                     timeout=db.migrate_timeout, stop=stop)
+            return conn, state
+        except pg.Stopped:
+            break
+        except (psycopg.Error, TimeoutError) as exc:
+            log.warning("migrations not applied (%s); retrying", bounded_text(str(exc) or type(exc).__name__))
+            await conn.close()
+            if await backoff.wait(stop):
+                return None
+        except BaseException:
+            await conn.close()
+            raise
+    if conn is not None:
+        await conn.close()
+    return None
 
 
 class Ingestor:
@@ -40,34 +86,71 @@ class Ingestor:
         self.writer = Writer(conn, worker=settings.worker_id)
         self.mqtt: MqttClient | None = None
         self.db_ok = True
+        #: set at the drain deadline's give-up time: database work in progress is cancelled, the rest of
+        #: the buffer is left unacknowledged (redelivered to, or re-sent by its gateway to, a running worker)
+        self.give_up = asyncio.Event()
         self._buffer: list[Item] = []
-        self._pending_points = 0
+        self._buffer_bytes = 0
+        self._committing: list[Item] = []
+        self._pending_points = 0  # buffered + being committed
+        self._pending_bytes = 0  # payload bytes held, buffered + being committed
         self._first_at = 0.0
         self._has_data = asyncio.Event()
         self._full = asyncio.Event()
         self._paused = False
         self._flush_messages = max(1, settings.mqtt.max_inflight // 2)
-        self.totals = {"points": 0, "messages": 0, "duplicates": 0, "dead_letters": 0}
+        self.totals = {"points": 0, "messages": 0, "duplicates": 0, "dead_letters": 0, "duplicate_points": 0,
+                       "acks_sent": 0, "acks_unsent": 0}
 
-    # called by the MQTT client for every message (event loop thread)
+    @property
+    def unacknowledged(self) -> int:
+        """Messages received and not committed (left to redelivery if we stop now)."""
+        return len(self._buffer) + len(self._committing)
+
+    # -- intake: called by the MQTT client for every message (event loop thread) ----------------------
     def on_message(self, msg: Message) -> None:
-        item = decode_item(msg.topic, msg.payload, root=self.settings.topic_root, ack=msg)
+        """The message boundary: whatever happens while handling one message makes it a dead letter."""
+        limit = self.settings.max_message_bytes
+        try:
+            item = decode_item(msg.topic, msg.payload, root=self.settings.topic_root, ack=msg, max_bytes=limit)
+        except Exception as exc:  # noqa: BLE001 - decode_item does not raise; this is the last line, by contract
+            payload = msg.payload if len(msg.payload) <= limit else msg.payload[:OVERSIZE_PREFIX_BYTES]
+            item = Item(msg.topic, payload, ack=msg, size=len(msg.payload))
+            item.fail(exc, "unexpected ")
+        self._add(item)
+
+    def _add(self, item: Item) -> None:
         if not self._buffer:
             self._first_at = time.monotonic()
+        size = len(item.payload)
         self._buffer.append(item)
+        self._buffer_bytes += size
         self._pending_points += item.points
+        self._pending_bytes += size
         m.POINTS_IN.inc(item.points)
         m.PENDING_POINTS.set(self._pending_points)
-        if item.error:
-            log.warning("dead letter: %s", item.error, extra={"topic": msg.topic})
-        if self._pending_points >= self.settings.batch.max_points or len(self._buffer) >= self._flush_messages:
+        m.PENDING_BYTES.set(self._pending_bytes)
+        if item.error is not None:
+            if item.error.startswith("MessageTooLarge"):
+                m.OVERSIZE.inc()
+            elif item.error.startswith("unexpected "):
+                m.UNEXPECTED_ERRORS.inc()
+            log.warning("dead letter: %s", item.error, extra={"topic": item.topic[:200]})
+        elif item.batch is not None and item.batch.duplicates:
+            m.DUPLICATE_POINTS.inc(item.batch.duplicates)
+            self.totals["duplicate_points"] += item.batch.duplicates
+        b = self.settings.batch
+        if (self._pending_points >= b.max_points or len(self._buffer) >= self._flush_messages
+                or self._buffer_bytes >= b.max_pending_bytes // 2):
             self._full.set()
-        if self._pending_points >= self.settings.batch.max_pending_points and not self._paused and self.mqtt:
+        if (not self._paused and self.mqtt
+                and (self._pending_points >= b.max_pending_points or self._pending_bytes >= b.max_pending_bytes)):
             self.mqtt.pause_reading()
             self._paused = True
             m.READ_PAUSES.inc()
         self._has_data.set()
 
+    # -- writing ---------------------------------------------------------------------------------------
     async def flush_loop(self, stop: asyncio.Event) -> None:
         max_age = self.settings.batch.max_age_ms / 1000
         last_housekeeping = time.monotonic()
@@ -78,52 +161,71 @@ class Ingestor:
                 self._has_data.clear()
                 await wait_or_stop(self._has_data, stop)
                 continue
+            if self.give_up.is_set():
+                return  # what is buffered stays unacknowledged
             remaining = self._first_at + max_age - time.monotonic()
             if remaining > 0 and not self._full.is_set() and not stop.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await self._full.wait()
-                except TimeoutError:
-                    pass
-            items, self._buffer = self._buffer, []
+            self._committing, self._buffer = self._buffer, []
+            self._buffer_bytes = 0
             self._full.clear()
-            await self._commit(items, stop)
+            if not await self._commit(self._committing):
+                return
+            self._committing = []
             if time.monotonic() - last_housekeeping > HOUSEKEEPING_EVERY:
                 last_housekeeping = time.monotonic()
                 await self._housekeeping()
 
-    async def _commit(self, items: list[Item], stop: asyncio.Event) -> None:
+    async def _commit(self, items: list[Item]) -> bool:
+        """Write ``items`` in one transaction, reconnecting and retrying until it works; False if
+        :attr:`give_up` came first (nothing acknowledged)."""
         backoff = Backoff(first=0.2, cap=5.0)
-        deadline = None
         while True:
             t0 = time.perf_counter()
             try:
-                res = await self.writer.write(items)
+                res = await pg.bounded(self.writer.write(items), timeout=self.settings.db.query_timeout,
+                                       stop=self.give_up)
                 break
-            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            except pg.Stopped:
+                await self.writer.conn.close()  # the cancelled statement may have left it in any state
+                return False
+            except (psycopg.Error, TimeoutError) as exc:
                 self.db_ok = False
                 m.DB_ERRORS.inc()
-                log.warning("batch not committed (%s); reconnecting and retrying", str(exc).strip())
-                if stop.is_set():
-                    deadline = deadline or time.monotonic() + SHUTDOWN_DEADLINE
-                    if time.monotonic() > deadline:
-                        log.error("giving up on %d messages at shutdown; the broker will redeliver them", len(items))
-                        return
-                await asyncio.sleep(backoff.next_delay())
-                conn = await connect_db(self.settings.db, asyncio.Event())
-                if conn is not None:
-                    await self.writer.conn.close()
-                    self.writer.conn = conn
+                log.warning("batch of %d messages not committed (%s: %s); reconnecting and retrying", len(items),
+                            type(exc).__name__, bounded_text(str(exc).strip()))
+                if not await self._reconnect(backoff):
+                    return False
         self.db_ok = True
-        elapsed = time.perf_counter() - t0
-        # committed: acknowledge every message of the batch (stored, duplicate or dead letter)
+        self._committed(items, res, time.perf_counter() - t0)
+        return True
+
+    async def _reconnect(self, backoff: Backoff) -> bool:
+        """A new connection for the writer (the old one is closed: a timed-out or failed statement may
+        have left it anywhere); False if :attr:`give_up` came first."""
+        await self.writer.conn.close()
+        if await backoff.wait(self.give_up):
+            return False
+        conn = await connect_db(self.settings.db, self.give_up)
+        if conn is None:
+            return False
+        self.writer.conn = conn
+        return True
+
+    def _committed(self, items: list[Item], res: WriteResult, elapsed: float) -> None:
         if self.mqtt:
-            for it in items:
+            for it in items:  # stored, duplicate or dead letter: all committed
                 self.mqtt.ack(it.ack)  # type: ignore[arg-type]
-        flushed = sum(it.points for it in items)
-        self._pending_points -= flushed
+        self._confirm(items)
+        self._pending_points -= sum(it.points for it in items)
+        self._pending_bytes -= sum(len(it.payload) for it in items)
         m.PENDING_POINTS.set(self._pending_points)
-        if self._paused and self._pending_points < self.settings.batch.max_pending_points // 2 and self.mqtt:
+        m.PENDING_BYTES.set(self._pending_bytes)
+        b = self.settings.batch
+        if (self._paused and self.mqtt and self._pending_points < b.max_pending_points // 2
+                and self._pending_bytes < b.max_pending_bytes // 2):
             self.mqtt.resume_reading()
             self._paused = False
         m.MESSAGES.labels("stored").inc(res.stored_messages)
@@ -141,15 +243,64 @@ class Ingestor:
         if res.duplicate_messages:
             log.info("%d redelivered message(s) skipped (already stored)", res.duplicate_messages)
 
+    def _confirm(self, items: list[Item]) -> None:
+        """Publish the committed seqs to each gateway, one ack per (gateway, run); never waits: an ack
+        that cannot go now is counted, and the gateway re-sends the batch and gets it next time."""
+        runs: dict[tuple[str, int], list[int]] = {}
+        for it in items:
+            d: DeliveryId | None = it.delivery
+            if d is not None:
+                runs.setdefault((d[0], d[1]), []).append(d[2])
+        for (gateway, run), seqs in runs.items():
+            try:
+                topic = ack_topic(gateway, self.settings.topic_root)
+                payloads = encode_acks(run, seqs)
+            except ContractError as exc:  # decode_batch validated the gateway id; defensive
+                log.warning("no ack for gateway %s: %s", gateway[:130], bounded_text(str(exc)))
+                continue
+            for payload in payloads:
+                fut = None
+                if self.mqtt is not None:
+                    try:
+                        fut = self.mqtt.publish_nowait(topic, payload, qos=1)
+                    except MqttError as exc:
+                        log.warning("ack to %s not sent: %s", topic[:200], exc)
+                if fut is None:
+                    m.ACKS_UNSENT.inc()
+                    self.totals["acks_unsent"] += 1
+                else:
+                    m.ACKS_SENT.inc()
+                    self.totals["acks_sent"] += 1
+                    fut.add_done_callback(_ack_done)
+
     async def _housekeeping(self) -> None:
         try:
-            cur = await self.writer.conn.execute(
+            cur = await pg.bounded(self.writer.conn.execute(
                 "DELETE FROM nexus.ingested_messages WHERE ingested_at < now() - make_interval(hours => %s)",
-                (self.settings.db.dedup_window_hours,))
+                (self.settings.db.dedup_window_hours,)), timeout=self.settings.db.query_timeout, stop=self.give_up)
             if cur.rowcount:
                 log.info("expired %d message digests", cur.rowcount)
-        except psycopg.Error as exc:
-            log.warning("housekeeping failed: %s", exc)
+        except (psycopg.Error, TimeoutError, pg.Stopped) as exc:
+            log.warning("housekeeping failed: %s: %s", type(exc).__name__, bounded_text(str(exc)))
+
+
+def _ack_done(fut: asyncio.Future[int]) -> None:
+    if fut.cancelled() or fut.exception() is not None:  # retrieved: a stopped client fails its futures
+        return
+    if fut.result() == NO_MATCHING_SUBSCRIBERS:
+        m.ACKS_UNHEARD.inc()
+
+
+async def _finish(task: asyncio.Task[None], at: float) -> None:
+    """Let ``task`` end by loop time ``at``; then cancel it (again, if it does not end at once)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.wait({task}, timeout=max(0.0, at - loop.time()))
+    for _ in range(3):
+        if task.done():
+            return
+        log.error("%s still running at the drain deadline: cancelled", task.get_name())
+        task.cancel()
+        await asyncio.wait({task}, timeout=pg.CANCEL_GRACE)
 
 
 async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
@@ -164,39 +315,53 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt is not None and mqtt.connected,
                                           "db": lambda: ingestor is not None and ingestor.db_ok})
     await ops.start()
-    conn = await connect_db(settings.db, stop)
-    if conn is None:
-        await ops.close()
-        return 0
     try:
-        state = await migrate(conn, retention_days=settings.db.retention_days,
-                              compress_after_days=settings.db.compress_after_days)
+        opened = await open_historian(settings, stop)
     except PermanentError as exc:
         log.error("%s", exc)
         await ops.close()
         return 2
+    if opened is None:
+        log.info("ingestion stopped before the historian was ready")
+        await ops.close()
+        return 0
+    conn, state = opened
     log.info("historian ready (%s)", "TimescaleDB hypertable" if state.timescale else "plain PostgreSQL")
     ingestor = Ingestor(settings, conn)
     group = f"$share/{settings.share_group}/{batch_filter(settings.topic_root)}"
+    # no session kept (the default): nothing waits in the broker for a worker that is gone; gateways
+    # re-send what was not confirmed (see Settings.session_expiry)
     mqtt = MqttClient(settings.mqtt, client_id=settings.client_id, subscriptions=[(group, 1)],
-                      on_message=ingestor.on_message, clean_start=False,
+                      on_message=ingestor.on_message, clean_start=settings.session_expiry == 0,
                       session_expiry=settings.session_expiry, manual_ack=True)
     ingestor.mqtt = mqtt
     mqtt_stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     started = time.monotonic()
+    drain_started: float | None = None
+    give_up_timer: asyncio.TimerHandle | None = None
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(mqtt.run_loop(mqtt_stop), name=f"ingestion[{wid}].mqtt_loop")
+            mqtt_task = tg.create_task(mqtt.run_loop(mqtt_stop), name=f"ingestion[{wid}].mqtt_loop")
             flush = tg.create_task(ingestor.flush_loop(stop), name=f"ingestion[{wid}].flush_loop")
             await stop.wait()
+            drain_started = time.monotonic()
+            deadline = loop.time() + settings.drain_deadline
             mqtt.pause_reading()  # stop intake; flush_loop writes what is buffered, then returns
-            await flush
-            mqtt_stop.set()
+            give_up_timer = loop.call_at(deadline - GIVE_UP_RESERVE, ingestor.give_up.set)
+            await _finish(flush, deadline - MQTT_CLOSE_RESERVE)
+            mqtt_stop.set()  # owed PUBACKs and acks are flushed before DISCONNECT (MqttClient._shutdown)
+            await _finish(mqtt_task, deadline)
     finally:
+        if give_up_timer is not None:
+            give_up_timer.cancel()
         await ops.close()
-        await conn.close()
-    log.info("ingestion stopped after %.0fs: %d points in %d messages stored, %d duplicates skipped, "
-             "%d dead letters", time.monotonic() - started, ingestor.totals["points"], ingestor.totals["messages"],
-             ingestor.totals["duplicates"], ingestor.totals["dead_letters"])
+        await ingestor.writer.conn.close()
+    t = ingestor.totals
+    drain = time.monotonic() - drain_started if drain_started is not None else 0.0
+    log.info("ingestion stopped after %.0fs (drain %.1fs): %d points in %d messages stored, %d duplicate "
+             "messages skipped, %d duplicate points dropped, %d dead letters, %d acks sent, %d not sent; "
+             "%d messages left unacknowledged for redelivery", time.monotonic() - started, drain, t["points"],
+             t["messages"], t["duplicates"], t["duplicate_points"], t["dead_letters"], t["acks_sent"],
+             t["acks_unsent"], ingestor.unacknowledged)
     return 0
-

@@ -15,3 +15,17 @@ COMMIT_SECONDS = Histogram("nexus_ingest_commit_seconds", "Whole batch transacti
 PENDING_POINTS = Gauge("nexus_ingest_pending_points", "Points received and not yet committed (queue depth)")
 READ_PAUSES = Counter("nexus_ingest_read_pauses_total", "Times reading from the broker paused for backpressure")
 DB_ERRORS = Counter("nexus_ingest_db_errors_total", "Database errors (batch retried after reconnect)")
+PENDING_BYTES = Gauge("nexus_ingest_pending_bytes",
+                      "Payload bytes received and not yet committed (stored messages and dead letters)")
+DUPLICATE_POINTS = Counter("nexus_ingest_duplicate_points_total",
+                           "Points dropped because a later point of the same message had the same (tag, ts)")
+OVERSIZE = Counter("nexus_ingest_oversize_messages_total",
+                   "Messages larger than max_message_bytes, dead-lettered without decoding")
+UNEXPECTED_ERRORS = Counter("nexus_ingest_unexpected_errors_total",
+                            "Messages dead-lettered because handling them raised something other than a "
+                            "contract error (a bug worth reporting; the worker carries on)")
+ACKS_SENT = Counter("nexus_ingest_acks_sent_total", "Delivery ack messages published to gateways after a commit")
+ACKS_UNSENT = Counter("nexus_ingest_acks_unsent_total",
+                      "Delivery acks not published (broker disconnected or window full); the gateway re-sends")
+ACKS_UNHEARD = Counter("nexus_ingest_acks_unheard_total",
+                       "Delivery acks the broker took but no subscriber matched (gateway offline; it re-sends)")

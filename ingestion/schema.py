@@ -86,6 +86,8 @@ async def migrate(
                     await conn.execute(m.sql.encode())
                     await conn.execute("INSERT INTO nexus.schema_migrations (version, name) VALUES (%s, %s)",
                                        (m.version, m.name))
+            except psycopg.OperationalError:
+                raise  # connection lost or statement cancelled: temporary, the caller retries
             except psycopg.Error as exc:
                 raise PermanentError(f"migration {m.name} failed: {exc}") from exc
             log.info("migration %s applied", m.name)

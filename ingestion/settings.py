@@ -18,29 +18,56 @@ class DbSettings:
     retention_days: int = 0  #: TimescaleDB retention policy; 0 = keep forever
     compress_after_days: int = 7  #: TimescaleDB compression policy; 0 = no compression
     dedup_window_hours: int = 72  #: how long message digests are kept for redelivery detection
+    #: seconds one database operation (a batch transaction, a housekeeping DELETE) may take before it is
+    #: cancelled on the server and retried on a new connection: a lock or a stuck server never wedges a worker
+    query_timeout: float = 30.0
+    #: seconds the start-up migrations may take (they wait for other workers' migrations: advisory lock)
+    migrate_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        positive(self.connect_timeout, "db.connect_timeout")
+        positive(self.query_timeout, "db.query_timeout")
+        positive(self.migrate_timeout, "db.migrate_timeout")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BatchSettings:
     max_points: int = 5000  #: a batch is written when it holds this many points ...
     max_age_ms: int = 50  #: ... or when its oldest message is this old (milliseconds); bounds the latency
-    max_pending_points: int = 50_000  #: above this many undecided points, stop reading the socket
+    max_pending_points: int = 50_000  #: above this many undecided points, stop reading the socket ...
+    #: ... or above this many payload bytes held (stored messages and dead letters alike); reading resumes
+    #: when both are below half. 64 MiB: 64 full-size messages (max_message_bytes), ~400 real gateway batches.
+    max_pending_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         positive(self.max_points, "batch.max_points")
         positive(self.max_age_ms, "batch.max_age_ms")
         if self.max_pending_points < self.max_points:
             raise SettingsError("must be >= batch.max_points", field="batch.max_pending_points")
+        positive(self.max_pending_bytes, "batch.max_pending_bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
-    #: stable worker id; the MQTT client id and persistent session are derived from it, so a
-    #: restarted worker gets its unacknowledged messages back (use a StatefulSet on Kubernetes)
+    #: worker id: the MQTT client id is derived from it and it is recorded with dead letters; it must be
+    #: unique among running workers (a Deployment's pod name is), stable only if session_expiry > 0
     worker_id: str = field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())
     share_group: str = "ingestion"  #: MQTT shared-subscription group ($share/<group>/...)
-    topic_root: str = "nexus"  #: first level(s) of batch topics
-    session_expiry: int = 86_400  #: seconds the broker keeps our session (and queues for us) while we are away
+    topic_root: str = "nexus"  #: first level(s) of batch topics (and of the ack topics: <root>/ack/v1/<gateway>)
+    #: seconds the broker keeps our session (and queues messages for it) while we are away. 0 (default): a
+    #: clean session on every connect. Delivery does not depend on it: a gateway keeps each batch until we
+    #: confirm its commit on its ack topic and re-sends it otherwise (to whichever worker is running), so a
+    #: worker stopped for good strands nothing. > 0 (clean_start=false, a stable worker_id): only for
+    #: publishers that do not re-send (no "gw"/"run"/"seq" in their batches); their messages wait in the
+    #: broker for this worker, and are lost if it never comes back.
+    session_expiry: int = 0
+    #: largest message decoded, bytes; a larger one is dead-lettered undecoded (its size and sha256 kept,
+    #: with its first bytes only). A gateway's batches are <= ~150 KB; 1 MiB leaves room for wide devices
+    #: while bounding what one message may cost (decoded points take ~10x the JSON's size in memory).
+    max_message_bytes: int = 1024 * 1024
+    #: seconds from SIGTERM to exit: the final batch commits (or is given up and left to redelivery),
+    #: owed acks are sent, the broker session closes; also while the database is down, slow or locked
+    drain_deadline: float = 10.0
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     db: DbSettings = field(default_factory=DbSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
@@ -55,6 +82,12 @@ class Settings:
             raise SettingsError(str(exc), field="share_group/topic_root") from exc
         if not self.worker_id:
             raise SettingsError("must not be empty", field="worker_id")
+        if self.session_expiry < 0:
+            raise SettingsError(f"must be >= 0 seconds, got {self.session_expiry}", field="session_expiry")
+        if self.max_message_bytes < 1024:
+            raise SettingsError(f"must be >= 1024 bytes, got {self.max_message_bytes}", field="max_message_bytes")
+        if not self.drain_deadline >= 5:  # >= 1 s for the final commit after the reserves (ingestion/daemon.py)
+            raise SettingsError(f"must be >= 5 seconds, got {self.drain_deadline}", field="drain_deadline")
 
     @property
     def client_id(self) -> str:

@@ -11,13 +11,33 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 import psycopg
 
 from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
 from proto import Batch, ContractError, DevicePath, decode_batch, parse_batch_topic
+from proto.points import delivery_id
 
 log = logging.getLogger("ingestion.writer")
+
+#: Bytes of an error text stored with a dead letter or logged: enough for the reason and a quoted prefix.
+MAX_ERROR_BYTES = 400
+#: Bytes kept of a message larger than ``max_message_bytes`` (its size and sha256 name the whole).
+OVERSIZE_PREFIX_BYTES = 1024
+
+#: (gateway, run, seq) a batch message asks to have confirmed (:mod:`proto.delivery`)
+DeliveryId = tuple[str, int, int]
+
+
+def bounded_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """``text`` cut to ``limit`` UTF-8 bytes (marked with "..."), NUL-free (PostgreSQL text refuses NUL)."""
+    text = text.replace("\x00", "\\x00")
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit - 3].decode("utf-8", "ignore") + "..."
 
 
 @dataclass(slots=True)
@@ -25,12 +45,15 @@ class Item:
     """One received MQTT message, decoded (or not) on arrival."""
 
     topic: str
-    payload: bytes
+    payload: bytes  #: the message, or its first OVERSIZE_PREFIX_BYTES if it was larger than allowed
     digest: bytes = b""
     device: DevicePath | None = None
     batch: Batch | None = None
-    error: str | None = None  #: why it is a dead letter
+    error: str | None = None  #: why it is a dead letter (bounded, starts with the exception type)
     ack: object = None  #: what the daemon needs to acknowledge it (nexus.mqtt.Message)
+    size: int = 0  #: bytes of the whole message as received
+    sha256: bytes = b""  #: of the whole message, kept for an oversize one (others: computed when stored)
+    delivery: DeliveryId | None = None  #: what to confirm to the sending gateway once committed
 
     @property
     def points(self) -> int:
@@ -41,18 +64,58 @@ class Item:
         assert self.device is not None and self.batch is not None, self.error
         return self.device, self.batch
 
+    def fail(self, exc: BaseException, context: str = "") -> None:
+        """Make this item a dead letter because of ``exc`` (type and bounded text)."""
+        self.error = bounded_text(f"{context}{type(exc).__name__}: {exc}")
 
-def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None) -> Item:
-    """Decode on arrival; a contract violation makes a dead-letter item, never an exception."""
-    item = Item(topic, payload, ack=ack)
+
+def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None,
+                max_bytes: int = 1024 * 1024) -> Item:
+    """Decode on arrival; whatever goes wrong makes a dead-letter item, never an exception.
+
+    A payload above ``max_bytes`` is not decoded: it becomes a dead letter keeping its first
+    :data:`OVERSIZE_PREFIX_BYTES`, with its size and sha256 in the error text.
+    """
+    size = len(payload)
+    item = Item(topic, payload, ack=ack, size=size)
+    if size > max_bytes:
+        item.payload = payload[:OVERSIZE_PREFIX_BYTES]
+        item.sha256 = hashlib.sha256(payload).digest()
+        item.error = (f"MessageTooLarge: {size} bytes > max_message_bytes {max_bytes}; "
+                      f"sha256 {item.sha256.hex()}; first {len(item.payload)} bytes kept")
+        return item
     try:
         item.device = parse_batch_topic(topic, root)
         item.batch = decode_batch(payload)
+        item.digest = hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).digest()
     except ContractError as exc:
-        item.error = f"{type(exc).__name__}: {exc}"
-        return item
-    item.digest = hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).digest()
+        item.fail(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure on one message makes that message a dead letter
+        item.fail(exc, "unexpected ")
+    if item.error is not None:
+        item.device = item.batch = None
+        item.digest = b""
+        item.delivery = _delivery_of_bad(payload)
+    elif item.batch is not None and item.batch.gateway is not None:
+        b = item.batch
+        assert b.run is not None and b.seq is not None  # decode_batch gives all three or no gateway
+        item.delivery = (b.gateway, b.run, b.seq)  # type: ignore[assignment]  # narrowed by the assert
     return item
+
+
+def _delivery_of_bad(payload: bytes) -> DeliveryId | None:
+    """Best effort: the (gateway, run, seq) of a message that did not decode, so that it is confirmed
+    once kept as a dead letter (its gateway would otherwise re-send it for ever)."""
+    try:
+        doc: Any = orjson.loads(payload)
+        if not isinstance(doc, dict):
+            return None
+        gateway, run, seq = delivery_id(doc)
+    except Exception:  # noqa: BLE001 - not addressable: no ack; the gateway gives up on it its own way
+        return None
+    if gateway is None or run is None or seq is None:
+        return None
+    return gateway, run, seq
 
 
 @dataclass
@@ -82,9 +145,10 @@ class Writer:
             return await self._write(items)
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
             if len(items) == 1:
-                items[0].error = f"rejected by database: {type(exc).__name__}: {exc}".strip()
+                items[0].fail(exc, "rejected by database: ")
                 return await self._write(items)
-            log.warning("batch of %d messages rejected (%s); retrying message by message", len(items), exc)
+            log.warning("batch of %d messages rejected (%s); retrying message by message", len(items),
+                        bounded_text(str(exc)))
             total = WriteResult()
             for item in items:
                 r = await self.write([item])
@@ -142,10 +206,12 @@ class Writer:
                 res.stored_messages = len(fresh)
             if res.dead:
                 await conn.execute(
-                    "INSERT INTO nexus.dead_letters (topic, payload, error, worker)"
-                    " SELECT t, p, e, %s FROM unnest(%s::text[], %s::bytea[], %s::text[]) AS d(t, p, e)",
+                    "INSERT INTO nexus.dead_letters (topic, payload, error, worker, size, sha256)"
+                    " SELECT t, p, e, %s, s, h FROM unnest(%s::text[], %s::bytea[], %s::text[], %s::bigint[],"
+                    " %s::bytea[]) AS d(t, p, e, s, h)",
                     (self.worker, [i.topic for i in res.dead], [i.payload for i in res.dead],
-                     [i.error for i in res.dead]))
+                     [i.error for i in res.dead], [i.size or len(i.payload) for i in res.dead],
+                     [i.sha256 or hashlib.sha256(i.payload).digest() for i in res.dead]))
                 res.dead_letters = len(res.dead)
         # committed: now the new tag ids are real and may be cached
         for dev, tags in new_tag_rows.items():

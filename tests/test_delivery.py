@@ -40,7 +40,10 @@ def stored(db: str) -> int:
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(broker, db, prefix, daemons) -> None:
     n_msgs, per = 400, 50
-    env = ingestion_env(broker, db, prefix, NEXUS_INGESTION_BATCH_MAX_POINTS="1000")
+    # a bare publisher does not re-send what was not confirmed: this test keeps the worker's persistent
+    # session (the broker queues for it while it is down), the mode for publishers without delivery acks
+    env = ingestion_env(broker, db, prefix, NEXUS_INGESTION_BATCH_MAX_POINTS="1000",
+                        NEXUS_INGESTION_SESSION_EXPIRY="86400")
     ing = daemons("ingestion", env)
     wait_for(lambda: "mqtt connected" in ing.output(), 20, what="ingestion connected")
     pub = publisher(broker.port)
