@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import importlib
 import time
+import traceback
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,9 @@ class Driver(abc.ABC):
     - :meth:`write` writes one raw, type-checked value; ``PermanentError`` when the device refuses
       it (bad address, read-only), ``TemporaryError`` when the device cannot be reached.
     - :meth:`close` never raises. Every network await is bounded by ``device.timeout_ms``.
+
+    Any other exception is a bug the poller survives: it reports every tag BAD_INTERNAL_ERROR with
+    the exception's type and message, closes the connection and retries under the breaker.
     """
 
     def __init__(self, device: DeviceConfig) -> None:
@@ -89,6 +93,11 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    def lost_reason(self) -> str | None:
+        """Why :attr:`connected` turned false without a request failing (the peer closed the
+        connection, a keepalive failed), if the driver knows; the poller logs it once per loss."""
+        return None
+
     def health(self) -> dict[str, Any]:
         """Protocol-specific state for logs and the ops endpoint."""
         return {"connected": self.connected}
@@ -102,3 +111,43 @@ class Driver(abc.ABC):
 def make_driver(device: DeviceConfig) -> Driver:
     driver: Driver = protocol_module(device.protocol).Driver(device)
     return driver
+
+
+# --- reporting what a driver raised against its contract (a driver or library bug) ---------------
+
+ERROR_TEXT_MAX = 200  #: characters of an exception's message quoted in reasons and log lines
+TRACEBACK_FRAMES = 12  #: innermost frames of an unexpected exception's traceback that are logged
+
+
+def describe(exc: BaseException, limit: int = ERROR_TEXT_MAX) -> str:
+    """``Type: message``, the message cut at ``limit`` characters; an exception group is described by
+    its first exception (a driver's TaskGroup wraps the one that matters)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break the error report
+        text = "(unprintable message)"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def bounded_traceback(exc: BaseException) -> str:
+    """The innermost frames of ``exc``'s traceback and its bounded description (and its cause's):
+    never the whole message of an exception, which may carry megabytes."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    frames = traceback.extract_tb(exc.__traceback__)[-TRACEBACK_FRAMES:]
+    text = "".join(traceback.StackSummary.from_list(frames).format()) + describe(exc)
+    cause = exc.__cause__ or exc.__context__
+    return f"{text}\ncaused by {describe(cause)}" if cause is not None else text
+
+
+def cause_of(exc: BaseException) -> tuple[str, str, int]:
+    """What makes two unexpected exceptions the same cause: their type and where they were raised."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = tb[-1] if tb else None
+    return type(exc).__qualname__, where.filename if where else "", (where.lineno or 0) if where else 0

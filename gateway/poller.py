@@ -8,7 +8,14 @@ ever dropped.
 
 Failures: every failed connect or read reports all tags BAD with the reason, and feeds the
 device's :class:`CircuitBreaker`; while it is open the device is left alone, then probed once.
-Tags are GOOD again with the first successful read.
+Tags are GOOD again with the first successful read. An unexpected exception from the driver (a
+driver or library bug, not a :class:`TemporaryError`) is handled the same way, with status
+BAD_INTERNAL_ERROR and ``driver error in <op>: <type>: <bounded message>`` as the reason; its
+traceback is logged once per distinct cause. A lost connection is logged once, with its cause, at
+WARNING; so is the first failed (re)connect after it.
+
+The device's loops never end before ``stop``: one that does (a bug outside these guards) raises,
+which ends :meth:`DevicePoller.run` with the reason, for the fleet to report and restart.
 """
 
 from __future__ import annotations
@@ -17,20 +24,21 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics as m
 from gateway.breaker import CircuitBreaker
 from gateway.config import DeviceConfig, TagConfig
-from gateway.driver import Driver, make_driver
+from gateway.driver import Driver, bounded_traceback, cause_of, describe, make_driver
 from gateway.errors import GatewayError, PermanentError, TemporaryError
 from nexus.runtime import sleep_or_stop
-from proto.points import Point, Status
+from proto.points import Point, Status, brief
 
 log = logging.getLogger("gateway.poller")
 
+TRACEBACK_CAUSES_MAX = 20  #: distinct unexpected causes logged with their traceback, per device
 
 @dataclass(frozen=True, slots=True)
 class DeviceBatch:
@@ -85,20 +93,48 @@ class DevicePoller:
         self._generation = 0  # connections made so far
         self._failed_generation = -1  # the connection whose failure the breaker has counted
         self._last: dict[str, tuple[object, int]] = {}  # tag -> (value, status) last reported, for deadbands
+        self._connect_warned = False  # a failed connect was logged since the last success (once per outage)
+        self._causes: set[tuple[str, str, int]] = set()  # unexpected errors whose traceback was logged
+        #: why this poller takes no more writes (its loops ended); None while it runs
+        self.halted: str | None = None
         # only tags that need work: without any, points pass through untouched (bench/gateway.py)
         self._transforms = {t.name: t.transform for t in device.tags
                             if t.type not in ("bool", "string") and (not t.transform.identity or t.transform.deadband)}
         self.spread_s = spread_s  #: the first poll starts at a random point of this many seconds
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll and execute writes until ``stop``; the device's own task group."""
+        """Poll and execute writes until ``stop``; the device's own task group. Raises when a loop
+        ended before ``stop`` (a bug): the caller must say so, never carry on as if polling."""
         d = self.device.id
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.poll_loop(stop), name=f"gateway[{d}].poll_loop")
-                tg.create_task(self.command_loop(stop), name=f"gateway[{d}].command_loop")
+                tg.create_task(self._until_stop(self.poll_loop(stop), stop, "poll_loop"),
+                               name=f"gateway[{d}].poll_loop")
+                tg.create_task(self._until_stop(self.command_loop(stop), stop, "command_loop"),
+                               name=f"gateway[{d}].command_loop")
         finally:
+            await self._close_driver()
+
+    async def _until_stop(self, loop: Coroutine[Any, Any, None], stop: asyncio.Event, what: str) -> None:
+        """Run one of the device's loops; raise if it ends before ``stop``, so that its task group
+        ends too (a poll loop gone while the command loop lives on would be a device silently unpolled)."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():  # cancelled from outside: the group or the fleet
+                raise
+            # a library raised CancelledError on its own: swallowing it would end the loop unseen
+            raise GatewayError(f"{what} ended by a CancelledError raised inside it", device_id=self.device.id) \
+                from None
+        if not stop.is_set():
+            raise GatewayError(f"{what} returned before the device was stopped", device_id=self.device.id)
+
+    async def _close_driver(self) -> None:
+        try:
             await self.driver.close()
+        except Exception as exc:  # noqa: BLE001 - close() must never raise; a bug here is reported, not fatal
+            self._unexpected("close", exc)
 
     # --- polling -------------------------------------------------------------------------------
 
@@ -126,10 +162,11 @@ class DevicePoller:
             else:
                 async with asyncio.TaskGroup() as tg:
                     for i, (interval, names) in enumerate(groups):
-                        tg.create_task(self._group_loop(stop, interval, names, leader=i == 0),
-                                       name=f"gateway[{d.id}].poll_loop[{interval * 1000:g}ms]")
+                        what = f"poll_loop[{interval * 1000:g}ms]"
+                        tg.create_task(self._until_stop(self._group_loop(stop, interval, names, leader=i == 0),
+                                                        stop, what), name=f"gateway[{d.id}].{what}")
         finally:
-            await self.driver.close()
+            await self._close_driver()
             m.DEVICE_UP.labels(d.id).set(0)
 
     async def _group_loop(self, stop: asyncio.Event, interval: float, names: frozenset[str] | None,
@@ -144,9 +181,12 @@ class DevicePoller:
         while not stop.is_set():
             if await sleep_or_stop(due - time.monotonic(), stop):
                 return
-            if not self.driver.connected and (not leader or not await self._connect(stop)):
-                slot = due = time.monotonic() + min(interval, 0.5)
-                continue
+            if not self.driver.connected:
+                if self._up:  # dropped between polls, without a failed request: say why, once
+                    self._lost(self.driver.lost_reason() or "the driver reports the connection closed")
+                if not leader or not await self._connect(stop):
+                    slot = due = time.monotonic() + min(interval, 0.5)
+                    continue
             await self._poll_once(interval, names)
             slot = self._next_due(slot, interval)
             due = slot + random.uniform(0, jitter)  # jitter shifts each poll, it does not slow the rate
@@ -163,7 +203,13 @@ class DevicePoller:
         except (TemporaryError, PermanentError) as exc:
             self._fail(exc, Status.BAD_NOT_CONNECTED)
             return False
+        except Exception as exc:  # noqa: BLE001 - a driver or library bug: BAD with the reason, retried like any failure
+            err = self._unexpected("connect", exc)
+            await self._close_driver()
+            self._fail(err, Status.BAD_INTERNAL_ERROR)
+            return False
         self._generation += 1
+        self._connect_warned = False
         self.breaker.success()
         self._set_up(True)
         return True
@@ -183,19 +229,25 @@ class DevicePoller:
         except TemporaryError as exc:
             self._fail(exc, Status.BAD_TIMEOUT if "timed out" in str(exc) else Status.BAD_COMMUNICATION_ERROR, names)
             return
-        except Exception as exc:  # a driver bug must not end the device's polling (logged with its traceback)
-            log.exception("driver error", extra={"device": d.id})
-            await self.driver.close()
-            self._fail(GatewayError(f"driver error: {exc!r}", device_id=d.id), Status.BAD_INTERNAL_ERROR, names)
+        except Exception as exc:  # noqa: BLE001 - a driver bug must not end the device's polling
+            err = self._unexpected("read", exc)
+            await self._close_driver()  # its state is unknown: the next poll connects afresh
+            self._fail(err, Status.BAD_INTERNAL_ERROR, names)
             return
         finally:
             self.pool.release()
+        try:
+            if not isinstance(points, list):
+                raise TypeError(f"read returned a {type(points).__name__}, not a list of points")
+            self._emit(points)
+        except Exception as exc:  # noqa: BLE001 - what the driver returned could not be normalized
+            self._fail(self._unexpected("read", exc), Status.BAD_INTERNAL_ERROR, names)
+            return
         self.breaker.success()
         self._set_up(True)
         m.POLL_SECONDS.labels(d.id).observe(time.perf_counter() - t0)
         m.POLLS.labels(d.id).inc()
         self.polls += 1
-        self._emit(points)
 
     def _next_due(self, due: float, interval: float) -> float:
         due += interval
@@ -212,16 +264,38 @@ class DevicePoller:
         m.SKIPPED_POLLS.labels(self.device.id, why).inc()
 
     def _set_up(self, up: bool) -> None:
-        if up != self._up:
-            log.info("device %s", "connected" if up else "disconnected", extra={"device": self.device.id})
+        if up and not self._up:
+            log.info("device connected", extra={"device": self.device.id})
         self._up = up
         m.DEVICE_UP.labels(self.device.id).set(1 if up else 0)
+
+    def _lost(self, cause: str) -> None:
+        """The connection that was up is gone: one WARNING with its cause per loss."""
+        if self._up:
+            log.warning("device connection lost: %s", cause, extra={"device": self.device.id})
+            m.CONNECTIONS_LOST.labels(self.device.id).inc()
+        self._set_up(False)
+
+    def _unexpected(self, op: str, exc: BaseException) -> GatewayError:
+        """An exception the driver contract does not allow (a driver or library bug), turned into the
+        error reported for the device; its traceback is logged once per distinct cause, not per retry."""
+        d = self.device.id
+        m.DRIVER_ERRORS.labels(d, op).inc()
+        err = GatewayError(f"driver error in {op}: {describe(exc)}", device_id=d)
+        cause = cause_of(exc)
+        if cause not in self._causes and len(self._causes) < TRACEBACK_CAUSES_MAX:
+            self._causes.add(cause)
+            log.error("unexpected error in the driver's %s (a driver or library bug; reported BAD and retried, "
+                      "logged once per cause):\n%s", op, bounded_traceback(exc), extra={"device": d})
+        return err
 
     def _fail(self, exc: GatewayError, status: int, names: frozenset[str] | None = None) -> None:
         m.READ_ERRORS.labels(self.device.id).inc()
         if self._up:
-            log.warning("device failed: %s", exc, extra={"device": self.device.id})
-        self._set_up(False)
+            self._lost(str(exc))
+        elif not self._connect_warned:  # the first failure since the last success: later retries are quiet
+            self._connect_warned = True
+            log.warning("device not connected: %s (retried with backoff)", exc, extra={"device": self.device.id})
         # one breaker count per connection: poll groups sharing a connection that broke fail together
         if names is None or self._failed_generation != self._generation:
             self._failed_generation = self._generation
@@ -265,7 +339,10 @@ class DevicePoller:
     # --- writes --------------------------------------------------------------------------------
 
     def submit(self, cmd: WriteCommand) -> bool:
-        """Queue a write; False when the device's command queue is full (the caller answers busy)."""
+        """Queue a write; False when the device's command queue is full (the caller answers busy) or
+        the poller has stopped (:attr:`halted` says why)."""
+        if self.halted is not None:
+            return False
         try:
             self.commands.put_nowait(cmd)
             return True
@@ -273,24 +350,37 @@ class DevicePoller:
             return False
 
     async def command_loop(self, stop: asyncio.Event) -> None:
-        while (cmd := await self._next_command(stop)) is not None:
-            cmd.reply(await self._write(cmd))
-        while not self.commands.empty():  # answer what is left; no command goes unanswered
-            self.commands.get_nowait().reply("device polling stopped")
+        try:
+            while (cmd := await self._next_command(stop)) is not None:
+                try:
+                    error = await self._write(cmd)
+                except BaseException:  # cancelled mid-write (the device's task ends): still answered
+                    cmd.reply("device task stopped during the write; it may or may not have been written")
+                    raise
+                cmd.reply(error)
+        finally:  # answer what is left, however the loop ended; no command goes unanswered
+            self.halted = self.halted or "device polling stopped"
+            while not self.commands.empty():
+                self.commands.get_nowait().reply(self.halted)
 
     async def _next_command(self, stop: asyncio.Event) -> WriteCommand | None:
         if stop.is_set():
             return None
-        getter = asyncio.ensure_future(self.commands.get())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not getter.done():
-            getter.cancel()
-            try:
-                await getter
-            except asyncio.CancelledError:
-                return None
+        d = self.device.id
+        getter: asyncio.Task[WriteCommand] | None = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                getter = tg.create_task(self.commands.get(), name=f"gateway[{d}].command_loop.get")
+                stopper = tg.create_task(stop.wait(), name=f"gateway[{d}].command_loop.stop_wait")
+                await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                getter.cancel()  # no-op when it already took a command (Queue.get gives it back otherwise)
+        except asyncio.CancelledError:  # the device's task ends: a command already taken is answered
+            if getter is not None and getter.done() and not getter.cancelled():
+                getter.result().reply("device polling stopped")
+            raise
+        if getter.cancelled():
+            return None
         cmd: WriteCommand = getter.result()
         if stop.is_set():  # taken just as we stopped: it is answered, not lost
             cmd.reply("device polling stopped")
@@ -311,7 +401,13 @@ class DevicePoller:
         except (TemporaryError, PermanentError) as exc:
             m.WRITES.labels(d.id, "error").inc()
             return str(exc)
+        except Exception as exc:  # noqa: BLE001 - a driver bug: answered, and the connection (state unknown) dropped
+            m.WRITES.labels(d.id, "error").inc()
+            err = self._unexpected("write", exc)
+            await self._close_driver()
+            self._lost(str(err))
+            return str(err)
         self.writes += 1
         m.WRITES.labels(d.id, "ok").inc()
-        log.info("wrote %s = %r", cmd.tag.name, cmd.raw, extra={"device": d.id, "tag": cmd.tag.name})
+        log.info("wrote %s = %s", cmd.tag.name, brief(cmd.raw), extra={"device": d.id, "tag": cmd.tag.name})
         return None
