@@ -215,6 +215,7 @@ class Driver(driver.Driver):
         self.spans = plan(device.tags, max_registers=self.conn.max_registers, max_gap=self.conn.max_gap)
         self._group_spans: dict[frozenset[str], list[Span]] = {}  # poll group -> its own coalesced reads
         self._clients: list[Client] = []
+        self._lost: str | None = None  # why a connection dropped without a failed request
         self.requests = 0
 
     @property
@@ -225,8 +226,18 @@ class Driver(driver.Driver):
         c = self.conn
         return c.serial_port if c.transport == "rtu" else f"{c.host}:{c.port}"
 
+    def lost_reason(self) -> str | None:
+        return self._lost
+
+    def _on_link(self, up: bool) -> None:
+        """pymodbus's trace_connect: called with False only when the transport went away by itself
+        (not when we close it)."""
+        if not up and self._lost is None:
+            self._lost = f"connection to {self._where()} closed by the device or the network"
+
     async def connect(self) -> None:
         await self.close()
+        self._lost = None
         clients: list[Client] = []
         try:
             for _ in range(self.conn.connections):
@@ -243,11 +254,12 @@ class Driver(driver.Driver):
         if c.transport == "rtu":
             client = AsyncModbusSerialClient(c.serial_port, framer=FramerType.RTU, baudrate=c.baudrate,
                                              bytesize=c.bytesize, parity=c.parity, stopbits=c.stopbits,
-                                             timeout=timeout, retries=0, reconnect_delay=0)
+                                             timeout=timeout, retries=0, reconnect_delay=0,
+                                             trace_connect=self._on_link)
         else:
             framer = FramerType.RTU if c.transport == "rtu_tcp" else FramerType.SOCKET
             client = AsyncModbusTcpClient(c.host, port=c.port, framer=framer, timeout=timeout, retries=0,
-                                          reconnect_delay=0)
+                                          reconnect_delay=0, trace_connect=self._on_link)
         try:
             async with asyncio.timeout(timeout + 1):
                 ok = await client.connect()
@@ -303,7 +315,7 @@ class Driver(driver.Driver):
         try:
             async with asyncio.TaskGroup() as tg:
                 for k in range(n):
-                    tg.create_task(worker(k))
+                    tg.create_task(worker(k), name=f"gateway[{self.device.id}].read[connection {k}]")
         except* TemporaryError as group:  # the poller expects one TemporaryError, as with one connection
             raise group.exceptions[0] from None
         return [p for r in results for p in r]

@@ -203,6 +203,8 @@ class Driver(base.Driver):
                             on_message=self._on_message, on_connect=self._on_connect)
         client._client.on_subscribe = self._on_subscribe  # noqa: SLF001 - MqttClient has no SUBACK hook (yet)
         self._client = client
+        # the client lives as long as the connection, across connect() and read() calls, so no
+        # `async with` of this driver can own it: the driver does, and _stop_client awaits it (bounded)
         self._task = asyncio.create_task(client.run_loop(self._stop), name=f"gateway[{d.id}].mqtt_source.run_loop")
         try:
             async with asyncio.timeout(d.timeout_ms / 1000):
@@ -213,6 +215,10 @@ class Driver(base.Driver):
                                  "(the nexus.mqtt log has the cause)", device_id=d.id) from None
         self.connects += 1
         self._fresh = True
+
+    def lost_reason(self) -> str | None:
+        c = self.conn
+        return f"connection to broker {c.host}:{c.port} lost (the nexus.mqtt log has the broker's reason)"
 
     def _on_connect(self) -> None:
         if not self._subs:

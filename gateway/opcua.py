@@ -132,6 +132,11 @@ class Driver(driver.Driver):
     def connected(self) -> bool:
         return self.client is not None and self.lost is None and self.client.state is UaClientState.CONNECTED
 
+    def lost_reason(self) -> str | None:
+        if self.lost is not None:
+            return self.lost
+        return f"connection {self.client.state.value}" if self.client is not None else None
+
     async def connect(self) -> None:
         await self.close()
         self.client = await open_client(self.conn, self.timeout)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import signal
 import socket
@@ -39,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.opcua_config import node_id
+from nexus.runtime import sleep_or_stop
 
 NS_URI = "urn:nexus-edge:sim:plant"
 SERVER_URI = "urn:nexus-edge:sim:server"
@@ -174,8 +174,7 @@ class OpcUaSim:
             await self.nodes["Line1.Level"].write_value(ua.Variant(round(t % 100 * 1.0, 1), VT.Double))
             await self.nodes["Line1.Count"].write_value(ua.Variant(t, VT.UInt32))
             await self.nodes["Line1.Running"].write_value(ua.Variant(t % 30 < 25, VT.Boolean))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), period)
+            await sleep_or_stop(period, stop)  # no hidden wait_for task
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -222,7 +222,7 @@ class Driver(driver.Driver):
             except BaseException as exc:
                 await _quiet_disconnect(client)
                 if not isinstance(exc, (TimeoutError, S7Error, OSError)):
-                    raise
+                    raise  # cancellation, or a library bug the poller reports as a driver error and retries
                 why = f"timed out after {self.device.timeout_ms} ms" if isinstance(exc, TimeoutError) else str(exc)
                 raise self._error(TemporaryError, f"connect to {c.host}:{c.port} failed: {why}") from exc
             self._client, self._healthy = client, True
@@ -230,6 +230,13 @@ class Driver(driver.Driver):
                 self.pdu_size = client.pdu_length
                 self.spans = plan_spans(self.device.tags, max_gap=c.max_gap, max_item=item_limit(self.pdu_size))
             self.plan = pack(self.spans, self.pdu_size)
+
+    def lost_reason(self) -> str | None:
+        if self._client is None:
+            return None
+        if not self._healthy:
+            return "a request was cancelled mid-exchange: the connection may hold a late answer"
+        return f"connection to {self.conn.host}:{self.conn.port} closed by the PLC or the network"
 
     async def close(self) -> None:
         try:
