@@ -6,7 +6,9 @@
   gateway (or nobody, or a tombstone) stops it. Older revisions of a device than the one applied are
   ignored (a redelivered message must not undo a newer change).
 - After each applied change, and every heartbeat, the gateway publishes its retained status: the
-  applied revision, the devices it polls, and the devices whose config it could not apply and why.
+  applied revision, the devices it polls, and the devices it does not poll although assigned, and
+  why: a config it could not apply, or a device task that ended (published at once; gateway_core
+  sees the device as not polled, with the reason, while the fleet restarts it).
   Its MQTT last will marks it offline, so gateway_core can move its devices to other gateways.
 """
 
@@ -61,6 +63,7 @@ class Managed:
         self.applied_seq = 0  # ... and applied: echoed in the status so a handoff waits for it
         self._sync_due = False  # until a sync response arrives
         self._sync_asked = -1e9  # monotonic time of the last sync request
+        fleet.on_change = self._status_due.set  # a device task ended or restarted: tell gateway_core now
 
     # --- what the MQTT client needs ------------------------------------------------------------
 
@@ -173,7 +176,8 @@ class Managed:
     def status(self) -> GatewayStatus:
         return GatewayStatus(gateway=self.gid, online=True, capacity=self.capacity,
                              applied_revision=self.applied_revision, devices=tuple(self.fleet.devices),
-                             errors=dict(self.errors), ts=int(time.time() * 1000), config_seq=self.applied_seq)
+                             errors={**self.errors, **self.fleet.failed}, ts=int(time.time() * 1000),
+                             config_seq=self.applied_seq)
 
     async def _publish_status(self) -> None:
         await self._publish(status_topic(self.root, self.gid), encode_status(self.status()), retain=True)
