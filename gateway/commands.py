@@ -5,6 +5,12 @@ must have the tag's type and fit its range (the transform's min/max, in engineer
 device's bounded command queue must have room. The engineering value is turned back into the raw
 value the device stores (the inverse of scale/offset). Every request gets exactly one response.
 Requests for devices this gateway does not poll are left to the gateway that does.
+
+Bounded: each device's command queue holds ``max_pending_writes`` (a full one answers "busy" at
+once, counted in ``nexus_gateway_writes_total{result="busy"}``), and at most
+:data:`MAX_PENDING_RESPONSES` answers are owed at a time (queued for publishing, or for writes still
+waiting or running). A request beyond that is neither executed nor answered: it is counted in
+``nexus_gateway_write_requests_dropped_total`` and logged, and the requester's timeout applies.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from gateway import metrics as m
 from gateway.config import TagConfig
+from gateway.driver import bounded_traceback, describe
 from gateway.errors import WriteRefused
 from gateway.poller import DevicePoller, WriteCommand
 from gateway.values import INT_RANGES, check_write
@@ -24,6 +31,8 @@ from proto.commands import decode_request, encode_response, parse_set_topic, res
 from proto.errors import PayloadError
 
 log = logging.getLogger("gateway.commands")
+
+MAX_PENDING_RESPONSES = 1000  #: answers owed at a time (queued to publish, or for accepted writes)
 
 
 def to_raw(tag: TagConfig, value: Any) -> Any:
@@ -51,7 +60,9 @@ class Commands:
         self.mqtt = mqtt
         self.pollers = pollers
         self.answered = 0
-        self._out: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.dropped = 0  #: requests refused unanswered because MAX_PENDING_RESPONSES answers were owed
+        self._out: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=MAX_PENDING_RESPONSES)
+        self._owed = 0  # requests taken and not yet answered, plus answers queued: never above the bound
 
     def on_message(self, msg: Message) -> None:
         """Called for every request (never raises: a bad request gets an error response)."""
@@ -62,6 +73,14 @@ class Commands:
         poller = self.pollers(device_id)
         if poller is None:
             return  # another gateway's device (or nobody's): that gateway answers
+        if self._owed >= MAX_PENDING_RESPONSES:  # every answer slot is taken: refuse before doing anything
+            self.dropped += 1
+            m.WRITES_UNANSWERED.labels(device_id).inc()
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("write request dropped unanswered: %d answers already waiting to be published "
+                            "(%d dropped so far)", self._owed, self.dropped, extra={"device": device_id})
+            return
+        self._owed += 1  # released when its one answer leaves the queue
         rid = None
         try:
             req = decode_request(msg.payload)
@@ -74,18 +93,33 @@ class Commands:
             m.WRITES.labels(device_id, "refused").inc()
             self._answer(device_id, tag_name, rid, str(exc), None)
             return
+        except Exception as exc:  # noqa: BLE001 - a bug in validation answers this request, nothing escapes
+            log.error("write request failed validation unexpectedly:\n%s", bounded_traceback(exc),
+                      extra={"device": device_id})
+            m.WRITES.labels(device_id, "refused").inc()
+            self._answer(device_id, tag_name, rid, f"internal error: {describe(exc)}", None)
+            return
         value = req.value
+        answered = False
 
         def reply(error: str | None) -> None:
-            self._answer(device_id, tag_name, rid, error, value)
+            nonlocal answered
+            if not answered:  # exactly one answer per request, whatever path calls this
+                answered = True
+                self._answer(device_id, tag_name, rid, error, value)
 
         if not poller.submit(WriteCommand(tag, raw, reply)):
-            m.WRITES.labels(device_id, "busy").inc()
-            reply(f"device {device_id!r} is busy: {poller.device.max_pending_writes} writes already waiting")
+            if poller.halted is not None:
+                m.WRITES.labels(device_id, "error").inc()
+                reply(f"device {device_id!r} is not polled now: {poller.halted}")
+            else:
+                m.WRITES.labels(device_id, "busy").inc()
+                reply(f"device {device_id!r} is busy: {poller.device.max_pending_writes} writes already waiting")
 
     def _answer(self, device: str, tag: str, rid: str | None, error: str | None, value: Any) -> None:
         if error is not None:
             log.info("write refused: %s", error, extra={"device": device, "tag": tag})
+        # never full: each request holds one of its MAX_PENDING_RESPONSES places from arrival to publishing
         self._out.put_nowait((response_topic(self.root, device, tag), encode_response(rid, error=error, value=value)))
 
     async def respond_loop(self, stop: asyncio.Event) -> None:
@@ -96,6 +130,7 @@ class Commands:
                     topic, payload = await self._out.get()
             except TimeoutError:
                 continue
+            self._owed -= 1
             try:
                 await self.mqtt.publish(topic, payload, qos=1)
                 self.answered += 1
