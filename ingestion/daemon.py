@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -111,11 +112,13 @@ class Ingestor:
     def on_message(self, msg: Message) -> None:
         """The message boundary: whatever happens while handling one message makes it a dead letter."""
         limit = self.settings.max_message_bytes
+        # what the ack needs, without an oversize payload: the item holds only what pending bytes count
+        ack = msg if len(msg.payload) <= limit else dataclasses.replace(msg, payload=b"")
         try:
-            item = decode_item(msg.topic, msg.payload, root=self.settings.topic_root, ack=msg, max_bytes=limit)
+            item = decode_item(msg.topic, msg.payload, root=self.settings.topic_root, ack=ack, max_bytes=limit)
         except Exception as exc:  # noqa: BLE001 - decode_item does not raise; this is the last line, by contract
             payload = msg.payload if len(msg.payload) <= limit else msg.payload[:OVERSIZE_PREFIX_BYTES]
-            item = Item(msg.topic, payload, ack=msg, size=len(msg.payload))
+            item = Item(msg.topic, payload, ack=ack, size=len(msg.payload))
             item.fail(exc, "unexpected ")
         self._add(item)
 
