@@ -3,9 +3,9 @@
 Starts, in ``.nexus/``: a PostgreSQL cluster, a mosquitto broker, simulated PLCs (two Modbus TCP,
 one OPC UA, one S7), gateway_core (REST API), one ingestion worker and one gateway in core mode
 (real processes, real protocols). The demo plant is loaded through the REST API; gateway_core
-assigns its devices to the gateway over MQTT. Prints points/s published and stored, rows in the
-database and a few latest values every second; on Ctrl-C (or after ``--duration``) stops everything
-it started, in order, and prints a summary.
+assigns its devices to the gateway over MQTT. Prints points/s confirmed (end to end) and stored,
+points waiting in the gateway's spool, rows in the database and a few latest values every second; on
+Ctrl-C (or after ``--duration``) stops everything it started, in order, and prints a summary.
 """
 
 from __future__ import annotations
@@ -203,10 +203,10 @@ class Demo:
             dsn = self.pg.dsn_for("nexus") if self.pg else ""
             rows_before = None
         finally:
-            published = self.stop()
+            figures = self.stop()
         if not dsn:
             return 1
-        stored_ok = self._summary(dsn, rows_before, published, time.monotonic() - started)
+        stored_ok = self._summary(dsn, rows_before, figures, time.monotonic() - started)
         return 0 if stored_ok and ok else 1
 
     def _rows(self, dsn: str) -> int:
@@ -228,7 +228,8 @@ class Demo:
                         print(f"\n{name} exited with code {proc.returncode}; see {self.home / 'logs' / name}.log")
                         return False
                 gw, ing = scrape(a.ops_port), scrape(a.ops_port + 1)
-                pub = gw.get("nexus_gateway_points_published_total", 0.0)
+                pub = gw.get("nexus_gateway_points_confirmed_total", 0.0)
+                waiting = gw.get("nexus_gateway_waiting_points", 0.0)
                 sto = ing.get("nexus_ingest_points_stored_total", 0.0)
                 now = time.monotonic()
                 dt = now - last_t
@@ -243,34 +244,30 @@ class Demo:
                 except psycopg.Error:
                     rows, latest = 0, []
                 values = "  ".join(f"{n}={_fmt(v, t)}{(' ' + u) if u else ''}" for n, v, t, u in latest)
-                print(f"[{now - started:5.0f}s] published {pub:>9,.0f} pts ({(pub - last_pub) / dt:6,.0f}/s)  "
-                      f"stored {sto:>9,.0f} ({(sto - last_sto) / dt:6,.0f}/s)  rows in DB {rows:>10,}  {values}",
-                      flush=True)
+                print(f"[{now - started:5.0f}s] confirmed {pub:>9,.0f} pts ({(pub - last_pub) / dt:6,.0f}/s)  "
+                      f"waiting {waiting:>6,.0f}  stored {sto:>9,.0f} ({(sto - last_sto) / dt:6,.0f}/s)  "
+                      f"rows in DB {rows:>10,}  {values}", flush=True)
                 last_pub, last_sto, last_t = pub, sto, now
         return True
 
     # -- stop ------------------------------------------------------------------------------------
-    def stop(self) -> int:
-        """Stop in order; return the points the gateway had acknowledged (from its final log line)."""
+    def stop(self) -> tuple[int, int, int]:
+        """Stop in order; return the gateway's (confirmed, waiting, re-sent) figures from its last log line."""
         if self.stopping:
-            return 0
+            return 0, 0, 0
         self.stopping = True
         procs = dict(self.procs)
-        # 1. gateway: stops polling, publishes what it has queued, waits for PUBACKs
+        # 1. gateway: stops polling, spools what it has queued, waits for ingestion's confirmations
         stop_process(procs.get("gateway"), timeout=30)
-        published = 0
+        figures = (0, 0, 0)
         log = self.home / "logs" / "gateway.log"
         for line in reversed(log.read_text(errors="replace").splitlines() if log.exists() else []):
-            m = re.search(r"gateway stopped .*?(\d+) points in", line)
+            m = re.search(r"gateway stopped .*?(\d+) points in \d+ messages confirmed by ingestion, (\d+) points in "
+                          r"\d+ messages waiting in the spool, (\d+) messages re-sent", line)
             if m:
-                published = int(m.group(1))
+                figures = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
                 break
-        # 2. ingestion: let it catch up with everything the broker has, then final batch on SIGTERM
-        deadline = time.monotonic() + 10
-        while published and time.monotonic() < deadline:
-            if scrape(self.args.ops_port + 1).get("nexus_ingest_points_stored_total", 0) >= published:
-                break
-            time.sleep(0.2)
+        # 2. ingestion: everything confirmed is committed; its final batch on SIGTERM
         stop_process(procs.get("ingestion"), timeout=30)
         stop_process(procs.get("gateway_core"), timeout=30)
         for sim in ("simulator", "opcua-sim", "s7-sim"):
@@ -278,9 +275,10 @@ class Demo:
         if self.mq:
             self.mq.stop()
         # the database stays up for the summary, then stops
-        return published
+        return figures
 
-    def _summary(self, dsn: str, rows_before: int | None, published: int, elapsed: float) -> bool:
+    def _summary(self, dsn: str, rows_before: int | None, figures: tuple[int, int, int], elapsed: float) -> bool:
+        confirmed, waiting, resent = figures
         try:
             with psycopg.connect(dsn, connect_timeout=5) as conn:
                 rows = _count(conn, "SELECT count(*) FROM nexus.points")
@@ -293,15 +291,17 @@ class Demo:
         new_rows = rows - rows_before if rows_before is not None else None
         print("\n== NEXUS demo summary ==")
         print(f"ran for            {elapsed:.0f} s")
-        print(f"points published   {published:,} (acknowledged by the broker)")
+        print(f"points confirmed   {confirmed:,} (committed in the historian, confirmed to the gateway)")
+        print(f"points waiting     {waiting:,} (in the gateway's spool {self.home / 'spool'}: sent at the next start)")
+        print(f"messages re-sent   {resent:,}")
         if new_rows is not None:
             print(f"rows stored        {new_rows:,} this run ({rows:,} in the database, {tags} tags)")
         else:
             print(f"rows in database   {rows:,} ({tags} tags)")
         print(f"bad-quality rows   {bad:,}")
         print(f"dead letters       {dead:,}")
-        if new_rows is not None and published:
-            lost = published - new_rows
+        if new_rows is not None and confirmed:
+            lost = confirmed - new_rows
             print(f"lost               {max(lost, 0):,}")
         print(f"database           {dsn} (started by `make demo`; data kept in {self.home / 'pg'})")
         return (new_rows or rows) > 0

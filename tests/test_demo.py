@@ -43,6 +43,9 @@ def test_demo_runs_for_a_duration_and_exits_zero(tmp_path: Path) -> None:
     stored = next(line for line in out.splitlines() if line.startswith("rows stored"))
     assert int(stored.split()[2].replace(",", "")) > 0, out
     assert "lost               0" in out, out
+    confirmed = next(line for line in out.splitlines() if line.startswith("points confirmed"))
+    assert int(confirmed.split()[2].replace(",", "")) > 0, out
+    assert "points waiting     0 " in out, out
 
 
 def test_demo_refuses_a_taken_port_with_a_clear_message(tmp_path: Path) -> None:
