@@ -193,6 +193,8 @@ class Ingestor:
                 break
             except pg.Stopped:
                 await self.writer.conn.close()  # the cancelled statement may have left it in any state
+                log.error("drain deadline: batch of %d messages given up (statement cancelled), left "
+                          "unacknowledged for redelivery", len(items))
                 return False
             except (psycopg.Error, TimeoutError) as exc:
                 self.db_ok = False
@@ -209,13 +211,14 @@ class Ingestor:
         """A new connection for the writer (the old one is closed: a timed-out or failed statement may
         have left it anywhere); False if :attr:`give_up` came first."""
         await self.writer.conn.close()
-        if await backoff.wait(self.give_up):
-            return False
-        conn = await connect_db(self.settings.db, self.give_up)
-        if conn is None:
-            return False
-        self.writer.conn = conn
-        return True
+        if not await backoff.wait(self.give_up):
+            conn = await connect_db(self.settings.db, self.give_up)
+            if conn is not None:
+                self.writer.conn = conn
+                return True
+        log.error("drain deadline: database still unavailable; a batch of %d messages left unacknowledged "
+                  "for redelivery", len(self._committing))
+        return False
 
     def _committed(self, items: list[Item], res: WriteResult, elapsed: float) -> None:
         if self.mqtt:
