@@ -13,14 +13,17 @@ Run: ``.venv/bin/python bench/gateway.py [--devices 200 --registers 250 --second
    ``gateway.modbus.plan`` makes, with one bare ``AsyncModbusTcpClient`` per device, every device
    concurrently and back to back (no schedule, no decode, no publish) → raw tags/s.
 4. The gateway daemon for real: ``python -m gateway`` as a subprocess with NEXUS_GATEWAY_TAG_TOPICS=false
-   (batch messages only), warm-up, then a measuring window read from its ``/metrics`` (points in
-   batches acknowledged by mosquitto, the poll-duration histogram, skipped polls) and its CPU from
-   ``/proc/<pid>/stat``. ``--tag-topics`` adds a second, shorter run with per-tag retained topics on.
+   (batch messages only) and its spool (write-ahead log, fsync on) in the temp folder, warm-up, then a
+   measuring window read from its ``/metrics`` (points confirmed end to end: with ``--delivery
+   confirmed``, the default, a real ingestion worker on a private PostgreSQL commits them and confirms;
+   with ``--delivery broker`` mosquitto's PUBACK counts; the poll-duration histogram, skipped polls)
+   and its CPU from ``/proc/<pid>/stat``. ``--tag-topics`` adds a second, shorter run with per-tag retained topics on.
    ``--profile py-spy`` (py-spy on PATH) samples the gateway during the window and prints where its
    CPU goes; ``--gateway-cmd`` measures another build of the daemon the same way.
 
-With 2+ cores the gateway (and the raw client) run on core 0, the simulator process, mosquitto and
-this script on core 1, so the simulated devices never take the gateway's CPU. Other processes on
+With 2+ cores the gateway (and the raw client) run on core 0, the simulator process, mosquitto,
+PostgreSQL and this script on core 1, so the simulated devices never take the gateway's CPU; the
+ingestion worker (``--delivery confirmed``) runs on core 0 beside the gateway, where there is room. Other processes on
 the machine are not ours to stop: the report shows how much of each core they used meanwhile.
 """
 
@@ -46,13 +49,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import paho.mqtt.client as paho  # noqa: E402
 from pymodbus import FramerType  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from gateway.config import DeviceConfig, load_plant  # noqa: E402
 from gateway.modbus import plan  # noqa: E402
 from gateway.registers import register_count  # noqa: E402
-from nexus.local import Mosquitto, free_port, stop_process, wait_port  # noqa: E402
+from nexus.local import Mosquitto, Postgres, free_port, stop_process, wait_port  # noqa: E402
+from proto import ack_topic, decode_batch, encode_acks  # noqa: E402
+from proto.uns import batch_filter  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 GATEWAY_CORE, SIM_CORE = 0, 1
@@ -239,15 +245,65 @@ def quantile(q: float, a: Metrics, b: Metrics) -> str:
     return "n/a"
 
 
+def start_ingestion(tmp: Path, mq_port: int) -> tuple[Postgres, subprocess.Popen[bytes]]:
+    """A private PostgreSQL (default settings, fsync on) on SIM_CORE and one ingestion worker on
+    GATEWAY_CORE: the simulator alone needs most of SIM_CORE at 100k tags/s, and the gateway about half
+    of its core, so the worker takes the other half (its CPU is reported apart from the gateway's)."""
+    pg = Postgres(tmp / "pg", free_port())
+    pg.start()
+    if PINNED and pg.proc is not None:
+        os.sched_setaffinity(pg.proc.pid, {SIM_CORE})  # its backends inherit it
+    dsn = pg.create_database("bench")
+    log = tmp / "ingestion.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NEXUS_INGESTION_WORKER_ID": "bench", "NEXUS_INGESTION_DB_DSN": dsn,
+           "NEXUS_INGESTION_MQTT_PORT": str(mq_port), "NEXUS_INGESTION_LOG_JSON": "false"}
+    with open(log, "ab") as out:
+        p = spawn([sys.executable, "-m", "ingestion"], GATEWAY_CORE, env=env, cwd=ROOT, stdout=out, stderr=out)
+    deadline = time.monotonic() + 60
+    while "mqtt connected" not in log.read_text():
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"ingestion did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return pg, p
+
+
+class Confirmer:
+    """``--delivery confirmer``: confirms every batch message at once, with no database: the gateway's
+    side of end-to-end delivery (spool, fsync, confirmations, re-sends) without ingestion's CPU on this
+    2-core machine. A paho client thread in this process (on SIM_CORE)."""
+
+    def __init__(self, port: int) -> None:
+        self.messages = 0
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-confirmer", protocol=paho.MQTTv5)
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", port)
+        self.c.subscribe(batch_filter(), qos=1)
+        self.c.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        b = decode_batch(msg.payload)
+        if b.gateway is not None and b.run is not None and b.seq is not None:
+            for payload in encode_acks(b.run, [b.seq]):
+                client.publish(ack_topic(b.gateway), payload, qos=1)
+        self.messages += 1
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
 def run_gateway(plant: Path, tmp: Path, pids: dict[str, int | str], *, mq_port: int, n_devices: int,
-                warmup: float, seconds: float, tag_topics: bool, profile: str, cmd: list[str]) -> dict[str, object]:
+                warmup: float, seconds: float, tag_topics: bool, profile: str, cmd: list[str],
+                delivery: str) -> dict[str, object]:
     """Run ``python -m gateway`` on the plant; measure a window of ``seconds`` after warm-up."""
     ops = free_port()
     log = tmp / f"gateway-tag_topics={tag_topics}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NEXUS_GATEWAY_GATEWAY_ID": "bench",
            "NEXUS_GATEWAY_PLANT": str(plant), "NEXUS_GATEWAY_MQTT_PORT": str(mq_port),
            "NEXUS_GATEWAY_OPS_PORT": str(ops), "NEXUS_GATEWAY_TAG_TOPICS": str(tag_topics).lower(),
-           "NEXUS_GATEWAY_LOG_JSON": "false"}
+           "NEXUS_GATEWAY_LOG_JSON": "false",
+           "NEXUS_GATEWAY_DELIVERY": "broker" if delivery == "broker" else "confirmed",
+           "NEXUS_GATEWAY_SPOOL_DIR": str(tmp / "spool")}
     if profile == "cprofile":  # deterministic profile of the whole run (slows the gateway down ~2x)
         cmd = [cmd[0], "-m", "cProfile", "-o", str(tmp / f"gateway-tag_topics={tag_topics}.prof"), *cmd[1:]]
     with open(log, "ab") as out:
@@ -282,7 +338,9 @@ def run_gateway(plant: Path, tmp: Path, pids: dict[str, int | str], *, mq_port: 
     skipped = {lb["why"] for lb, _ in b.get("nexus_gateway_skipped_polls_total", ())}
     summary = next((ln.split("gateway: ", 1)[-1] for ln in log.read_text().splitlines()
                     if "gateway stopped after" in ln), "(no summary logged)")
-    return {"tags_s": delta(a, b, "nexus_gateway_points_published_total") / w["wall"],
+    return {"tags_s": delta(a, b, "nexus_gateway_points_confirmed_total") / w["wall"],
+            "waiting": total(b, "nexus_gateway_waiting_points"),
+            "resent": int(delta(a, b, "nexus_gateway_resent_messages_total")),
             "polls_s": delta(a, b, "nexus_gateway_polls_total") / w["wall"],
             "tag_msgs_s": delta(a, b, "nexus_gateway_messages_published_total", kind="tag") / w["wall"],
             "p50": quantile(0.5, a, b), "p99": quantile(0.99, a, b),
@@ -342,6 +400,9 @@ def main() -> None:
                     help="also run the gateway with per-tag retained topics on (window: half of --seconds)")
     ap.add_argument("--gateway-cmd", default=f"{sys.executable} -m gateway",
                     help="command that runs the gateway daemon (to measure a patched build the same way)")
+    ap.add_argument("--delivery", choices=("confirmed", "confirmer", "broker"), default="confirmed",
+                    help="confirmed: a real ingestion worker commits and confirms (end to end); confirmer: this "
+                         "script confirms every message at once (the gateway's side of it); broker: PUBACK counts")
     ap.add_argument("--profile", choices=("none", "py-spy", "cprofile"), default="none",
                     help="profile the gateway runs (py-spy must be on PATH); output in the temp folder")
     args = ap.parse_args()
@@ -369,6 +430,9 @@ def main() -> None:
                     env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out)
     mq = Mosquitto(tmp / "mq", free_port())
     results = []
+    pg: Postgres | None = None
+    ingestion: subprocess.Popen[bytes] | None = None
+    confirmer: Confirmer | None = None
     try:
         deadline = time.monotonic() + 60
         while sim_log.read_text().count("simulated PLC") < args.devices:
@@ -381,6 +445,11 @@ def main() -> None:
             os.sched_setaffinity(mq.proc.pid, {SIM_CORE})
             os.sched_setaffinity(0, {GATEWAY_CORE})
         pids: dict[str, int | str] = {"sim": sim.pid, "mosquitto": mq.proc.pid, "bench": "self"}
+        if args.delivery == "confirmed":
+            pg, ingestion = start_ingestion(tmp, mq.port)
+            pids["ingestion"] = ingestion.pid
+        elif args.delivery == "confirmer":
+            confirmer = Confirmer(mq.port)
 
         raw, raw_req, rw = asyncio.run(raw_reads(plant.devices, pids, 1.0, args.raw_seconds))
         print(f"\nraw pymodbus: {raw:,.0f} tags/s = {raw_req / rw['wall']:,.0f} reads/s, "
@@ -394,9 +463,14 @@ def main() -> None:
         for tag_topics in (False, True) if args.tag_topics else (False,):
             r = run_gateway(plant_path, tmp, pids, mq_port=mq.port, n_devices=args.devices, warmup=args.warmup,
                             seconds=args.seconds / 2 if tag_topics else args.seconds, tag_topics=tag_topics,
-                            profile=args.profile, cmd=shlex.split(args.gateway_cmd))
+                            profile=args.profile, cmd=shlex.split(args.gateway_cmd), delivery=args.delivery)
             results.append((tag_topics, r))
     finally:
+        if confirmer is not None:
+            confirmer.close()
+        stop_process(ingestion)
+        if pg is not None:
+            pg.stop()
         mq.stop()
         stop_process(sim)  # type: ignore[arg-type]
 
@@ -413,8 +487,11 @@ def main() -> None:
         if tag_topics:
             print(f"  + {r['tag_msgs_s']:,.0f} retained per-tag messages/s acked (QoS 1), "
                   f"{w['gateway'] / max(ours + float(r['tag_msgs_s']), 1) * 1e6:.0f} us of gateway CPU per message")  # type: ignore[arg-type]
-        print(f"  tags/s ours (acked)  : {ours:>9,.0f}  = {pct(ours / expected)} of the {expected:,.0f} tags/s "
-              f"the fleet offers; {r['polls_s']:,.0f} polls/s")
+        how = {"confirmed": "confirmed by ingestion", "confirmer": "confirmed (bench confirmer)",
+               "broker": "acked by mosquitto"}[args.delivery]
+        print(f"  tags/s ours          : {ours:>9,.0f}  {how} = {pct(ours / expected)} of the {expected:,.0f} tags/s "
+              f"the fleet offers; {r['polls_s']:,.0f} polls/s; {r['waiting']:,.0f} points waiting at the end of "
+              f"the window, {r['resent']} messages re-sent")
         print(f"  raw tags/s           : {raw:>9,.0f}  (bare pymodbus, same spans, back to back; simulator CPU "
               f"{pct(rw['sim'])})")
         print(f"  ratio                : {ours / raw:>9.2f}  x raw (CPU per tag: ours {us:.2f} us, raw client "
@@ -423,8 +500,11 @@ def main() -> None:
         print(f"  poll duration        : p50 {r['p50']}, p99 {r['p99']} (nexus_gateway_poll_seconds: "
               f"{len(spans)} reads + decode)")
         print(f"  skipped polls        : {r['skipped']:>9}  {r['skipped_by'] or ''} read/publish errors {r['errors']}")
-        print(f"  elsewhere            : simulator CPU {pct(w['sim'])}, mosquitto {pct(w['mosquitto'])}; "
-              f"{others(w, GATEWAY_CORE, ('gateway',))}; {others(w, SIM_CORE, ('sim', 'mosquitto', 'bench'))}")
+        ing = ("ingestion",) if "ingestion" in w else ()
+        ing_cpu = f", ingestion {pct(w['ingestion'])} (core {GATEWAY_CORE})" if ing else ""
+        print(f"  elsewhere            : simulator CPU {pct(w['sim'])}, mosquitto {pct(w['mosquitto'])}{ing_cpu}; "
+              f"{others(w, GATEWAY_CORE, ('gateway', *ing))}; {others(w, SIM_CORE, ('sim', 'mosquitto', 'bench'))}"
+              f"{' (PostgreSQL among them)' if ing else ''}")
         print(f"  daemon summary       : {r['summary']}")
         if not tag_topics:
             goal = 50_000

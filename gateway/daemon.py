@@ -23,7 +23,7 @@ from gateway.managed import Managed
 from gateway.poller import PollPool
 from gateway.publisher import STOP, Publisher
 from gateway.settings import Settings
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolFull
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import install_stop_signals
@@ -150,6 +150,10 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
         log.error("spool folder %s unusable: %s", Path(settings.spool_dir) / settings.gateway_id, exc)
         return 2
     gw = Gateway(settings, spool)
+    try:
+        gw.publisher.adopt_legacy()
+    except (OSError, SpoolFull) as exc:
+        log.error("spool of an earlier build not converted (%s); its files stay in %s", exc, spool.folder)
     ops = OpsServer(settings.ops, checks={"mqtt": lambda: gw.mqtt.connected})
     await ops.start()
     if plant is not None:

@@ -30,9 +30,9 @@ from typing import Any
 from gateway import metrics as m
 from gateway.poller import DeviceBatch
 from gateway.settings import Settings
-from gateway.spool import Record, Spool, SpoolFull
+from gateway.spool import Record, Spool, SpoolFull, read_legacy_segment
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
-from proto import ContractError, batch_topic, decode_ack, encode_batch, encode_point
+from proto import ContractError, batch_topic, decode_ack, decode_batch, encode_batch, encode_point
 
 log = logging.getLogger("gateway.publisher")
 
@@ -122,6 +122,33 @@ class Publisher:
             log.error("spool fsync failed: %s", exc)
         self._gauges()
         self._wake.set()
+
+    def adopt_legacy(self) -> int:
+        """Segments written by the earlier disk buffer (before the write-ahead log): their messages
+        are numbered in this run and appended, then the old file goes. A message that no longer
+        decodes goes to ``rejected.seg``, counted. Returns the messages adopted."""
+        n = 0
+        for path in list(self.spool.legacy):
+            for topic, payload in read_legacy_segment(path):
+                try:
+                    batch = decode_batch(payload)
+                except ContractError as exc:
+                    self.errors += 1
+                    m.PUBLISH_ERRORS.inc()
+                    log.error("spooled message from an earlier build does not decode (%s); kept in rejected.seg",
+                              str(exc)[:200])
+                    self.spool.reject_raw(topic, payload)
+                    continue
+                self.seq += 1
+                body = encode_batch(batch.points, seq=self.seq, gateway=self.gateway, run=self.run)
+                self.spool.append(topic, body, run=self.run, seq=self.seq, points=len(batch.points))
+                n += 1
+            self.spool.sync()
+            path.unlink()
+            self.spool.legacy.remove(path)
+        if n:
+            log.info("spool: %d messages from an earlier build's disk buffer will be sent", n)
+        return n
 
     def spool_queue(self) -> int:
         """After a cancelled publish loop: the batches still queued go to the spool; returns how many

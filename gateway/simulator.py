@@ -65,7 +65,7 @@ class SimulatedPlc:
         self.constants = dict(constants or {})
         #: tags whose value is the number of reads that returned them (1, 2, 3, ...): a deterministic
         #: source for loss tests (every value read once must be stored once)
-        self.counters = {name: 0 for name in counters}
+        self.counters = dict.fromkeys(counters, 0)
         self.host = host
         self.serial_port = serial_port  #: for modbus_rtu devices: the line to serve instead of the device's
         self.port = port if port is not None else device.conn.port

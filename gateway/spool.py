@@ -86,6 +86,8 @@ class Spool:
         self._write_file: int | None = None  # fd of the segment being appended to
         self._dirty = False  # appended since the last sync
         self._read_fds: dict[int, int] = {}
+        #: segment files of the earlier format (no ``MAGIC``): see :func:`read_legacy_segment`
+        self.legacy: list[Path] = []
         self.appended = 0
         self.confirmed = 0
         self.points_waiting = 0
@@ -258,19 +260,24 @@ class Spool:
     def reject(self, rec: Record) -> Path | None:
         """The broker refused ``rec`` for good: keep it in ``rejected.seg`` (same record format, for an
         operator to inspect) and drop it from the log, so its segment can go."""
-        path = None
-        if self.folder is not None:
-            path = self.folder / "rejected.seg"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                if os.fstat(fd).st_size == 0:
-                    _write_all(fd, MAGIC)
-                _write_all(fd, _record(rec.topic, self.payload(rec), rec.run, rec.seq, rec.points))
-            finally:
-                os.close(fd)
+        path = self.reject_raw(rec.topic, self.payload(rec), rec.run, rec.seq, rec.points)
         if self._all.pop(rec.key, None) is not None:
             self._sent.pop(rec.key, None)
             self._done(rec)
+        return path
+
+    def reject_raw(self, topic: str, payload: bytes, run: int = 0, seq: int = 0, points: int = 0) -> Path | None:
+        """Append one record to ``rejected.seg`` (nothing without a folder); returns its path."""
+        if self.folder is None:
+            return None
+        path = self.folder / "rejected.seg"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            if os.fstat(fd).st_size == 0:
+                _write_all(fd, MAGIC)
+            _write_all(fd, _record(topic, payload, run, seq, points))
+        finally:
+            os.close(fd)
         return path
 
     def _done(self, rec: Record) -> None:
@@ -319,10 +326,8 @@ class Spool:
             except ValueError:
                 continue
             records, good_bytes = read_segment(path)
-            if records is None:
-                log.error("spool segment %s is not in this build's format (%s); left in place, not sent",
-                          path.name, MAGIC.decode())
-                path.rename(path.with_suffix(".seg.unknown"))
+            if records is None:  # written by a build before the write-ahead log: converted by the publisher
+                self.legacy.append(path)
                 continue
             if good_bytes < path.stat().st_size:
                 log.warning("spool segment %s: dropped a torn record at byte %d (power cut mid-write?)",
@@ -358,6 +363,26 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def read_legacy_segment(path: Path) -> list[tuple[str, bytes]]:
+    """``[(topic, payload)]`` of a segment written by the disk buffer before the write-ahead log
+    (records ``u32 length | u32 crc32 | u16 topic length | topic | payload``, no header); a torn or
+    corrupt tail ends the list."""
+    data = path.read_bytes()
+    out: list[tuple[str, bytes]] = []
+    pos = 0
+    while pos + 10 <= len(data):
+        length, crc = struct.unpack_from(">II", data, pos)
+        end = pos + 8 + length
+        if end > len(data) or length < 2 or zlib.crc32(data[pos + 8:end]) != crc:
+            break
+        (tlen,) = struct.unpack_from(">H", data, pos + 8)
+        if 10 + tlen > 8 + length:
+            break
+        out.append((data[pos + 10:pos + 10 + tlen].decode(errors="replace"), data[pos + 10 + tlen:end]))
+        pos = end
+    return out
 
 
 def read_segment(path: Path) -> tuple[list[tuple[str, int, int, int, int, int]] | None, int]:

@@ -3,11 +3,18 @@ or a torn write — on disk and in memory."""
 
 from __future__ import annotations
 
+import asyncio
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
+from gateway.publisher import Publisher
+from gateway.settings import Settings
 from gateway.spool import MAGIC, Spool, SpoolFull
+from nexus.mqtt import MqttClient
+from proto import Point, decode_batch, encode_batch
 
 RUN = 1_790_000_000_000
 
@@ -132,11 +139,27 @@ def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None
     assert [third.next().topic, third.next().topic] == ["a", "c"]  # type: ignore[union-attr]
 
 
-def test_a_segment_of_another_format_is_set_aside_not_misread(tmp_path: Path) -> None:
-    (tmp_path / "000000000001.seg").write_bytes(b"\x00\x00\x00\x10old format record")
-    s = Spool(tmp_path, max_bytes=10_000)
-    assert s.next() is None
-    assert (tmp_path / "000000000001.seg.unknown").exists()
+def _legacy_record(topic: str, payload: bytes) -> bytes:
+    """A record as the disk buffer before the write-ahead log wrote it (no file header, no run/seq)."""
+    rest = struct.pack(">H", len(topic)) + topic.encode() + payload
+    return struct.pack(">II", len(rest), zlib.crc32(rest)) + rest
+
+
+async def test_a_spool_of_the_earlier_format_is_adopted_by_the_publisher(tmp_path: Path) -> None:
+    old = encode_batch([Point("a", 1.5, 1_790_000_000_000), Point("b", 2, 1_790_000_000_000)], seq=9)
+    (tmp_path / "000000000001.seg").write_bytes(
+        _legacy_record("nexus/batch/v1/e/s/a/l/d", old) + _legacy_record("nexus/batch/v1/e/s/a/l/d", b"garbage"))
+    spool = Spool(tmp_path, max_bytes=10_000_000)
+    assert spool.legacy and spool.next() is None  # not misread as records of the new format
+    settings = Settings(gateway_id="gw1")
+    pub = Publisher(settings, MqttClient(settings.mqtt, client_id="t"), asyncio.Queue(), spool, run=5)
+    assert pub.adopt_legacy() == 1
+    rec = spool.next()
+    assert rec is not None and (rec.run, rec.seq, rec.points) == (5, 1, 2)
+    batch = decode_batch(spool.payload(rec))
+    assert (batch.gateway, batch.run, batch.seq) == ("gw1", 5, 1) and batch.points == decode_batch(old).points
+    assert not (tmp_path / "000000000001.seg").exists() and spool.legacy == []
+    assert pub.errors == 1 and (tmp_path / "rejected.seg").exists()  # the garbage, kept aside
 
 
 def test_a_full_spool_refuses_instead_of_dropping(folder: Path | None) -> None:
