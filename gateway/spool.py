@@ -153,9 +153,18 @@ class Spool:
 
     def sync(self) -> None:
         """Group commit: one fsync for everything appended since the last one."""
-        if self._dirty and self._write_file is not None and self.fsync:
-            os.fsync(self._write_file)
+        fd = self.take_sync()
+        if fd is not None:
+            os.fsync(fd)
+
+    def take_sync(self) -> int | None:
+        """The file descriptor to fsync for everything appended since the last call (None: nothing to
+        do). The publisher fsyncs it in a thread, so the event loop keeps polling meanwhile; the fd stays
+        open until the next :meth:`append` or :meth:`close`, which the publisher does not call before the
+        fsync returned."""
+        fd = self._write_file if self._dirty and self.fsync else None
         self._dirty = False
+        return fd
 
     def _rotate(self) -> None:
         assert self.folder is not None
@@ -291,10 +300,13 @@ class Spool:
             self._sizes[0] -= _HEAD.size + len(rec.topic.encode()) + rec.length
             return
         if self._open_records[seg] == 0:
-            if seg == self._write_seq:
-                self.sync()
-                self._close_writer()  # the current segment is fully confirmed: start afresh next time
-            self._delete(seg)
+            if seg == self._write_seq and self._write_file is not None:
+                # the current segment is fully confirmed: empty it in place (no new file, no directory
+                # fsync each time the spool drains, which is most of the time while all is well)
+                os.ftruncate(self._write_file, len(MAGIC))
+                self._sizes[seg] = len(MAGIC)
+            else:
+                self._delete(seg)
 
     def _delete(self, seg: int) -> None:
         fd = self._read_fds.pop(seg, None)
@@ -308,6 +320,8 @@ class Spool:
     def close(self) -> None:
         self.sync()
         self._close_writer()
+        if self.folder is not None and self._open_records.get(self._write_seq) == 0:
+            self._delete(self._write_seq)  # emptied in place: nothing to keep
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()
