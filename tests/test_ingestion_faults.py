@@ -10,6 +10,7 @@ waits in the broker for a stopped worker), and what these tests rely on across w
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 import urllib.error
@@ -115,12 +116,15 @@ class ResendingPublisher:
 
 
 @pytest.fixture
-def own_pg(tmp_path: Path) -> Iterator[Postgres]:
-    """A PostgreSQL cluster of this test's own: the test stops and starts it."""
-    pg = Postgres(tmp_path / "pg", free_port(), fast=True)
-    pg.start()
-    yield pg
-    pg.stop()
+def own_pg() -> Iterator[Postgres]:
+    """A PostgreSQL cluster of this test's own: the test stops and starts it. Not under tmp_path: as root
+    the server runs as nobody, and a pytest session starting meanwhile makes pytest's temp root 0700 again
+    (a restart would then fail with "permission denied")."""
+    with tempfile.TemporaryDirectory(prefix="nexus-test-pg-") as folder:
+        pg = Postgres(Path(folder), free_port(), fast=True)
+        pg.start()
+        yield pg
+        pg.stop()
 
 
 @pytest.fixture
