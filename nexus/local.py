@@ -91,8 +91,9 @@ class Mosquitto:
         ensure_port_free(self.port, "mosquitto")
         self.folder.mkdir(parents=True, exist_ok=True)
         conf = self.folder / "mosquitto.conf"
-        # No per-client queue limits: a persistent ingestion session that is briefly offline must
-        # get every QoS 1 message later (mosquitto's default would drop after 1000 queued).
+        # No per-client queue limits: mosquitto's default would drop QoS 1 messages queued beyond 1000 for a
+        # busy subscriber. (Delivery does not depend on it: gateways re-send what ingestion has not
+        # confirmed; persistence is off, as a broker that forgets everything on a crash must not lose points.)
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
