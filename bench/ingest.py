@@ -61,7 +61,9 @@ def main() -> None:
     mq.start()
     try:
         dsn = pg.create_database("bench")
+        # a persistent session: this bare publisher does not re-send, and the worker starts after it
         env = {"NEXUS_INGESTION_WORKER_ID": "bench-1", "NEXUS_INGESTION_MQTT_PORT": str(mq.port),
+               "NEXUS_INGESTION_SESSION_EXPIRY": "3600",
                "NEXUS_INGESTION_DB_DSN": dsn, "NEXUS_INGESTION_LOG_JSON": "false",
                "NEXUS_INGESTION_BATCH_MAX_POINTS": str(args.batch),
                "NEXUS_INGESTION_BATCH_MAX_PENDING_POINTS": str(max(50_000, args.batch * 4))}

@@ -39,6 +39,9 @@ log = logging.getLogger("gateway.publisher")
 
 #: put on the queue to end the publish loop after everything before it is spooled
 STOP = object()
+#: a batch message larger than this is split (ingestion dead-letters messages over its max_message_bytes,
+#: 1 MiB by default; a single point larger than this still goes alone)
+MAX_MESSAGE_BYTES = 512 * 1024
 #: most device batches taken from the queue for one group commit
 GROUP_MAX = 512
 #: pause after PUBACK 0x10 before sending again (doubles while nobody subscribes, up to NO_SUBSCRIBER_MAX_S)
@@ -90,13 +93,20 @@ class Publisher:
                 return
 
     def _messages(self, batch: DeviceBatch) -> Iterator[tuple[str, bytes, int]]:
-        """The batch messages of one device batch (split at ``max_points_per_message``)."""
+        """The batch messages of one device batch (split at ``max_points_per_message``, and in halves
+        while one is larger than :data:`MAX_MESSAGE_BYTES`)."""
         topic = batch_topic(batch.device.path, self.settings.topic_root)
         step = self.settings.max_points_per_message
-        for i in range(0, len(batch.points), step):
-            chunk = batch.points[i:i + step]
+        todo = [batch.points[i:i + step] for i in range(0, len(batch.points), step)]
+        while todo:
+            chunk = todo.pop(0)
+            payload = encode_batch(chunk, seq=self.seq + 1, gateway=self.gateway, run=self.run)
+            if len(payload) > MAX_MESSAGE_BYTES and len(chunk) > 1:  # long strings: halve it
+                half = len(chunk) // 2
+                todo[:0] = [chunk[:half], chunk[half:]]
+                continue
             self.seq += 1
-            yield topic, encode_batch(chunk, seq=self.seq, gateway=self.gateway, run=self.run), len(chunk)
+            yield topic, payload, len(chunk)
 
     async def _append(self, topic: str, payload: bytes, points: int) -> None:
         """Append to the spool; while it is full or the disk fails, wait (the publish loop holds, the

@@ -18,7 +18,7 @@ import psycopg
 
 from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
 from proto import Batch, ContractError, DevicePath, decode_batch, parse_batch_topic
-from proto.points import delivery_id
+from proto.points import delivery_id, peek_delivery_id
 
 log = logging.getLogger("ingestion.writer")
 
@@ -83,6 +83,7 @@ def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None,
         item.sha256 = hashlib.sha256(payload).digest()
         item.error = (f"MessageTooLarge: {size} bytes > max_message_bytes {max_bytes}; "
                       f"sha256 {item.sha256.hex()}; first {len(item.payload)} bytes kept")
+        item.delivery = peek_delivery_id(payload)  # confirmed once kept, or its gateway re-sends it for ever
         return item
     try:
         item.device = parse_batch_topic(topic, root)

@@ -19,16 +19,20 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from typing import Any, NamedTuple
 
 import orjson
 
-from proto.errors import PayloadError
+from proto.errors import ContractError, PayloadError
 from proto.uns import MAX_LEVEL_BYTES, validate_level
 
 SCHEMA_VERSION = 1
 #: Largest source timestamp accepted (ms): year 2255. Smaller garbage (negative) is refused too.
 MAX_TS_MS = 9_000_000_000_000
+#: Longest ``unit`` accepted (characters), and longest ``reason`` kept (a longer one is cut, marked "...").
+MAX_UNIT_CHARS = 64
+MAX_REASON_CHARS = 400
 #: Integers beyond this lose precision as float64; the historian also keeps their text form.
 EXACT_FLOAT_INT = 2**53
 
@@ -201,10 +205,15 @@ def _point(d: Any, tag: str | None) -> Point:
     if type(ts) is not int or not 0 <= ts <= MAX_TS_MS:
         raise PayloadError(f"tag {tag!r}: 'ts' must be Unix milliseconds (integer), got {brief(ts)}")
     unit = d.get("unit")
-    if unit is not None and not isinstance(unit, str):
-        raise PayloadError(f"tag {tag!r}: 'unit' must be a string, got {brief(unit)}")
+    if unit is not None and (not isinstance(unit, str) or len(unit) > MAX_UNIT_CHARS):
+        raise PayloadError(f"tag {tag!r}: 'unit' must be a string of at most {MAX_UNIT_CHARS} characters, "
+                           f"got {brief(unit)}")
     reason = d.get("reason")
-    return Point(tag, value, ts, _status(d.get("q")), unit, reason if isinstance(reason, str) else None)
+    if not isinstance(reason, str):
+        reason = None
+    elif len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS - 3] + "..."
+    return Point(tag, value, ts, _status(d.get("q")), unit, reason)
 
 
 def decode_point(payload: bytes, tag: str) -> Point:
@@ -230,6 +239,25 @@ def decode_batch(payload: bytes) -> Batch:
     if duplicates:
         points = [points[i] for i in sorted(last.values())]
     return Batch(points, seq, gateway, run, duplicates)
+
+
+_HEAD_ID = re.compile(rb'^\{"schema":1,"gw":("(?:[^"\\]|\\.){1,200}"),"run":(\d{1,19}),"seq":(\d{1,19}),')
+
+
+def peek_delivery_id(payload: bytes) -> tuple[str, int, int] | None:
+    """``(gateway, run, seq)`` read from the first bytes of a batch payload written by
+    :func:`encode_batch` (its fields come first), without decoding the rest: a message too large to
+    decode is still confirmed once it is kept as a dead letter. None when the head is not ours."""
+    m = _HEAD_ID.match(payload[:512])
+    if m is None:
+        return None
+    try:
+        gateway = orjson.loads(m.group(1))
+        validate_level(gateway, what="gw")
+    except (orjson.JSONDecodeError, ContractError):
+        return None
+    run, seq = int(m.group(2)), int(m.group(3))
+    return (gateway, run, seq) if run < 2**63 and seq < 2**63 else None
 
 
 def delivery_id(doc: dict[str, Any]) -> tuple[str | None, int | None, int | None]:

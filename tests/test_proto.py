@@ -340,7 +340,8 @@ _DROP = object()
         (_pt(q="excellent"), "'q' must be a uint32"),
         (_pt(q=1.0), "'q' must be a uint32"),
         (_pt(q=True), "'q' must be a uint32"),
-        (_pt(unit=5), "'unit' must be a string, got 5"),
+        (_pt(unit=5), "'unit' must be a string of at most 64 characters, got 5"),
+        (_pt(unit="u" * 65), "'unit' must be a string of at most 64 characters"),
     ],
 )
 def test_decode_batch_errors(payload: bytes, fragment: str) -> None:
@@ -448,3 +449,13 @@ def test_encode_points_pairs_with_tag_ids() -> None:
     assert _parse(rows[1])[3:] == ("x", 0x80000000)
     with pytest.raises(ValueError):
         encode_points(pts, [10])
+
+
+def test_the_delivery_id_is_read_from_the_head_of_a_message_too_large_to_decode() -> None:
+    from proto.points import peek_delivery_id
+
+    big = encode_batch([Point("s", "x" * 2_000_000, TS)], seq=7, gateway="gw-1", run=123)
+    assert peek_delivery_id(big) == ("gw-1", 123, 7)
+    assert peek_delivery_id(encode_batch([Point("s", 1, TS)], seq=7)) is None  # no gateway: nothing to confirm
+    assert peek_delivery_id(b'{"schema":1,"gw":"a/b","run":1,"seq":2,"points":[]}') is None  # not a gateway id
+    assert peek_delivery_id(b"\xff" * 600) is None

@@ -189,3 +189,27 @@ def test_a_record_the_broker_refuses_goes_to_rejected_and_its_segment_can_go(tmp
     assert list(tmp_path.glob("0*.seg")) == []  # the data segment is gone, the record kept aside
     again = Spool(tmp_path, max_bytes=10_000)
     assert again.next() is None  # rejected records are not sent again
+
+
+def test_a_device_batch_of_long_strings_is_split_below_the_message_bound(tmp_path: Path) -> None:
+    from gateway.config import load_plant
+    from gateway.poller import DeviceBatch
+    from gateway.publisher import MAX_MESSAGE_BYTES
+
+    plant = tmp_path / "plant.toml"
+    plant.write_text('[plant]\nenterprise = "e"\nsite = "s"\narea = "a"\nline = "l"\n'
+                     '[[devices]]\nid = "d"\nport = 1502\n  [[devices.tags]]\n  name = "t"\n  address = 0\n')
+    device = load_plant(plant).devices[0]
+    points = [Point(f"s{i}", "x" * 100_000, 1_790_000_000_000) for i in range(20)]  # 2 MB in one poll
+    settings = Settings(gateway_id="gw1")
+
+    async def messages() -> list[tuple[str, bytes, int]]:
+        pub = Publisher(settings, MqttClient(settings.mqtt, client_id="t"), asyncio.Queue(),
+                        Spool(None, max_bytes=10**8), run=5)
+        return list(pub._messages(DeviceBatch(device, points)))
+
+    out = asyncio.run(messages())
+    assert all(len(p) <= MAX_MESSAGE_BYTES for _, p, _ in out) and len(out) >= 4
+    decoded = [decode_batch(p) for _, p, _ in out]
+    assert [b.seq for b in decoded] == list(range(1, len(out) + 1))  # numbered in order, no gaps
+    assert [p for b in decoded for p in b.points] == points and sum(n for *_, n in out) == 20
