@@ -31,22 +31,26 @@ from typing import Any
 from gateway import metrics as m
 from gateway.poller import DeviceBatch
 from gateway.settings import Settings
-from gateway.spool import Record, Spool, SpoolFull, read_legacy_segment
+from gateway.spool import LEGACY_RUN, Record, Spool, SpoolFull, read_legacy_segment
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
 from proto import ContractError, batch_topic, decode_ack, decode_batch, encode_batch, encode_point
+from proto.points import MAX_BATCH_BYTES
 
 log = logging.getLogger("gateway.publisher")
 
 #: put on the queue to end the publish loop after everything before it is spooled
 STOP = object()
 #: a batch message larger than this is split (ingestion dead-letters messages over its max_message_bytes,
-#: 1 MiB by default; a single point larger than this still goes alone)
-MAX_MESSAGE_BYTES = 512 * 1024
+#: 1 MiB by default and never below this; a single point larger than this still goes alone)
+MAX_MESSAGE_BYTES = MAX_BATCH_BYTES
 #: most device batches taken from the queue for one group commit
 GROUP_MAX = 512
 #: pause after PUBACK 0x10 before sending again (doubles while nobody subscribes, up to NO_SUBSCRIBER_MAX_S)
 NO_SUBSCRIBER_PAUSE_S = 0.5
 NO_SUBSCRIBER_MAX_S = 4.0
+#: PUBACK reason codes that say "not now" rather than "never": unspecified error, implementation specific
+#: error (plugins), packet identifier in use, quota exceeded. Sent again after a pause, like 0x10.
+TRANSIENT_REFUSALS = frozenset({0x80, 0x83, 0x91, 0x97})
 
 
 class Publisher:
@@ -57,7 +61,9 @@ class Publisher:
         self.queue = queue
         self.spool = spool
         self.gateway = settings.gateway_id
-        self.run = run if run is not None else time.time_ns() // 1_000_000  #: this process's run id (ms)
+        #: this process's run id: its start time in ms, above every run still in the spool (a clock set back
+        #: must not reuse a run whose confirmations could then match new messages)
+        self.run = run if run is not None else max(time.time_ns() // 1_000_000, spool.max_run + 1)
         self.seq = 0
         self.confirm_by_ingestion = settings.delivery == "confirmed"
         self.points_confirmed = 0
@@ -138,24 +144,21 @@ class Publisher:
         self._gauges()
 
     def adopt_legacy(self) -> int:
-        """Segments written by the earlier disk buffer (before the write-ahead log): their messages
-        are numbered in this run and appended, then the old file goes. A message that no longer
-        decodes goes to ``rejected.seg``, counted. Returns the messages adopted."""
+        """Segments written by the earlier disk buffer (before the write-ahead log): their messages go
+        into the spool as they are (same bytes: ingestion knows those it stored already) under the
+        reserved run :data:`LEGACY_RUN`, done at the broker's PUBACK as they were then; then the old
+        file goes. Converting again after a crash halfway only repeats messages (same bytes, stored
+        once). Returns the messages adopted."""
         n = 0
+        seq = max((k[1] for k in self.spool.record_keys() if k[0] == LEGACY_RUN), default=0)
         for path in list(self.spool.legacy):
             for topic, payload in read_legacy_segment(path):
+                seq += 1
                 try:
-                    batch = decode_batch(payload)
-                except ContractError as exc:
-                    self.errors += 1
-                    m.PUBLISH_ERRORS.inc()
-                    log.error("spooled message from an earlier build does not decode (%s); kept in rejected.seg",
-                              str(exc)[:200])
-                    self.spool.reject_raw(topic, payload)
-                    continue
-                self.seq += 1
-                body = encode_batch(batch.points, seq=self.seq, gateway=self.gateway, run=self.run)
-                self.spool.append(topic, body, run=self.run, seq=self.seq, points=len(batch.points))
+                    points = len(decode_batch(payload).points)
+                except ContractError:
+                    points = 0  # ingestion dead-letters it, as it would have then
+                self.spool.append(topic, payload, run=LEGACY_RUN, seq=seq, points=points)
                 n += 1
             self.spool.sync()
             path.unlink()
@@ -188,14 +191,16 @@ class Publisher:
         spool = self.spool
         timeout = self.settings.ack_timeout_s
         last_due = time.monotonic()
+        window = self.settings.send_window
         while not stop.is_set():
             now = time.monotonic()
-            if now - last_due >= 0.25:
+            if now - last_due >= 0.25 and self.mqtt.connected:  # while disconnected, on_connect re-sends
                 last_due = now
                 late = spool.due(timeout, now, skip=self._in_flight)
                 if late:
                     self._count_resent(late, "timeout")
-            if not self.mqtt.connected or now < self._hold_until or spool.pending == 0:
+            if (not self.mqtt.connected or now < self._hold_until or spool.pending == 0
+                    or spool.sent >= window):  # bounded: what is sent and unconfirmed (a re-send flood)
                 self._wake.clear()
                 wait = min(0.25, max(0.0, self._hold_until - now)) or 0.25
                 try:
@@ -232,7 +237,13 @@ class Publisher:
         exc = fut.exception()
         if isinstance(exc, MqttError) and exc.reason == "stopped":
             return  # client stopped: stays in the spool (sent after the next start)
-        if exc is not None:  # the broker refused it for good (e.g. not authorized): not a transient
+        if not self.spool.holds(rec):
+            return  # an earlier send of it was confirmed meanwhile: delivered
+        if isinstance(exc, MqttError) and exc.code in TRANSIENT_REFUSALS:
+            log.warning("broker refused a batch message for now (%s); sending it again", exc)
+            self._again_later(rec)
+            return
+        if exc is not None:  # the broker refused it for good (e.g. not authorized, topic invalid)
             self.errors += 1
             m.PUBLISH_ERRORS.inc()
             log.error("broker refused a batch message (%s); moved to %s", exc, self.spool.reject(rec))
@@ -243,17 +254,24 @@ class Publisher:
             # after a broker restart): not delivered; send it again after a pause, and hold the rest
             self.no_subscribers += 1
             m.NO_SUBSCRIBERS.inc()
-            rec.sent_at = -1.0  # due at once (spool.due keeps the sending order)
-            now = time.monotonic()
-            if now >= self._hold_until:
-                self._hold_until = now + self._hold_s
-                self._hold_s = min(self._hold_s * 2, NO_SUBSCRIBER_MAX_S)
+            self._again_later(rec)
             return
         self._hold_s = NO_SUBSCRIBER_PAUSE_S
         m.MESSAGES_OUT.labels("batch").inc()
         m.POINTS_OUT.inc(rec.points)
-        if not self.confirm_by_ingestion:
+        if not self.confirm_by_ingestion or rec.run == LEGACY_RUN:
             self._confirmed(self.spool.confirm(rec.run, [(rec.seq, rec.seq)]))
+        else:
+            self.spool.started(rec)  # the broker has it now: the confirmation timer counts from here
+
+    def _again_later(self, rec: Record) -> None:
+        """Send ``rec`` again at the next due check (keeping the sending order), and hold all sending
+        for a pause that doubles while the broker keeps saying no."""
+        self.spool.due_now(rec)
+        now = time.monotonic()
+        if now >= self._hold_until:
+            self._hold_until = now + self._hold_s
+            self._hold_s = min(self._hold_s * 2, NO_SUBSCRIBER_MAX_S)
 
     def on_connect(self) -> None:
         """A new connection: every sent, unconfirmed message the client will not re-send itself (its

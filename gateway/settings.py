@@ -34,6 +34,9 @@ class Settings:
     #: (for consumers that do not confirm; a broker that loses messages then loses points)
     delivery: str = "confirmed"
     ack_timeout_s: float = 10.0  #: re-send a message not confirmed within this (s; doubles per miss, up to 120 s)
+    #: most batch messages sent and not yet confirmed; beyond it new ones wait in the spool (bounds what a
+    #: re-send after a timeout puts on the uplink while ingestion is slow or away)
+    send_window: int = 10_000
     queue_size: int = 1000  #: device batches waiting to be published; when full, polls are skipped and counted
     max_points_per_message: int = 1000  #: a device batch larger than this is split into several messages
     mqtt: MqttSettings = field(default_factory=MqttSettings)
@@ -53,6 +56,7 @@ class Settings:
         positive(self.spool_max_mb, "spool_max_mb")
         positive(self.heartbeat_s, "heartbeat_s")
         positive(self.ack_timeout_s, "ack_timeout_s")
+        positive(self.send_window, "send_window")
         if self.delivery not in ("confirmed", "broker"):
             raise SettingsError(f"expected confirmed or broker, got {self.delivery!r}", field="delivery")
         if self.config_source not in ("file", "core"):

@@ -25,6 +25,8 @@ are read back from the segment file when sent.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import heapq
 import logging
 import os
 import struct
@@ -43,10 +45,19 @@ _HEAD_AFTER_CRC = _HEAD.size - 8
 SEGMENT_BYTES = 8 * 1024 * 1024
 CACHE_BYTES = 64 * 1024 * 1024
 RESEND_CAP_S = 120.0  #: a message unconfirmed for long is re-sent at most this often
+#: memory one record costs besides its payload (index entries, the Record object), counted toward
+#: ``max_bytes`` so that a spool of many small messages stays within its bound in RAM too
+RECORD_OVERHEAD = 512
+#: run id of messages adopted from the earlier disk buffer: sent as they were, done at the broker's PUBACK
+LEGACY_RUN = 0
 
 
 class SpoolFull(Exception):
     """The spool holds ``max_bytes``; the caller must wait (backpressure)."""
+
+
+class SpoolLocked(OSError):
+    """Another process holds the spool folder (the same gateway id started twice?)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -61,7 +72,9 @@ class Record:
     length: int = 0  #: payload bytes
     sends: int = 0  #: times handed out for sending
     timeouts: int = 0  #: times it was not confirmed in time (the next timeout doubles)
-    sent_at: float = 0.0  #: monotonic time of the last hand-out; negative: due at once (see :meth:`due`)
+    sent_at: float = 0.0  #: monotonic time its confirmation timer last started
+    deadline: float = 0.0  #: when it is due again unless confirmed (-1: at the next due(), not a timeout)
+    sent_order: int = 0  #: order of the first hand-out (re-sends keep the original order)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -86,13 +99,19 @@ class Spool:
         self._write_file: int | None = None  # fd of the segment being appended to
         self._dirty = False  # appended since the last sync
         self._read_fds: dict[int, int] = {}
-        #: segment files of the earlier format (no ``MAGIC``): see :func:`read_legacy_segment`
+        self._deadlines: list[tuple[float, int, tuple[int, int]]] = []  # heap of (due at, tiebreak, key)
+        self._timeout = 10.0  # confirmation timeout (s) before doubling; set by due() / started()
+        self._tiebreak = 0
+        self._lock_fd: int | None = None
+        #: ``*.seg.legacy`` files of the earlier format (no ``MAGIC``): see :func:`read_legacy_segment`
         self.legacy: list[Path] = []
+        self.max_run = 0  #: highest run id among the recovered records
         self.appended = 0
         self.confirmed = 0
         self.points_waiting = 0
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+            self._lock()
             self._recover()
 
     # --- state ---------------------------------------------------------------------------------
@@ -101,6 +120,11 @@ class Spool:
     def size(self) -> int:
         """Bytes held (on disk, or in memory without a folder)."""
         return sum(self._sizes.values())
+
+    @property
+    def held(self) -> int:
+        """What counts toward ``max_bytes``: :attr:`size` plus :data:`RECORD_OVERHEAD` per record."""
+        return self.size + RECORD_OVERHEAD * len(self._all)
 
     @property
     def pending(self) -> int:
@@ -117,13 +141,23 @@ class Spool:
         """Records not yet confirmed by ingestion (sent or not)."""
         return len(self._all)
 
+    def record_keys(self) -> list[tuple[int, int]]:
+        """(run, seq) of every unconfirmed record."""
+        return list(self._all)
+
+    def holds(self, rec: Record) -> bool:
+        """``rec`` is still unconfirmed."""
+        return rec.key in self._all
+
     # --- writing -------------------------------------------------------------------------------
 
     def append(self, topic: str, payload: bytes, *, run: int, seq: int, points: int) -> Record:
         """Add a message; durable after the next :meth:`sync`. Raises :class:`SpoolFull`."""
         body = _record(topic, payload, run, seq, points)
-        if self.size + len(body) > self.max_bytes:
-            raise SpoolFull(f"spool holds {self.size} bytes, limit {self.max_bytes}")
+        if self.held + len(body) + RECORD_OVERHEAD > self.max_bytes:
+            raise SpoolFull(f"spool holds {self.held} bytes, limit {self.max_bytes}")
+        if (run, seq) in self._all:
+            raise ValueError(f"record ({run}, {seq}) is already in the spool")
         seg, offset = 0, 0
         if self.folder is not None:
             if self._write_file is None or self._sizes.get(self._write_seq, 0) + len(body) > self.segment_bytes:
@@ -136,6 +170,9 @@ class Spool:
             except OSError:
                 with contextlib.suppress(OSError):  # no torn record in the middle of a segment
                     os.ftruncate(self._write_file, start)
+                # and nothing after it if the truncate failed too: the next record goes to a new segment
+                self.sync_quietly()
+                self._close_writer()
                 raise
             self._dirty = True
             offset = start + len(body) - len(payload)
@@ -166,16 +203,27 @@ class Spool:
         self._dirty = False
         return fd
 
+    def sync_quietly(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sync()
+
     def _rotate(self) -> None:
         assert self.folder is not None
         self.sync()
         self._close_writer()
-        self._write_seq = max(self._sizes, default=0) + 1
-        path = self._path(self._write_seq)
-        self._write_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        _write_all(self._write_file, MAGIC)
-        self._sizes[self._write_seq] = len(MAGIC)
-        self._open_records[self._write_seq] = 0
+        seg = max(self._sizes, default=0) + 1
+        path = self._path(seg)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, MAGIC)
+        except OSError:  # disk full or failing: no half-made segment left behind; the append is retried
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        self._write_seq, self._write_file = seg, fd
+        self._sizes[seg] = len(MAGIC)
+        self._open_records[seg] = 0
         if self.fsync:  # the new file's name must survive a power cut too
             dir_fd = os.open(self.folder, os.O_RDONLY)
             try:
@@ -197,11 +245,28 @@ class Spool:
             if rec.key not in self._all:
                 continue  # confirmed while it waited for a re-send
             rec.sends += 1
-            rec.sent_at = time.monotonic()
+            if not rec.sent_order:
+                self._tiebreak += 1
+                rec.sent_order = self._tiebreak
             self._sent[rec.key] = rec
             self._sent.move_to_end(rec.key)
+            self.started(rec)
             return rec
         return None
+
+    def started(self, rec: Record, timeout: float | None = None, now: float | None = None) -> None:
+        """(Re)start ``rec``'s confirmation timer: at hand-out, and again when the broker has taken it.
+        ``timeout`` (s) before the doubling; the last one given is kept."""
+        rec.sent_at = time.monotonic() if now is None else now
+        if timeout is not None:
+            self._timeout = timeout
+        self._schedule(rec, rec.sent_at + min(self._timeout * 2 ** min(rec.timeouts, 16),
+                                              max(self._timeout, RESEND_CAP_S)))
+
+    def _schedule(self, rec: Record, at: float) -> None:
+        rec.deadline = at  # an older heap entry of the record no longer matches: skipped as stale
+        self._tiebreak += 1
+        heapq.heappush(self._deadlines, (at, self._tiebreak, rec.key))
 
     def payload(self, rec: Record) -> bytes:
         """The record's payload (from memory, or read back from its segment file)."""
@@ -229,19 +294,31 @@ class Spool:
     def due(self, timeout: float, now: float | None = None, skip: Container[tuple[int, int]] = ()) -> int:
         """Records sent longer than their timeout ago without a confirmation go back to be sent again
         (the timeout doubles with every miss, up to :data:`RESEND_CAP_S`), and those marked due at once
-        (``sent_at < 0``); returns how many."""
+        (:meth:`due_now`); returns how many. Cost: the records due, not all those sent (a heap)."""
         now = time.monotonic() if now is None else now
-        cap = max(timeout, RESEND_CAP_S)
-        late = []
-        for r in self._sent.values():
-            if r.key in skip:
+        self._timeout = timeout
+        late: list[Record] = []
+        held: list[Record] = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            at, _, key = heapq.heappop(self._deadlines)
+            rec = self._sent.get(key)
+            if rec is None or at != rec.deadline:
+                continue  # confirmed, back in the queue, or its timer restarted since: a stale entry
+            if key in skip:  # its PUBACK is outstanding (the MQTT client re-sends it): look again later
+                held.append(rec)
                 continue
-            if r.sent_at < 0:  # asked for (nobody subscribed when it was sent): not a timeout
-                late.append(r)
-            elif now - r.sent_at >= min(timeout * 2 ** min(r.timeouts, 16), cap):
-                r.timeouts += 1
-                late.append(r)
+            if at >= 0:  # a timeout (not asked for by due_now)
+                rec.timeouts += 1
+            late.append(rec)
+        for rec in held:
+            self._schedule(rec, now + self._timeout)
+        late.sort(key=lambda r: r.sent_order)
         return self._back(late)
+
+    def due_now(self, rec: Record) -> None:
+        """``rec`` must go again at the next :meth:`due` (the broker said nobody subscribed)."""
+        if rec.key in self._sent:
+            self._schedule(rec, -1.0)
 
     def _back(self, recs: list[Record]) -> int:
         for r in recs:
@@ -268,11 +345,14 @@ class Spool:
 
     def reject(self, rec: Record) -> Path | None:
         """The broker refused ``rec`` for good: keep it in ``rejected.seg`` (same record format, for an
-        operator to inspect) and drop it from the log, so its segment can go."""
+        operator to inspect) and drop it from the log, so its segment can go. Nothing for a record
+        confirmed meanwhile (an earlier send of it was stored; its file space may be reused)."""
+        if rec.key not in self._all:
+            return None
         path = self.reject_raw(rec.topic, self.payload(rec), rec.run, rec.seq, rec.points)
-        if self._all.pop(rec.key, None) is not None:
-            self._sent.pop(rec.key, None)
-            self._done(rec)
+        del self._all[rec.key]
+        self._sent.pop(rec.key, None)
+        self._done(rec)
         return path
 
     def reject_raw(self, topic: str, payload: bytes, run: int = 0, seq: int = 0, points: int = 0) -> Path | None:
@@ -303,28 +383,53 @@ class Spool:
             if seg == self._write_seq and self._write_file is not None:
                 # the current segment is fully confirmed: empty it in place (no new file, no directory
                 # fsync each time the spool drains, which is most of the time while all is well)
-                os.ftruncate(self._write_file, len(MAGIC))
-                self._sizes[seg] = len(MAGIC)
-            else:
-                self._delete(seg)
+                try:
+                    os.ftruncate(self._write_file, len(MAGIC))
+                    self._sizes[seg] = len(MAGIC)
+                    return
+                except OSError as exc:
+                    log.warning("spool segment %d not emptied (%s); starting a new one", seg, exc)
+                    self.sync_quietly()
+                    self._close_writer()
+            self._delete(seg)
 
     def _delete(self, seg: int) -> None:
         fd = self._read_fds.pop(seg, None)
         if fd is not None:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self._path(seg).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # its records are all confirmed: a leftover file is re-sent once at most
+            log.warning("spool segment %d not deleted: %s", seg, exc)
         self._sizes.pop(seg, None)
         self._open_records.pop(seg, None)
 
     def close(self) -> None:
-        self.sync()
+        if self._write_file is not None and self.fsync:
+            self._dirty = True  # a group whose fsync was cut short at shutdown is synced here
+        self.sync_quietly()
         self._close_writer()
         if self.folder is not None and self._open_records.get(self._write_seq) == 0:
             self._delete(self._write_seq)  # emptied in place: nothing to keep
         for fd in self._read_fds.values():
             os.close(fd)
         self._read_fds.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _lock(self) -> None:
+        """One process per spool folder: two would delete each other's segments."""
+        assert self.folder is not None
+        fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise SpoolLocked(f"spool folder {self.folder} is in use by another process") from exc
+        self._lock_fd = fd
 
     # --- recovery ------------------------------------------------------------------------------
 
@@ -340,8 +445,9 @@ class Spool:
             except ValueError:
                 continue
             records, good_bytes = read_segment(path)
-            if records is None:  # written by a build before the write-ahead log: converted by the publisher
-                self.legacy.append(path)
+            if records is None:  # written by a build before the write-ahead log: adopted by the publisher
+                legacy = path.with_name(path.name + ".legacy")
+                path.rename(legacy)
                 continue
             if good_bytes < path.stat().st_size:
                 log.warning("spool segment %s: dropped a torn record at byte %d (power cut mid-write?)",
@@ -353,6 +459,7 @@ class Spool:
             self._sizes[seg] = good_bytes
             self._open_records[seg] = 0
             for topic, run, seq, points, offset, length in records:
+                self.max_run = max(self.max_run, run)
                 rec = Record(seg, run, seq, points, topic, None, offset, length)
                 if rec.key in self._all:  # written twice (a re-send never appends; defensive)
                     continue
@@ -361,6 +468,7 @@ class Spool:
                 self._pending.append(rec)
                 self.points_waiting += points
         self._write_seq = max(self._sizes, default=0)
+        self.legacy = sorted(self.folder.glob("*.seg.legacy"))
         if self._pending:
             log.info("spool: %d messages (%d points) from before the restart will be sent", len(self._pending),
                      self.points_waiting)
@@ -389,7 +497,8 @@ def read_legacy_segment(path: Path) -> list[tuple[str, bytes]]:
     while pos + 10 <= len(data):
         length, crc = struct.unpack_from(">II", data, pos)
         end = pos + 8 + length
-        if end > len(data) or length < 2 or zlib.crc32(data[pos + 8:end]) != crc:
+        # that format's crc covers topic + payload, not the topic length before them
+        if end > len(data) or length < 2 or zlib.crc32(data[pos + 10:end]) != crc:
             break
         (tlen,) = struct.unpack_from(">H", data, pos + 8)
         if 10 + tlen > 8 + length:

@@ -99,6 +99,7 @@ class Ingestor:
         self._has_data = asyncio.Event()
         self._full = asyncio.Event()
         self._paused = False
+        self.stopping = False  #: intake stopped for good (shutdown): backpressure must not resume it
         self._flush_messages = max(1, settings.mqtt.max_inflight // 2)
         self.totals = {"points": 0, "messages": 0, "duplicates": 0, "dead_letters": 0, "duplicate_points": 0,
                        "acks_sent": 0, "acks_unsent": 0}
@@ -230,7 +231,7 @@ class Ingestor:
         m.PENDING_POINTS.set(self._pending_points)
         m.PENDING_BYTES.set(self._pending_bytes)
         b = self.settings.batch
-        if (self._paused and self.mqtt and self._pending_points < b.max_pending_points // 2
+        if (self._paused and not self.stopping and self.mqtt and self._pending_points < b.max_pending_points // 2
                 and self._pending_bytes < b.max_pending_bytes // 2):
             self.mqtt.resume_reading()
             self._paused = False
@@ -353,6 +354,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
             await stop.wait()
             drain_started = time.monotonic()
             deadline = loop.time() + settings.drain_deadline
+            ingestor.stopping = True
             mqtt.pause_reading()  # stop intake; flush_loop writes what is buffered, then returns
             give_up_timer = loop.call_at(deadline - GIVE_UP_RESERVE, ingestor.give_up.set)
             await _finish(flush, deadline - MQTT_CLOSE_RESERVE)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, positive
+from proto.points import MAX_BATCH_BYTES
 from proto.uns import validate_level, validate_prefix
 
 
@@ -84,8 +85,9 @@ class Settings:
             raise SettingsError("must not be empty", field="worker_id")
         if self.session_expiry < 0:
             raise SettingsError(f"must be >= 0 seconds, got {self.session_expiry}", field="session_expiry")
-        if self.max_message_bytes < 1024:
-            raise SettingsError(f"must be >= 1024 bytes, got {self.max_message_bytes}", field="max_message_bytes")
+        if self.max_message_bytes < MAX_BATCH_BYTES:  # smaller would dead-letter whole gateway batches
+            raise SettingsError(f"must be >= {MAX_BATCH_BYTES} bytes (the gateways' batch bound), got "
+                                f"{self.max_message_bytes}", field="max_message_bytes")
         if not self.drain_deadline >= 5:  # >= 1 s for the final commit after the reserves (ingestion/daemon.py)
             raise SettingsError(f"must be >= 5 seconds, got {self.drain_deadline}", field="drain_deadline")
 

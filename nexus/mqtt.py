@@ -43,11 +43,13 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 class MqttError(Exception):
-    """A publish or connect failed; ``reason`` is the MQTT reason code text."""
+    """A publish or connect failed; ``reason`` is the MQTT reason code text (or "stopped",
+    "disconnected"), ``code`` the broker's numeric reason code (0 when it was not the broker's)."""
 
-    def __init__(self, message: str, *, reason: str = "") -> None:
+    def __init__(self, message: str, *, reason: str = "", code: int = 0) -> None:
         super().__init__(message)
         self.reason = reason
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +331,8 @@ class MqttClient:
         if fut.done():
             return
         if reason is not None and getattr(reason, "is_failure", False):
-            fut.set_exception(MqttError(f"broker rejected publish: {reason}", reason=str(reason)))
+            fut.set_exception(MqttError(f"broker rejected publish: {reason}", reason=str(reason),
+                                        code=int(getattr(reason, "value", 0x80))))
         else:
             fut.set_result(int(getattr(reason, "value", 0) or 0))
 

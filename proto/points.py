@@ -30,6 +30,9 @@ from proto.uns import MAX_LEVEL_BYTES, validate_level
 SCHEMA_VERSION = 1
 #: Largest source timestamp accepted (ms): year 2255. Smaller garbage (negative) is refused too.
 MAX_TS_MS = 9_000_000_000_000
+#: A gateway splits its batch messages below this many bytes (one point larger than it goes alone);
+#: ingestion must accept at least this much (its max_message_bytes), or it would dead-letter whole batches.
+MAX_BATCH_BYTES = 512 * 1024
 #: Longest ``unit`` accepted (characters), and longest ``reason`` kept (a longer one is cut, marked "...").
 MAX_UNIT_CHARS = 64
 MAX_REASON_CHARS = 400

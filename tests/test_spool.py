@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from gateway.publisher import Publisher
 from gateway.settings import Settings
-from gateway.spool import MAGIC, Spool, SpoolFull
+from gateway.spool import LEGACY_RUN, MAGIC, RECORD_OVERHEAD, Spool, SpoolFull, SpoolLocked
 from nexus.mqtt import MqttClient
 from proto import Point, decode_batch, encode_batch
 
@@ -100,7 +101,7 @@ def test_retry_and_due_at_once_keep_the_order(folder: Path | None) -> None:
     r1, r2 = s.next(), s.next()
     assert r1 is not None and r2 is not None
     s.retry(r2)
-    r1.sent_at = -1.0  # nobody subscribed when it went out
+    s.due_now(r1)  # nobody subscribed when it went out
     assert s.due(10.0) == 1
     assert drain(s) == [1, 2, 3, 4]
 
@@ -144,32 +145,66 @@ def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -> None
 
 
 def _legacy_record(topic: str, payload: bytes) -> bytes:
-    """A record as the disk buffer before the write-ahead log wrote it (no file header, no run/seq)."""
-    rest = struct.pack(">H", len(topic)) + topic.encode() + payload
-    return struct.pack(">II", len(rest), zlib.crc32(rest)) + rest
+    """A record as the disk buffer before the write-ahead log wrote it (no file header, no run/seq;
+    its crc covers topic + payload, not the topic length)."""
+    t = topic.encode()
+    return struct.pack(">IIH", len(t) + len(payload) + 2, zlib.crc32(t + payload), len(t)) + t + payload
 
 
 async def test_a_spool_of_the_earlier_format_is_adopted_by_the_publisher(tmp_path: Path) -> None:
+    """Messages of the disk buffer before the write-ahead log are sent as they were (same bytes, so
+    ingestion stores those it had already once), done at the broker's PUBACK as they were then."""
     old = encode_batch([Point("a", 1.5, 1_790_000_000_000), Point("b", 2, 1_790_000_000_000)], seq=9)
     (tmp_path / "000000000001.seg").write_bytes(
         _legacy_record("nexus/batch/v1/e/s/a/l/d", old) + _legacy_record("nexus/batch/v1/e/s/a/l/d", b"garbage"))
     spool = Spool(tmp_path, max_bytes=10_000_000)
-    assert spool.legacy and spool.next() is None  # not misread as records of the new format
+    assert spool.legacy == [tmp_path / "000000000001.seg.legacy"] and spool.next() is None
     settings = Settings(gateway_id="gw1")
     pub = Publisher(settings, MqttClient(settings.mqtt, client_id="t"), asyncio.Queue(), spool, run=5)
-    assert pub.adopt_legacy() == 1
-    rec = spool.next()
-    assert rec is not None and (rec.run, rec.seq, rec.points) == (5, 1, 2)
-    batch = decode_batch(spool.payload(rec))
-    assert (batch.gateway, batch.run, batch.seq) == ("gw1", 5, 1) and batch.points == decode_batch(old).points
-    assert not (tmp_path / "000000000001.seg").exists() and spool.legacy == []
-    assert pub.errors == 1 and (tmp_path / "rejected.seg").exists()  # the garbage, kept aside
+    assert pub.adopt_legacy() == 2
+    recs = [spool.next(), spool.next()]
+    assert [(r.run, r.seq, r.points) for r in recs if r] == [(LEGACY_RUN, 1, 2), (LEGACY_RUN, 2, 0)]
+    assert [spool.payload(r) for r in recs if r] == [old, b"garbage"]  # ingestion dead-letters the garbage
+    assert spool.legacy == [] and not list(tmp_path.glob("*.legacy"))
+    spool.close()
+    again = Spool(tmp_path, max_bytes=10_000_000)  # adopted records are durable in the new format
+    assert [(r.run, r.seq) for r in [again.next(), again.next()] if r] == [(LEGACY_RUN, 1), (LEGACY_RUN, 2)]
+
+
+def test_one_process_per_spool_folder(tmp_path: Path) -> None:
+    s = Spool(tmp_path, max_bytes=10_000)
+    with pytest.raises(SpoolLocked, match="in use by another process"):
+        Spool(tmp_path, max_bytes=10_000)
+    s.close()
+    Spool(tmp_path, max_bytes=10_000).close()
+
+
+def test_a_failing_disk_never_breaks_the_bookkeeping(tmp_path: Path) -> None:
+    s = Spool(tmp_path, max_bytes=10_000_000, segment_bytes=100, fsync=False)
+    s.append("t", b"x" * 50, run=RUN, seq=1, points=1)
+    s.folder = tmp_path / "gone"  # the next rotation cannot create its file
+    with pytest.raises(OSError):
+        s.append("t", b"y" * 80, run=RUN, seq=2, points=1)
+    s.folder = tmp_path
+    s.append("t", b"y" * 80, run=RUN, seq=2, points=1)  # retried: works once the disk does
+    assert [r.seq for r in [s.next(), s.next()] if r] == [1, 2] and s.unconfirmed == 2
+
+
+def test_due_costs_the_records_due_not_all_that_are_sent(folder: Path | None) -> None:
+    s = Spool(folder, max_bytes=10**9, fsync=False)
+    fill(s, 50_000, size=1)
+    for _ in range(50_000):
+        s.next()
+    t0 = time.perf_counter()
+    for _ in range(100):
+        assert s.due(10.0) == 0
+    assert time.perf_counter() - t0 < 0.05  # 100 checks of 50,000 sent records (a full scan: ~2 s)
 
 
 def test_a_full_spool_refuses_instead_of_dropping(folder: Path | None) -> None:
-    s = Spool(folder, max_bytes=250, fsync=False)
+    s = Spool(folder, max_bytes=250 + RECORD_OVERHEAD, fsync=False)  # one record of 100 bytes and its index
     s.append("t", b"x" * 100, run=RUN, seq=1, points=1)
-    with pytest.raises(SpoolFull, match="limit 250"):
+    with pytest.raises(SpoolFull, match=f"limit {250 + RECORD_OVERHEAD}"):
         s.append("t", b"x" * 100, run=RUN, seq=2, points=1)
     s.next()
     with pytest.raises(SpoolFull):  # sent is not confirmed: still held
