@@ -40,6 +40,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -57,7 +58,8 @@ from gateway.config import DeviceConfig, load_plant  # noqa: E402
 from gateway.modbus import plan  # noqa: E402
 from gateway.registers import register_count  # noqa: E402
 from nexus.local import Mosquitto, Postgres, free_port, stop_process, wait_port  # noqa: E402
-from proto import ack_topic, decode_batch, encode_acks  # noqa: E402
+from proto import ack_topic, encode_acks  # noqa: E402
+from proto.points import peek_delivery_id  # noqa: E402
 from proto.uns import batch_filter  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -268,26 +270,45 @@ def start_ingestion(tmp: Path, mq_port: int) -> tuple[Postgres, subprocess.Popen
 
 
 class Confirmer:
-    """``--delivery confirmer``: confirms every batch message at once, with no database: the gateway's
-    side of end-to-end delivery (spool, fsync, confirmations, re-sends) without ingestion's CPU on this
-    2-core machine. A paho client thread in this process (on SIM_CORE)."""
+    """``--delivery confirmer``: confirms every batch message with no database, as ingestion does after
+    each commit (one ack per gateway and run every ``every_s``, ranges of seqs): the gateway's side of
+    end-to-end delivery (spool, fsync, confirmations, re-sends) without ingestion's CPU on this 2-core
+    machine. A paho client thread in this process (on SIM_CORE). With ``--delivery broker`` it only
+    subscribes, as a consumer that does not confirm."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, confirm: bool = True, every_s: float = 0.05) -> None:
         self.messages = 0
+        self.confirm = confirm
+        self._seen: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-confirmer", protocol=paho.MQTTv5)
         self.c.on_message = self._on_message
         self.c.connect("127.0.0.1", port)
         self.c.subscribe(batch_filter(), qos=1)
         self.c.loop_start()
+        self._acker = threading.Thread(target=self._ack_loop, args=(every_s,), daemon=True)
+        self._acker.start()
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        b = decode_batch(msg.payload)
-        if b.gateway is not None and b.run is not None and b.seq is not None:
-            for payload in encode_acks(b.run, [b.seq]):
-                client.publish(ack_topic(b.gateway), payload, qos=1)
+        # the head only (proto.points.peek_delivery_id): decoding every point would take the simulator's core
+        ident = peek_delivery_id(msg.payload) if self.confirm else None
+        if ident is not None:
+            with self._lock:
+                self._seen[ident[:2]].append(ident[2])
         self.messages += 1
 
+    def _ack_loop(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            with self._lock:
+                seen, self._seen = self._seen, defaultdict(list)
+            for (gateway, run), seqs in seen.items():
+                for payload in encode_acks(run, seqs):
+                    self.c.publish(ack_topic(gateway), payload, qos=1)
+
     def close(self) -> None:
+        self._stop.set()
+        self._acker.join(5)
         self.c.loop_stop()
         self.c.disconnect()
 
@@ -448,8 +469,6 @@ def main() -> None:
         if args.delivery == "confirmed":
             pg, ingestion = start_ingestion(tmp, mq.port)
             pids["ingestion"] = ingestion.pid
-        elif args.delivery == "confirmer":
-            confirmer = Confirmer(mq.port)
 
         raw, raw_req, rw = asyncio.run(raw_reads(plant.devices, pids, 1.0, args.raw_seconds))
         print(f"\nraw pymodbus: {raw:,.0f} tags/s = {raw_req / rw['wall']:,.0f} reads/s, "
@@ -458,7 +477,9 @@ def main() -> None:
               f"({rw['bench'] / raw * 1e6:.2f} us/tag), simulator CPU {pct(rw['sim'])}")
         print(f"  meanwhile {others(rw, GATEWAY_CORE, ('bench',))}; {others(rw, SIM_CORE, ('sim', 'mosquitto'))}")
         if PINNED:
-            os.sched_setaffinity(0, {SIM_CORE})  # from here on this script only scrapes
+            os.sched_setaffinity(0, {SIM_CORE})  # from here on this script only scrapes (and confirms)
+        if args.delivery != "confirmed":  # its paho thread is started here, so it inherits SIM_CORE
+            confirmer = Confirmer(mq.port, confirm=args.delivery == "confirmer")
 
         for tag_topics in (False, True) if args.tag_topics else (False,):
             r = run_gateway(plant_path, tmp, pids, mq_port=mq.port, n_devices=args.devices, warmup=args.warmup,

@@ -62,18 +62,28 @@ def test_broker_killed_and_restarted_mid_stream(pipe: Pipeline, down_s: int, fir
         assert summary(gw)["no_subscribers"] > 0, "the case did not happen: ingestion was back first"
 
 
-def test_broker_restarted_while_the_worker_is_stopped(pipe: Pipeline) -> None:
-    """The only worker is stopped while points stream, then the broker restarts, then a worker starts:
-    everything read meanwhile waits in the gateway's spool, not in a broker session."""
-    ing = pipe.ingestion()
+@pytest.mark.parametrize("how", ["terminated", "paused with a persistent session"])
+def test_broker_restarted_while_the_worker_is_stopped(pipe: Pipeline, how: str) -> None:
+    """The only worker stops while points stream (terminated; or frozen with a persistent session, so
+    the broker queues for it), then the broker restarts and forgets everything it held, then the worker
+    is back: everything read meanwhile was kept in the gateway's spool, not only in the broker."""
+    persistent = how.startswith("paused")
+    env = {"NEXUS_INGESTION_SESSION_EXPIRY": "3600"} if persistent else {}
+    ing = pipe.ingestion(**env)
     gw = pipe.gateway()
     pipe.wait_streaming()
-    assert ing.stop() == 0
+    if persistent:
+        pause(ing)
+    else:
+        assert ing.stop() == 0
     time.sleep(3)
     pipe.restart_broker(1)
     time.sleep(2)
-    pipe.ingestion("w2")
-    pipe.wait_streaming(what="points stored by the new worker")
+    if persistent:
+        resume(ing)
+    else:
+        pipe.ingestion("w2")
+    pipe.wait_streaming(what="points stored after the worker is back")
     finish(pipe, gw)
 
 
