@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -32,6 +31,7 @@ from nexus.local import free_port
 from nexus.mqtt import Message
 from proto.commands import decode_response, set_topic
 from proto.points import Point, Status
+from tests.core_fixtures import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,15 +86,6 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Points:

@@ -189,14 +189,21 @@ def test_postgres_stopped_15s_mid_stream_then_restarted(own_pg, broker, prefix, 
     assert "not committed" in ing.output()
 
 
-def test_sigterm_while_postgres_is_down_exits_within_deadline(own_pg, broker, prefix, source, daemons) -> None:
+def streaming(own_pg, broker, prefix, source, daemons, n: int, every_s: float):  # type: ignore[no-untyped-def]
+    """A worker on a fresh database, ``n`` messages streaming from the re-sending source, the first
+    points stored: (dsn, worker env, worker, producer thread)."""
     dsn = own_pg.create_database("nexus")
     env = ingestion_env(broker, dsn, prefix)
     ing = daemons("ingestion", env)
     wait_for(lambda: "mqtt connected" in ing.output(), 30, what=f"ingestion connected\n{ing.output()}")
-    n = 400
-    producer = source.stream(n, 0.005)
+    producer = source.stream(n, every_s)
     wait_for(lambda: stored(dsn) >= 1000, 30, interval=0.02, what="first points stored")
+    return dsn, env, ing, producer
+
+
+def test_sigterm_while_postgres_is_down_exits_within_deadline(own_pg, broker, prefix, source, daemons) -> None:
+    n = 400
+    dsn, env, ing, producer = streaming(own_pg, broker, prefix, source, daemons, n, 0.005)
     own_pg.stop()
     producer.join(30)  # the rest arrives while the database is down
     wait_for(lambda: "not committed" in ing.output(), 10, what="the worker saw the database go")
@@ -214,13 +221,8 @@ def test_sigterm_while_postgres_is_down_exits_within_deadline(own_pg, broker, pr
 
 
 def test_sigterm_while_a_table_lock_blocks_the_copy(own_pg, broker, prefix, source, daemons) -> None:
-    dsn = own_pg.create_database("nexus")
-    env = ingestion_env(broker, dsn, prefix)
-    ing = daemons("ingestion", env)
-    wait_for(lambda: "mqtt connected" in ing.output(), 30, what=f"ingestion connected\n{ing.output()}")
     n = 400
-    producer = source.stream(n, 0.01)
-    wait_for(lambda: stored(dsn) >= 1000, 30, interval=0.02, what="first points stored")
+    dsn, env, ing, producer = streaming(own_pg, broker, prefix, source, daemons, n, 0.01)
     with psycopg.connect(dsn) as locker:
         locker.execute("LOCK TABLE nexus.points IN ACCESS EXCLUSIVE MODE")  # held until the block ends
         locked_at = time.monotonic()

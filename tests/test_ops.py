@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from nexus.local import free_port
-from tests.conftest import gateway_env, ingestion_env, wait_for
+from tests.conftest import gateway_env, http_get, ingestion_env, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def test_ingestion_ops_endpoints(broker, db, prefix, daemons) -> None:
     port = free_port()
     ing = daemons("ingestion", ingestion_env(broker, db, prefix, NEXUS_INGESTION_OPS_PORT=str(port)))
-    wait_for(lambda: get(port, "/readyz")[0] == 200, 20, what=f"ingestion ready\n{ing.output()}")
-    assert get(port, "/healthz") == (200, "ok\n")
-    status, body = get(port, "/readyz")
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, 20, what=f"ingestion ready\n{ing.output()}")
+    assert http_get(port, "/healthz") == (200, "ok\n")
+    status, body = http_get(port, "/readyz")
     assert '"mqtt":true' in body and '"db":true' in body
-    status, body = get(port, "/metrics")
+    status, body = http_get(port, "/metrics")
     assert status == 200
     for name in ("nexus_ingest_points_stored_total", "nexus_ingest_batch_points", "nexus_ingest_copy_seconds",
                  "nexus_ingest_pending_points", "nexus_ingest_dead_letters_total", "nexus_mqtt_reconnects"):
         assert name in body, name
-    assert get(port, "/nope")[0] == 404
+    assert http_get(port, "/nope")[0] == 404
     assert ing.stop() == 0
 
 
@@ -44,8 +32,8 @@ def test_ingestion_not_ready_while_database_is_unreachable(broker, prefix, daemo
     port = free_port()
     dead_dsn = f"postgresql://nexus@127.0.0.1:{free_port()}/nope"
     ing = daemons("ingestion", ingestion_env(broker, dead_dsn, prefix, NEXUS_INGESTION_OPS_PORT=str(port)))
-    wait_for(lambda: get(port, "/healthz")[0] == 200, 20, what=f"healthz\n{ing.output()}")
-    status, body = get(port, "/readyz")
+    wait_for(lambda: http_get(port, "/healthz")[0] == 200, 20, what=f"healthz\n{ing.output()}")
+    status, body = http_get(port, "/readyz")
     assert status == 503 and '"db":false' in body
     assert ing.stop() == 0
 
@@ -68,10 +56,10 @@ interval_ms = 100
   address = 0
 """)
     gw = daemons("gateway", gateway_env(broker, plant, prefix, NEXUS_GATEWAY_OPS_PORT=str(port)))
-    wait_for(lambda: get(port, "/readyz")[0] == 200, 20, what=f"gateway ready\n{gw.output()}")
-    wait_for(lambda: 'nexus_gateway_read_errors_total{device="ghost"}' in get(port, "/metrics")[1], 20,
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, 20, what=f"gateway ready\n{gw.output()}")
+    wait_for(lambda: 'nexus_gateway_read_errors_total{device="ghost"}' in http_get(port, "/metrics")[1], 20,
              what="read errors counted")
-    body = get(port, "/metrics")[1]
+    body = http_get(port, "/metrics")[1]
     assert 'nexus_gateway_device_connected{device="ghost"} 0.0' in body
     for name in ("nexus_gateway_skipped_polls_total", "nexus_gateway_poll_seconds", "nexus_gateway_publish_queue_depth",
                  "nexus_gateway_points_published_total"):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import orjson
@@ -17,7 +15,7 @@ import pytest
 from ingestion.writer import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES
 from nexus.local import free_port
 from proto import DevicePath, Point, ack_topic, batch_topic, decode_ack, encode_batch
-from tests.conftest import ingestion_env, query, wait_for
+from tests.conftest import http_get, ingestion_env, query, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,18 +31,8 @@ def publisher(port: int) -> paho.Client:
     return c
 
 
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def metric(port: int, name: str) -> float:
-    for line in get(port, "/metrics")[1].splitlines():
+    for line in http_get(port, "/metrics")[1].splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0
@@ -105,7 +93,7 @@ def test_poison_between_good_messages_is_dead_lettered_and_good_ones_stored_exac
         broker, db, prefix, daemons) -> None:
     ops = free_port()
     ing = daemons("ingestion", ingestion_env(broker, db, prefix, NEXUS_INGESTION_OPS_PORT=str(ops)))
-    wait_for(lambda: get(ops, "/readyz")[0] == 200, 30, what=f"ingestion ready\n{ing.output()}")
+    wait_for(lambda: http_get(ops, "/readyz")[0] == 200, 30, what=f"ingestion ready\n{ing.output()}")
     gw = f"{prefix}-gw"
     acks = AckListener(broker.port, ack_topic(gw, prefix))
     pub = publisher(broker.port)
@@ -150,7 +138,7 @@ def test_poison_between_good_messages_is_dead_lettered_and_good_ones_stored_exac
     # every good message and the addressable dead letter confirmed to the gateway
     wait_for(lambda: acks.seqs >= {*range(1, n_good + 2), 1000}, 20, what=f"acks (got {sorted(acks.seqs)})")
     assert ing.proc is not None and ing.proc.poll() is None, "ingestion died on bad input"
-    status, body = get(ops, "/readyz")
+    status, body = http_get(ops, "/readyz")
     assert status == 200 and '"mqtt":true' in body and '"db":true' in body, body
 
     # exact: the points sent, each once, and each poison message once as a dead letter
@@ -191,7 +179,7 @@ def test_poison_between_good_messages_is_dead_lettered_and_good_ones_stored_exac
 def test_burst_of_large_bad_messages_keeps_memory_bounded(broker, db, prefix, daemons) -> None:
     ops = free_port()
     ing = daemons("ingestion", ingestion_env(broker, db, prefix, NEXUS_INGESTION_OPS_PORT=str(ops)))
-    wait_for(lambda: get(ops, "/readyz")[0] == 200, 30, what=f"ingestion ready\n{ing.output()}")
+    wait_for(lambda: http_get(ops, "/readyz")[0] == 200, 30, what=f"ingestion ready\n{ing.output()}")
     assert ing.proc is not None
     pid = ing.proc.pid
     pub = publisher(broker.port)
@@ -231,7 +219,7 @@ def test_dead_letters_count_toward_the_pending_bytes_bound(broker, db, prefix, d
     env = ingestion_env(broker, db, prefix, NEXUS_INGESTION_OPS_PORT=str(ops),
                         NEXUS_INGESTION_BATCH_MAX_PENDING_BYTES=str(2 * 1024 * 1024))
     ing = daemons("ingestion", env)
-    wait_for(lambda: get(ops, "/readyz")[0] == 200, 30, what=f"ingestion ready\n{ing.output()}")
+    wait_for(lambda: http_get(ops, "/readyz")[0] == 200, 30, what=f"ingestion ready\n{ing.output()}")
     pub = publisher(broker.port)
     topic = batch_topic(DEVICE, prefix)
     # 40 bad messages of 900 KB: under max_message_bytes, so each is held whole until its commit
