@@ -77,7 +77,6 @@ class Publisher:
         self._hold_until = 0.0  # nobody subscribed: no sends until then (monotonic)
         self._hold_s = NO_SUBSCRIBER_PAUSE_S
         self._in_flight: dict[tuple[int, int], Record] = {}  # PUBACK outstanding (paho re-sends these itself)
-        self._tag_futs: set[asyncio.Future[int]] = set()
         self._last_tag: dict[str, tuple[object, int]] = {}
         self._last_sync = 0.0  # monotonic time of the last group commit
 
@@ -340,11 +339,9 @@ class Publisher:
             except MqttError:
                 return  # disconnected: state topics wait for the next change after the reconnect
             self._last_tag[key] = state
-            self._tag_futs.add(fut)
             fut.add_done_callback(self._tag_done)
 
     def _tag_done(self, fut: asyncio.Future[int]) -> None:
-        self._tag_futs.discard(fut)
         if fut.cancelled():
             return
         exc = fut.exception()

@@ -70,7 +70,6 @@ class Record:
     payload: bytes | None  #: None: not cached, read back from ``offset`` in the segment file
     offset: int = 0  #: where the payload starts in its segment file
     length: int = 0  #: payload bytes
-    sends: int = 0  #: times handed out for sending
     timeouts: int = 0  #: times it was not confirmed in time (the next timeout doubles)
     sent_at: float = 0.0  #: monotonic time its confirmation timer last started
     deadline: float = 0.0  #: when it is due again unless confirmed (-1: at the next due(), not a timeout)
@@ -100,14 +99,12 @@ class Spool:
         self._dirty = False  # appended since the last sync
         self._read_fds: dict[int, int] = {}
         self._deadlines: list[tuple[float, int, tuple[int, int]]] = []  # heap of (due at, tiebreak, key)
-        self._timeout = 10.0  # confirmation timeout (s) before doubling; set by due() / started()
+        self._timeout = 10.0  # confirmation timeout (s) before doubling; the last one due() was given
         self._tiebreak = 0
         self._lock_fd: int | None = None
         #: ``*.seg.legacy`` files of the earlier format (no ``MAGIC``): see :func:`read_legacy_segment`
         self.legacy: list[Path] = []
         self.max_run = 0  #: highest run id among the recovered records
-        self.appended = 0
-        self.confirmed = 0
         self.points_waiting = 0
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
@@ -184,7 +181,6 @@ class Spool:
             self._cached += len(payload)
         self._all[rec.key] = rec
         self._pending.append(rec)
-        self.appended += 1
         self.points_waiting += points
         return rec
 
@@ -244,7 +240,6 @@ class Spool:
             rec = self._pending.popleft()
             if rec.key not in self._all:
                 continue  # confirmed while it waited for a re-send
-            rec.sends += 1
             if not rec.sent_order:
                 self._tiebreak += 1
                 rec.sent_order = self._tiebreak
@@ -254,12 +249,10 @@ class Spool:
             return rec
         return None
 
-    def started(self, rec: Record, timeout: float | None = None, now: float | None = None) -> None:
-        """(Re)start ``rec``'s confirmation timer: at hand-out, and again when the broker has taken it.
-        ``timeout`` (s) before the doubling; the last one given is kept."""
-        rec.sent_at = time.monotonic() if now is None else now
-        if timeout is not None:
-            self._timeout = timeout
+    def started(self, rec: Record) -> None:
+        """(Re)start ``rec``'s confirmation timer: at hand-out, and again when the broker has taken it
+        (with the timeout of the last :meth:`due`)."""
+        rec.sent_at = time.monotonic()
         self._schedule(rec, rec.sent_at + min(self._timeout * 2 ** min(rec.timeouts, 16),
                                               max(self._timeout, RESEND_CAP_S)))
 
@@ -370,7 +363,6 @@ class Spool:
         return path
 
     def _done(self, rec: Record) -> None:
-        self.confirmed += 1
         self.points_waiting -= rec.points
         if rec.payload is not None:
             self._cached -= rec.length
