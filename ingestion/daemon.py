@@ -26,7 +26,6 @@ from ingestion.schema import SchemaState, migrate
 from ingestion.settings import DbSettings, Settings
 from ingestion.writer import (
     OVERSIZE_PREFIX_BYTES,
-    DeliveryId,
     Item,
     Writer,
     WriteResult,
@@ -255,7 +254,7 @@ class Ingestor:
         that cannot go now is counted, and the gateway re-sends the batch and gets it next time."""
         runs: dict[tuple[str, int], list[int]] = {}
         for it in items:
-            d: DeliveryId | None = it.delivery
+            d = it.delivery
             if d is not None:
                 runs.setdefault((d[0], d[1]), []).append(d[2])
         for (gateway, run), seqs in runs.items():

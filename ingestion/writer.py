@@ -18,7 +18,7 @@ import psycopg
 
 from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
 from proto import Batch, ContractError, DevicePath, decode_batch, parse_batch_topic
-from proto.points import delivery_id, peek_delivery_id
+from proto.points import DeliveryId, delivery_id, peek_delivery_id
 
 log = logging.getLogger("ingestion.writer")
 
@@ -26,9 +26,6 @@ log = logging.getLogger("ingestion.writer")
 MAX_ERROR_BYTES = 400
 #: Bytes kept of a message larger than ``max_message_bytes`` (its size and sha256 name the whole).
 OVERSIZE_PREFIX_BYTES = 1024
-
-#: (gateway, run, seq) a batch message asks to have confirmed (:mod:`proto.delivery`)
-DeliveryId = tuple[str, int, int]
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
@@ -97,10 +94,8 @@ def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None,
         item.device = item.batch = None
         item.digest = b""
         item.delivery = _delivery_of_bad(payload)
-    elif item.batch is not None and item.batch.gateway is not None:
-        b = item.batch
-        assert b.run is not None and b.seq is not None  # decode_batch gives all three or no gateway
-        item.delivery = (b.gateway, b.run, b.seq)  # type: ignore[assignment]  # narrowed by the assert
+    elif item.batch is not None:
+        item.delivery = item.batch.delivery
     return item
 
 

@@ -96,6 +96,10 @@ class Point(NamedTuple):
         return Quality.of(self.status)
 
 
+#: (gateway, run, seq): a gateway's batch message, as its confirmation names it (:mod:`proto.delivery`)
+DeliveryId = tuple[str, int, int]
+
+
 class Batch(NamedTuple):
     """Many points of one device.
 
@@ -111,6 +115,13 @@ class Batch(NamedTuple):
     gateway: str | None = None
     run: int | None = None
     duplicates: int = 0
+
+    @property
+    def delivery(self) -> DeliveryId | None:
+        """``(gateway, run, seq)`` to confirm, or None for a message that asks for no confirmation."""
+        if self.gateway is None or self.run is None or self.seq is None:
+            return None
+        return self.gateway, self.run, self.seq
 
 
 def _point_dict(p: Point, *, with_tag: bool) -> dict[str, Any]:
@@ -259,7 +270,7 @@ def decode_batch(payload: bytes) -> Batch:
 _HEAD_ID = re.compile(rb'^\{"schema":1,"gw":("(?:[^"\\]|\\.){1,200}"),"run":(\d{1,19}),"seq":(\d{1,19}),')
 
 
-def peek_delivery_id(payload: bytes) -> tuple[str, int, int] | None:
+def peek_delivery_id(payload: bytes) -> DeliveryId | None:
     """``(gateway, run, seq)`` read from the first bytes of a batch payload written by
     :func:`encode_batch` (its fields come first), without decoding the rest: a message too large to
     decode is still confirmed once it is kept as a dead letter. None when the head is not ours."""
