@@ -66,6 +66,15 @@ def query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return conn.execute(sql, params).fetchall()
 
 
+def stored_points(dsn: str) -> int:
+    """Rows in nexus.points; 0 while the schema does not exist yet (ingestion creates it) or the
+    database is down."""
+    try:
+        return int(query(dsn, "SELECT count(*) FROM nexus.points")[0][0])
+    except psycopg.Error:
+        return 0
+
+
 def http_get(port: int, path: str) -> tuple[int, str]:
     """(status, body) of a GET on 127.0.0.1 (an ops endpoint); (0, "") when nothing answers."""
     try:

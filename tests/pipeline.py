@@ -14,12 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from gateway.config import load_plant
 from gateway.simulator import SimulatedPlc
 from nexus.local import Mosquitto, free_port
-from tests.conftest import gateway_env, ingestion_env, query, wait_for
+from tests.conftest import gateway_env, ingestion_env, query, stored_points, wait_for
 
 
 def pause(d: Any) -> None:
@@ -84,10 +82,7 @@ class Pipeline:
     # --- counting ------------------------------------------------------------------------------
 
     def stored(self) -> int:
-        try:
-            return int(query(self.db, "SELECT count(*) FROM nexus.points")[0][0])
-        except psycopg.Error:  # ingestion may not have created the schema yet
-            return 0
+        return stored_points(self.db)
 
     def reads(self) -> dict[str, int]:
         """Per tag path: how many times the PLC answered a read of it (= its last value)."""

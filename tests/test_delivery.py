@@ -6,11 +6,10 @@ import threading
 import time
 
 import paho.mqtt.client as paho
-import psycopg
 import pytest
 
 from proto import DevicePath, Point, batch_topic, encode_batch
-from tests.conftest import ingestion_env, query, wait_for
+from tests.conftest import ingestion_env, query, stored_points, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +30,6 @@ def message(i: int, points: int) -> bytes:
                         seq=i)
 
 
-def stored(db: str) -> int:
-    try:
-        return query(db, "SELECT count(*) FROM nexus.points")[0][0]
-    except psycopg.Error:  # ingestion may not have created the schema yet
-        return 0
-
-
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(broker, db, prefix, daemons) -> None:
     n_msgs, per = 400, 50
     # a bare publisher does not re-send what was not confirmed: this test keeps the worker's persistent
@@ -56,15 +48,15 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(broker, db, prefix, dae
 
     t = threading.Thread(target=produce)
     t.start()
-    wait_for(lambda: stored(db) > 2000, 30, interval=0.02, what="first points stored")
+    wait_for(lambda: stored_points(db) > 2000, 30, interval=0.02, what="first points stored")
     ing.kill()  # SIGKILL: no flush, no acks for the batch in progress
-    killed_at = stored(db)
+    killed_at = stored_points(db)
     time.sleep(1.0)  # messages keep arriving and queue in the broker for the persistent session
     ing2 = daemons("ingestion", env)
     t.join(60)
     pub.loop_stop()
     total = n_msgs * per
-    wait_for(lambda: stored(db) >= total, 60, what=f"all {total} points stored\n{ing2.output()}")
+    wait_for(lambda: stored_points(db) >= total, 60, what=f"all {total} points stored\n{ing2.output()}")
     time.sleep(0.5)  # any late duplicate would show up now
     assert ing2.stop() == 0
     assert 0 < killed_at < total, "the kill did not happen mid-stream"
@@ -86,11 +78,11 @@ def test_redelivered_message_is_stored_once(broker, db, prefix, daemons) -> None
     for _ in range(3):  # a gateway replaying its buffer sends the very same bytes again
         pub.publish(topic, payload, qos=1).wait_for_publish(5)
     pub.publish(topic, message(8, 20), qos=1).wait_for_publish(5)
-    wait_for(lambda: stored(db) >= 40, 20, what="points stored")
+    wait_for(lambda: stored_points(db) >= 40, 20, what="points stored")
     time.sleep(0.5)
     assert ing.stop() == 0
     pub.loop_stop()
-    assert stored(db) == 40
+    assert stored_points(db) == 40
     assert query(db, "SELECT count(*) FROM nexus.ingested_messages")[0][0] == 2
     assert "redelivered message(s) skipped" in ing.output()
 
@@ -113,13 +105,13 @@ def test_malformed_payloads_go_to_dead_letters_and_good_ones_keep_flowing(broker
         pub.publish(topic, message(i, 10), qos=1).wait_for_publish(5)
         if i < len(bad):
             pub.publish(bad[i][0], bad[i][1], qos=1).wait_for_publish(5)
-    wait_for(lambda: stored(db) >= 100, 20, what="good points stored")
+    wait_for(lambda: stored_points(db) >= 100, 20, what="good points stored")
     wait_for(lambda: query(db, "SELECT count(*) FROM nexus.dead_letters")[0][0] >= len(bad), 20, what="dead letters")
     time.sleep(0.3)
     assert ing.proc is not None and ing.proc.poll() is None, "ingestion died on bad input"
     assert ing.stop() == 0
     pub.loop_stop()
-    assert stored(db) == 100
+    assert stored_points(db) == 100
     rows = query(db, "SELECT topic, payload, error FROM nexus.dead_letters ORDER BY id")
     assert [(r[0], bytes(r[1])) for r in rows] == bad
     errors = [r[2] for r in rows]

@@ -24,7 +24,7 @@ import pytest
 
 from nexus.local import Postgres, free_port
 from proto import DevicePath, Point, ack_topic, batch_topic, decode_ack, encode_batch
-from tests.conftest import ingestion_env, query, wait_for
+from tests.conftest import ingestion_env, query, stored_points, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -144,13 +144,6 @@ def get(port: int, path: str) -> int:
         return 0
 
 
-def stored(dsn: str) -> int:
-    try:
-        return int(query(dsn, "SELECT count(*) FROM nexus.points")[0][0])
-    except psycopg.Error:  # down, or the schema not created yet
-        return 0
-
-
 def assert_exact(dsn: str, n: int) -> None:
     rows, distinct = query(dsn, "SELECT count(*), count(DISTINCT (tag_id, time)) FROM nexus.points")[0]
     assert rows == distinct == n * PER, (rows, distinct, n * PER)
@@ -175,7 +168,7 @@ def test_postgres_stopped_15s_mid_stream_then_restarted(own_pg, broker, prefix, 
     wait_for(lambda: get(ops, "/readyz") == 200, 30, what=f"ingestion ready\n{ing.output()}")
     n = 1200  # 24,000 points over ~12 s
     source.stream(n, 0.01)
-    wait_for(lambda: stored(dsn) >= 2000, 30, interval=0.02, what="first points stored")
+    wait_for(lambda: stored_points(dsn) >= 2000, 30, interval=0.02, what="first points stored")
     own_pg.stop()
     down_at = time.monotonic()
     wait_for(lambda: get(ops, "/readyz") == 503, 10, what="not ready while the database is down")
@@ -197,7 +190,7 @@ def streaming(own_pg, broker, prefix, source, daemons, n: int, every_s: float): 
     ing = daemons("ingestion", env)
     wait_for(lambda: "mqtt connected" in ing.output(), 30, what=f"ingestion connected\n{ing.output()}")
     producer = source.stream(n, every_s)
-    wait_for(lambda: stored(dsn) >= 1000, 30, interval=0.02, what="first points stored")
+    wait_for(lambda: stored_points(dsn) >= 1000, 30, interval=0.02, what="first points stored")
     return dsn, env, ing, producer
 
 
@@ -262,7 +255,7 @@ def test_statement_slower_than_query_timeout_is_cancelled_and_retried(own_pg, br
     wait_for(lambda: "mqtt connected" in ing.output(), 30, what=f"ingestion connected\n{ing.output()}")
     n = 300
     producer = source.stream(n, 0.01)
-    wait_for(lambda: stored(dsn) >= 1000, 30, interval=0.02, what="first points stored")
+    wait_for(lambda: stored_points(dsn) >= 1000, 30, interval=0.02, what="first points stored")
     with psycopg.connect(dsn) as locker:
         locker.execute("LOCK TABLE nexus.points IN ACCESS EXCLUSIVE MODE")
         wait_for(lambda: "TimeoutError" in ing.output(), 10, what="a write timed out")
