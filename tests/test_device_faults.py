@@ -232,7 +232,9 @@ async def test_unexpected_read_and_write_errors_answer_and_recover(plc: tuple[in
 async def test_lost_connection_is_logged_once_with_its_cause(plc: tuple[int, SimulatedPlc],
                                                              caplog: pytest.LogCaptureFixture) -> None:
     port, sim = plc
-    dev = modbus_device("lossy", port)
+    # polls 500 ms apart: the PLC stops right after a poll, between two, so the loss is the connection
+    # closing (at 50 ms a poll could be in flight now and then, and the loss would be that request failing)
+    dev = modbus_device("lossy", port, interval_ms=500)
     queue: asyncio.Queue[Any] = asyncio.Queue(5000)
     points = Points(queue)
     poller = DevicePoller(dev, queue)
