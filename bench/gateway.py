@@ -7,10 +7,10 @@ Run: ``.venv/bin/python bench/gateway.py [--devices 200 --registers 250 --second
    ``--interval-ms`` (timeout 2 s). ``--types uint16``: R uint16 tags; ``--types mixed``: 40% of
    the registers float32, 40% uint16, 20% int32. The simulated values are counters and sines that
    change every second and no tag has a deadband, so every poll publishes every tag.
-2. Serves every device with :class:`gateway.simulator.SimulatedPlc` (pymodbus's server) in ONE
-   separate process (``python -m gateway.simulator``), and a private mosquitto.
+2. Serves every device with :class:`gateway.drivers.modbus.simulator.SimulatedPlc` (pymodbus's server) in ONE
+   separate process (``python -m gateway.drivers.modbus.simulator``), and a private mosquitto.
 3. Raw limit: this process (pinned to the gateway's core) reads the very same spans that
-   ``gateway.modbus.plan`` makes, with one bare ``AsyncModbusTcpClient`` per device, every device
+   ``gateway.drivers.modbus.driver.plan`` makes, with one bare ``AsyncModbusTcpClient`` per device, every device
    concurrently and back to back (no schedule, no decode, no publish) → raw tags/s.
 4. The gateway daemon for real: ``python -m gateway`` as a subprocess with NEXUS_GATEWAY_TAG_TOPICS=false
    (batch messages only) and its spool (write-ahead log, fsync on) in the temp folder, warm-up, then a
@@ -55,8 +55,8 @@ from pymodbus import FramerType  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from gateway.config import DeviceConfig, load_plant  # noqa: E402
-from gateway.modbus import plan  # noqa: E402
-from gateway.registers import register_count  # noqa: E402
+from gateway.drivers.modbus.driver import plan  # noqa: E402
+from gateway.drivers.modbus.registers import register_count  # noqa: E402
 from nexus.local import Mosquitto, Postgres, free_port, stop_process, wait_port  # noqa: E402
 from proto import ack_topic, encode_acks  # noqa: E402
 from proto.points import peek_delivery_id  # noqa: E402
@@ -373,8 +373,8 @@ def run_gateway(plant: Path, tmp: Path, pids: dict[str, int | str], *, mq_port: 
 
 
 #: py-spy frames (file fragment) -> where the gateway's CPU goes; the deepest frame that matches wins
-_PLACES = (("gateway/registers.py", "register decode (gateway.registers.decode)"),
-           ("gateway/modbus.py", "driver span loop, Point building (gateway.modbus)"),
+_PLACES = (("gateway/registers.py", "register decode (gateway.drivers.modbus.registers.decode)"),
+           ("gateway/modbus.py", "driver span loop, Point building (gateway.drivers.modbus.driver)"),
            ("pymodbus/", "pymodbus client (framing, PDU, transaction)"),
            ("gateway/poller.py", "poller: schedule, normalize, queue (gateway.poller)"),
            ("proto/points.py", "batch encoding (proto.encode_batch, orjson)"),
@@ -438,7 +438,7 @@ def main() -> None:
     offered = n_tags * 1000 / args.interval_ms
     print(f"fleet: {args.devices} Modbus TCP devices x {args.registers} holding registers ({len(d0.tags)} tags/device, "
           f"{args.types}) = {n_tags:,} tags, polled every {args.interval_ms} ms -> offered {offered:,.0f} tags/s; "
-          f"{len(spans)} reads per poll ({' + '.join(str(s.count) for s in spans)} registers, gateway.modbus.plan)")
+          f"{len(spans)} reads per poll ({' + '.join(str(s.count) for s in spans)} registers, modbus plan)")
     if PINNED:
         print(f"cores: gateway (and the raw client) pinned to core {GATEWAY_CORE}; simulator process, mosquitto "
               f"and this script's scraping to core {SIM_CORE} ({os.cpu_count()} cores)")
@@ -447,7 +447,7 @@ def main() -> None:
 
     sim_log = tmp / "simulator.log"
     with open(sim_log, "ab") as out:
-        sim = spawn([sys.executable, "-m", "gateway.simulator", str(plant_path)], SIM_CORE, cwd=ROOT,
+        sim = spawn([sys.executable, "-m", "gateway.drivers.modbus.simulator", str(plant_path)], SIM_CORE, cwd=ROOT,
                     env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out)
     mq = Mosquitto(tmp / "mq", free_port())
     results = []

@@ -22,11 +22,11 @@ from typing import Any
 
 from gateway import metrics as m
 from gateway.config import TagConfig
-from gateway.driver import bounded_traceback, describe
 from gateway.errors import WriteRefused
 from gateway.poller import DevicePoller, WriteCommand
 from gateway.values import INT_RANGES, check_write
 from nexus.mqtt import Message, MqttClient
+from nexus.report import bounded_traceback, describe
 from proto.commands import decode_request, encode_response, parse_set_topic, response_topic
 from proto.errors import PayloadError
 

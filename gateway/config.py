@@ -1,7 +1,7 @@
 """The plant configuration a gateway polls: devices, their place in the UNS, and their tags.
 
 Loaded from TOML or YAML (same structure). Keys common to every protocol are parsed here; the
-protocol's module (see :mod:`gateway.driver`) parses its own connection and address keys::
+protocol's config module (see :mod:`gateway.drivers`) parses its own connection and address keys::
 
     [plant]
     enterprise = "acme"
@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from gateway.driver import PROTOCOLS, protocol_module
+from gateway.drivers import PROTOCOLS, config_module
 from gateway.errors import ConfigError
 from gateway.values import TYPES, canonical_type
 from normalizer import Transform
@@ -43,7 +43,7 @@ from proto.uns import DevicePath, validate_level
 @dataclass(frozen=True, kw_only=True)
 class TagConfig:
     name: str  #: UNS tag level
-    address: Any  #: protocol-specific address (a frozen dataclass of the protocol module)
+    address: Any  #: protocol-specific address (a frozen dataclass of the protocol's config module)
     type: str = "uint16"  #: canonical type, one of gateway.values.TYPES
     length: int = 0  #: bytes/characters, for strings
     unit: str | None = None  #: engineering unit after normalization, e.g. "degC"
@@ -57,7 +57,7 @@ class TagConfig:
 class DeviceConfig:
     id: str  #: unique in the plant, also the UNS device level
     path: DevicePath  #: enterprise/site/area/line/device
-    protocol: str = "modbus_tcp"  #: a key of gateway.driver.PROTOCOLS
+    protocol: str = "modbus_tcp"  #: a key of gateway.drivers.PROTOCOLS
     conn: Any = None  #: protocol-specific connection settings (a frozen dataclass)
     interval_ms: int = 1000  #: poll period (subscription drivers: how often buffered changes are published)
     timeout_ms: int = 1000  #: per request
@@ -189,7 +189,7 @@ def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> Device
     except ValueError as exc:
         raise ConfigError(str(exc), where=where, device_id=dev_id) from exc
     protocol = choice(get(d, "protocol", str, where, "modbus_tcp"), tuple(PROTOCOLS), "protocol", where)
-    module = protocol_module(protocol, where=where)
+    module = config_module(protocol, where=where)
     unknown_keys(d, _DEVICE_KEYS | module.DEVICE_KEYS, where)
     conn = module.parse_connection(d, where, protocol)
     groups = _poll_groups(d, where, module, conn)

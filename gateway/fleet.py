@@ -22,8 +22,10 @@ from typing import Any
 
 from gateway import metrics as m
 from gateway.config import DeviceConfig
-from gateway.driver import Driver, bounded_traceback, describe, make_driver
+from gateway.drivers import make_driver
+from gateway.drivers.base import Driver
 from gateway.poller import DevicePoller, PollPool
+from nexus.report import bounded_traceback, describe
 from nexus.runtime import Backoff, sleep_or_stop
 
 log = logging.getLogger("gateway.fleet")

@@ -31,8 +31,10 @@ from typing import Any
 from gateway import metrics as m
 from gateway.breaker import CircuitBreaker
 from gateway.config import DeviceConfig, TagConfig
-from gateway.driver import Driver, bounded_traceback, cause_of, describe, make_driver
+from gateway.drivers import make_driver
+from gateway.drivers.base import Driver
 from gateway.errors import GatewayError, PermanentError, TemporaryError
+from nexus.report import bounded_traceback, cause_of, describe
 from nexus.runtime import sleep_or_stop
 from proto.points import Point, Status, brief
 

@@ -1,5 +1,8 @@
 """Device and plant documents: validation through :mod:`gateway.config`, plant import/export shape.
 
+The protocols' config modules (``gateway/drivers/<protocol>/config.py``) import no protocol library,
+so validating here loads neither pymodbus, asyncua, snap7 nor pycomm3 (tests/test_layout.py checks).
+
 A device document is the mapping of one plant config ``[[devices]]`` entry. The store keeps it with
 the four UNS levels filled in (from the plant defaults on import), so every stored document stands
 alone and is exactly what a gateway receives.
@@ -16,6 +19,7 @@ import orjson
 from gateway.config import DeviceConfig, parse_device
 from gateway.errors import ConfigError
 from gateway_core.errors import ApiError
+from nexus.report import describe
 
 log = logging.getLogger("gateway_core.validate")
 
@@ -38,15 +42,9 @@ def check_device(doc: dict[str, Any], *, where: str = "device") -> DeviceConfig:
         return parse_device(doc, {}, where)
     except ConfigError as exc:
         raise ApiError(422, str(exc), field=_field(exc)) from exc
-    except ImportError as exc:
-        raise ApiError(
-            422,
-            f"{where}: protocol {doc.get('protocol')!r} is not available on this service",
-            field=f"{where}.protocol",
-        ) from exc
-    except Exception as exc:  # a protocol module that trips on odd input must not become a 500
-        log.warning("protocol parser failed on %s: %r", where, exc, exc_info=True)
-        raise ApiError(422, f"{where}: invalid device: {exc}", field=where) from exc
+    except Exception as exc:  # a protocol's config parser that trips on odd input must not become a 500
+        log.warning("protocol config parser failed on %s: %s", where, describe(exc), exc_info=True)
+        raise ApiError(422, f"{where}: invalid device: {describe(exc)}", field=where) from exc
 
 
 def json_clean(doc: Any) -> Any:

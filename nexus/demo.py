@@ -123,9 +123,10 @@ class Demo:
         py = sys.executable
         print(f"starting simulated PLCs: Modbus TCP on {a.modbus_port},{a.modbus_port + 1}, OPC UA on "
               f"{a.opcua_port}, S7 on {a.s7_port} ...", flush=True)
-        sims = [self._spawn("simulator", [py, "-m", "gateway.simulator", str(plant_file)], {}),
-                self._spawn("opcua-sim", [py, "-m", "gateway.opcua_sim", "--port", str(a.opcua_port), "--animate"], {}),
-                self._spawn("s7-sim", [py, "-m", "gateway.s7_sim", str(plant_file)], {})]
+        sims = [self._spawn("simulator", [py, "-m", "gateway.drivers.modbus.simulator", str(plant_file)], {}),
+                self._spawn("opcua-sim", [py, "-m", "gateway.drivers.opcua.simulator", "--port", str(a.opcua_port),
+                                          "--animate"], {}),
+                self._spawn("s7-sim", [py, "-m", "gateway.drivers.s7.simulator", str(plant_file)], {})]
         for port, sim in ((a.modbus_port, sims[0]), (a.modbus_port + 1, sims[0]), (a.opcua_port, sims[1]),
                           (a.s7_port, sims[2])):
             wait_port(port, 30, sim, "simulator")

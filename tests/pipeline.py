@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import load_plant
-from gateway.simulator import SimulatedPlc
+from gateway.drivers.modbus.simulator import SimulatedPlc
 from nexus.local import Mosquitto, free_port
 from tests.conftest import gateway_env, ingestion_env, query, stored_points, wait_for
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from gateway.config import DeviceConfig, PlantConfig, TagConfig, load_plant, parse_plant
+from gateway.drivers.modbus.config import MAX_REGISTERS, ModbusAddress
 from gateway.errors import ConfigError
-from gateway.modbus import MAX_REGISTERS, ModbusAddress
 from normalizer import Transform
 from proto.uns import DevicePath
 

@@ -19,14 +19,15 @@ from prometheus_client import REGISTRY
 from snap7 import AsyncClient
 
 from gateway import commands as commands_mod
-from gateway import modbus, s7
 from gateway.commands import Commands
 from gateway.config import DeviceConfig, TagConfig, parse_plant
+from gateway.drivers.modbus import driver as modbus
+from gateway.drivers.modbus.simulator import SimulatedPlc
+from gateway.drivers.s7 import driver as s7
+from gateway.drivers.s7.simulator import S7Simulator
 from gateway.fleet import Fleet
 from gateway.managed import Managed
 from gateway.poller import DeviceBatch, DevicePoller, PollPool, WriteCommand
-from gateway.s7_sim import S7Simulator
-from gateway.simulator import SimulatedPlc
 from nexus.local import free_port
 from nexus.mqtt import Message
 from proto.commands import decode_response, set_topic

@@ -1,4 +1,4 @@
-"""The EtherNet/IP driver (gateway.enip) against cpppo's Logix simulator, a real child process.
+"""The EtherNet/IP driver (gateway.drivers.enip.driver) against cpppo's Logix simulator, a real child process.
 
 Values are set and checked with cpppo's own client (an independent CIP implementation), so a read
 proves the driver decodes what cpppo encoded, and a write proves cpppo received what was meant.
@@ -20,8 +20,9 @@ import pytest
 from pycomm3 import LogixDriver
 
 from gateway.config import DeviceConfig, parse_plant
-from gateway.enip import Driver, EnipAddress, EnipConnection, declare, uploaded_problem
-from gateway.enip_sim import EnipSimulator, tags_for
+from gateway.drivers.enip.config import EnipAddress, EnipConnection
+from gateway.drivers.enip.driver import Driver, declare, uploaded_problem
+from gateway.drivers.enip.simulator import EnipSimulator, tags_for
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller
 from nexus.local import free_port
@@ -115,8 +116,13 @@ TAG = {"name": "x", "tag": "Speed", "type": "real"}
     ({"port": 0}, TAG, "devices[0]: 'port' 0 outside 1..65534"),
     ({"slot": 256}, TAG, "devices[0]: 'slot' 256 outside 0..255"),
     ({"slot": 1, "route": "bp/1"}, TAG, "devices[0]: give either 'slot' or 'route', not both"),
-    ({"route": "bp/1/enet"}, TAG, ("devices[0]: 'route' 'bp/1/enet' is not a CIP route: Invalid connection path, "
-                                  "must contain segment pairs(port/link), 3 segments provided.")),
+    ({"route": "bp/1/enet"}, TAG, ("devices[0]: 'route' 'bp/1/enet' is not a CIP route: it must be port/link pairs, "
+                                  "got 3 segments")),
+    ({"route": "bus/1"}, TAG, ("devices[0]: 'route' 'bus/1' is not a CIP route: port 'bus' is neither 1..14 nor one "
+                              "of backplane, bp, enet, dhrio-a, dhrio-b, dnet, cnet, dh485-a, dh485-b")),
+    ({"route": "bp/256"}, TAG, "devices[0]: 'route' 'bp/256' is not a CIP route: link '256' outside 0..255"),
+    ({"route": "enet/plc.local"}, TAG, ("devices[0]: 'route' 'enet/plc.local' is not a CIP route: link 'plc.local' "
+                                       "is neither a slot number nor an IP address")),
     ({"upload_tags": "no"}, TAG, "devices[0]: 'upload_tags' must be bool, got 'no'"),
     ({"micro800": True}, TAG, "devices[0]: unknown key(s) ['micro800']"),
     ({}, {"name": "x", "type": "real"}, "devices[0].tags[0]: 'tag' is required"),

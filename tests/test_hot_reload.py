@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gateway.config import parse_plant
-from gateway.simulator import SimulatedPlc
+from gateway.drivers.modbus.simulator import SimulatedPlc
 from nexus.local import free_port
 from tests.conftest import gateway_env, ingestion_env, query, wait_for
 

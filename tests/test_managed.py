@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from gateway.config import parse_plant
-from gateway.simulator import SimulatedPlc
+from gateway.drivers.modbus.simulator import SimulatedPlc
 from nexus.local import free_port
 from proto import decode_batch
 from proto.config import (

@@ -17,10 +17,10 @@ import pytest
 from gateway.breaker import CLOSED, OPEN
 from gateway.commands import to_raw
 from gateway.config import DeviceConfig, parse_plant
-from gateway.driver import make_driver
+from gateway.drivers import make_driver
+from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway.errors import PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller, PollPool, WriteCommand
-from gateway.simulator import SimulatedPlc
 from nexus.local import free_port
 from proto.points import Status
 

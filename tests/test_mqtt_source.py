@@ -1,4 +1,4 @@
-"""The MQTT source driver (gateway.mqtt_source): config errors, payload mapping, writes, and a real
+"""The MQTT source driver (gateway.drivers.mqtt.driver): config errors, payload mapping, writes, and a real
 broker outage under the gateway poller. Integration tests use real mosquitto brokers."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import DeviceConfig, parse_plant
+from gateway.drivers.mqtt.driver import Driver, subscriptions
+from gateway.drivers.mqtt.mapping import coerce, timestamp_ms
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
-from gateway.mqtt_source import Driver, coerce, subscriptions, timestamp_ms
 from gateway.poller import DeviceBatch, DevicePoller
 from nexus.local import Mosquitto, free_port
 from proto.points import Point, Quality, Status

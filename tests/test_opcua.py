@@ -1,4 +1,4 @@
-"""OPC UA driver against real asyncua servers (gateway.opcua_sim), each in its own process so that
+"""OPC UA driver against real asyncua servers (gateway.drivers.opcua.simulator), each in its own process so that
 outages are real: the server process is killed (or frozen) and a new one started on the same port."""
 
 from __future__ import annotations
@@ -16,11 +16,21 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 
-from gateway import opcua
 from gateway.config import DeviceConfig, parse_plant
-from gateway.driver import Driver, make_driver
+from gateway.drivers import make_driver
+from gateway.drivers.base import Driver
+from gateway.drivers.opcua.browse import discover
+from gateway.drivers.opcua.client import ua_node_id
+from gateway.drivers.opcua.config import NodeRef, parse_node_id
+from gateway.drivers.opcua.simulator import (
+    BROKEN_STATUS,
+    NS_URI,
+    SHAKY_STATUS,
+    STAMP,
+    TYPES,
+    make_certificate,
+)
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
-from gateway.opcua_sim import BROKEN_STATUS, NS_URI, SHAKY_STATUS, STAMP, TYPES, make_certificate
 from gateway.poller import DeviceBatch, DevicePoller
 from nexus.local import free_port
 from proto.points import Quality, Status
@@ -33,7 +43,7 @@ CANONICAL = {"Bool": "bool", "Int8": "int8", "UInt8": "uint8", "Int16": "int16",
 
 
 class SimProcess:
-    """``python -m gateway.opcua_sim`` on a fixed port; start() waits for its READY line."""
+    """``python -m gateway.drivers.opcua.simulator`` on a fixed port; start() waits for its READY line."""
 
     def __init__(self, port: int, log: Path, *args: str) -> None:
         self.port, self.log, self.args = port, log, args
@@ -44,7 +54,7 @@ class SimProcess:
     def start(self, *extra: str) -> SimProcess:
         with open(self.log, "a") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.opcua_sim", "--port", str(self.port), *self.args, *extra],
+                [sys.executable, "-m", "gateway.drivers.opcua.simulator", "--port", str(self.port), *self.args, *extra],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # the simulator prints READY within ~2 s, or exits
@@ -161,8 +171,9 @@ TAG = {"name": "t", "node": "ns=2;s=X", "type": "float64"}
     ({}, {"node": "ns=x;s=Speed"},
      ("devices[0].tags[0]: 'node' 'ns=x;s=Speed' is not a valid node id; expected e.g. 'ns=2;s=Line1.Speed', "
      "'ns=2;i=1001' or 'nsu=urn:acme:plant;s=Line1.Speed'")),
-    ({}, {"node": "i=abc"}, ("devices[0].tags[0]: 'node' 'i=abc' is not a valid node id; expected e.g. "
-     "'ns=2;s=Line1.Speed', 'ns=2;i=1001' or 'nsu=urn:acme:plant;s=Line1.Speed'")),
+    ({}, {"node": "i=abc"}, ("devices[0].tags[0]: 'node' 'i=abc' is not a valid node id (numeric identifier 'abc' "
+                            "is not an integer in 0..4294967295); expected e.g. 'ns=2;s=Line1.Speed', "
+                            "'ns=2;i=1001' or 'nsu=urn:acme:plant;s=Line1.Speed'")),
     ({}, {"node": "0:Objects/2:"}, "devices[0].tags[0]: 'node' '0:Objects/2:': browse path element 2 '2:' has no name"),
     ({}, {"node": "0:Objects/<urn:a>Plant"},
      "devices[0].tags[0]: 'node' '0:Objects/<urn:a>Plant': browse path element 2 '<urn:a>Plant' is not <uri>:name"),
@@ -199,17 +210,35 @@ def test_config_addresses(certs: dict[str, Path]) -> None:
     ], mode="subscribe", security_policy="Basic256Sha256", certificate=str(certs["cert"]),
         private_key=str(certs["key"]), username="u", password="hunter2")
     a, b, c, d, e = (t.address for t in dev.tags)
-    assert (a.node_id, a.namespace_uri) == (ua.NodeId(1001, 3), None)
-    assert (b.node_id, b.namespace_uri) == (ua.NodeId("Line1.Speed", 0, ua.NodeIdType.String), "urn:acme:plant")
+    assert (a.node_id, a.namespace_uri) == (NodeRef("i", 1001, 3), None)
+    assert (b.node_id, b.namespace_uri) == (NodeRef("s", "Line1.Speed", 0), "urn:acme:plant")
     assert c.path == ((0, "Objects"), (2, "Plant"), ("urn:acme:plant", "Line 1"), ("http://acme.com/ua/", "Speed"))
     assert dev.tags[2].type == "float32"
     assert d.path == ((0, "Objects"), (3, "x:y"))
     assert (d.queue_size, d.deadband, d.deadband_type, d.sampling_interval_ms) == (1, 2.5, "absolute", 50.0)
-    assert (e.node_id, e.queue_size, e.deadband, e.sampling_interval_ms) == (ua.NodeId(2261), 10, 0.0, -1.0)
+    assert (e.node_id, e.queue_size, e.deadband, e.sampling_interval_ms) == (NodeRef("i", 2261), 10, 0.0, -1.0)
     assert dev.tags[4].length == 16
     conn = dev.conn
     assert (conn.security_mode, conn.application_uri) == ("SignAndEncrypt", "urn:acme:nexus:gateway")
     assert "hunter2" not in repr(conn) and conn.password == "hunter2"  # never in logs of the settings
+
+
+@pytest.mark.parametrize("text", ["ns=3;i=1001", "i=2261", "ns=2;s=Line1.Speed", "s=a;b=c", "ns=65535;s=x y",
+                                  "ns=1;g=09087e75-8e5e-499b-954f-f2a9603db28a", "ns=1;b=M/RbKBsRVkePCePcx24oRA==",
+                                  "nsu=urn:acme:plant;i=7", "i=4294967295"])
+def test_node_ids_are_parsed_as_asyncua_does(text: str) -> None:
+    """The config parses node ids without asyncua (gateway_core validates with it); the driver's
+    asyncua node id must be the one asyncua itself reads from the same text."""
+    ref, uri = parse_node_id(text)
+    theirs = ua.NodeId.from_string(text)
+    ours = ua_node_id(ref)
+    assert (ours, ours.NodeIdType, uri) == (theirs, theirs.NodeIdType, getattr(theirs, "NamespaceUri", None))
+
+
+@pytest.mark.parametrize("text", ["ns=x;i=1", "i=-1", "i=4294967296", "g=nope", "b=!!", "s=", "ns=65536;i=1"])
+def test_bad_node_ids_are_config_errors(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not a valid node id"):
+        device(EP, [{"name": "a", "node": text, "type": "int32"}])
 
 
 # --- values -------------------------------------------------------------------------------------
@@ -393,9 +422,9 @@ async def test_security_refusals(secure_sim: SimProcess, certs: dict[str, Path])
 
 async def test_discover(sim: SimProcess) -> None:
     conn = device(sim.endpoint, []).conn
-    tags = await opcua.discover(conn, f"0:Objects/{NS_URI}:Plant/{NS_URI}:Types")
+    tags = await discover(conn, f"0:Objects/{NS_URI}:Plant/{NS_URI}:Types")
     assert tags == [{"name": n, "node": node(f"Types.{n}"), "type": t} for n, t in CANONICAL.items()]
-    everything = await opcua.discover(conn, f"nsu={NS_URI};s=Plant")
+    everything = await discover(conn, f"nsu={NS_URI};s=Plant")
     assert {t["name"] for t in everything} >= {"Types.Bool", "Line1.Speed", "Faults.Broken", "Setpoints.String"}
     # the discovered mappings are plant config as they are
     drv = make_driver(device(sim.endpoint, tags))
@@ -405,7 +434,7 @@ async def test_discover(sim: SimProcess) -> None:
     finally:
         await drv.close()
     with pytest.raises(PermanentError, match=r"^browse path '0:Objects/2:Nope' not found: BadNoMatch$"):
-        await opcua.discover(conn, "0:Objects/2:Nope")
+        await discover(conn, "0:Objects/2:Nope")
 
 
 # --- outages ------------------------------------------------------------------------------------

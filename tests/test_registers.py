@@ -9,8 +9,15 @@ import struct
 import pytest
 
 from gateway.config import TagConfig
-from gateway.modbus import MAX_BITS, ModbusAddress, Span, plan
-from gateway.registers import BYTE_ORDERS, REGISTER_COUNT, TYPES, decode, encode, register_count
+from gateway.drivers.modbus.driver import MAX_BITS, ModbusAddress, Span, plan
+from gateway.drivers.modbus.registers import (
+    BYTE_ORDERS,
+    REGISTER_COUNT,
+    TYPES,
+    decode,
+    encode,
+    register_count,
+)
 
 ORDERS = list(itertools.product(BYTE_ORDERS, BYTE_ORDERS))
 

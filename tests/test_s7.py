@@ -1,4 +1,4 @@
-"""The S7 driver (gateway.s7) against snap7's own server (gateway.s7_sim) on a free loopback port.
+"""The S7 driver against snap7's own server (gateway.drivers.s7.simulator) on a free loopback port.
 
 Expected bytes are packed here with ``struct``, independently of the driver's codec, and written
 into (or read from) the simulated PLC's memory directly.
@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from gateway.config import DeviceConfig, TagConfig, parse_plant
-from gateway.driver import make_driver
+from gateway.drivers import make_driver
+from gateway.drivers.s7.config import S7Address
+from gateway.drivers.s7.driver import MAX_ITEMS, Driver
+from gateway.drivers.s7.simulator import S7Simulator
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller
-from gateway.s7 import MAX_ITEMS, Driver, S7Address
-from gateway.s7_sim import S7Simulator
 from nexus.local import free_port
 from proto.points import Point, Status
 

@@ -13,8 +13,6 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from snap7.datatypes import S7Area
-
 from gateway.config import get, int_in, parse_type
 from gateway.errors import ConfigError
 from gateway.values import shortest_float32
@@ -23,7 +21,8 @@ DEVICE_KEYS = frozenset({"host", "port", "rack", "slot", "tsap", "local_tsap", "
 TAG_KEYS = frozenset({"address", "area", "db", "offset", "bit", "type", "length"})
 
 MAX_OFFSET = 65535  #: byte offsets of classic (non-optimized) DBs and the M/I/Q areas
-AREAS = {"DB": S7Area.DB, "M": S7Area.MK, "I": S7Area.PE, "Q": S7Area.PA}
+#: area letter -> S7 area code on the wire (snap7.datatypes.S7Area: DB 0x84, MK 0x83, PE 0x81, PA 0x82)
+AREAS = {"DB": 0x84, "M": 0x83, "I": 0x81, "Q": 0x82}
 _GERMAN = {"E": "I", "A": "Q"}  # Eingang/Ausgang mnemonics
 _SIZES = {"bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "float32": 4,
           "int64": 8, "uint64": 8, "float64": 8}
@@ -60,7 +59,7 @@ class S7Address:
 
     @property
     def code(self) -> int:
-        return int(AREAS[self.area])
+        return AREAS[self.area]
 
     def __str__(self) -> str:
         bit = "" if self.bit is None else f".{self.bit}"

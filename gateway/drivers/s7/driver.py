@@ -2,7 +2,7 @@
 
 Tags use Siemens absolute addresses (``DB1.DBD4``, ``DB1.DBX0.3``, ``MW20``, ``I0.1``, ``QB1``,
 ``DB2.DBS10`` for a STRING) or the explicit keys ``area``/``db``/``offset``/``bit``; their parsing and
-the value bytes are in :mod:`gateway.s7_address`.
+the value bytes are in :mod:`gateway.drivers.s7.config`.
 
 Read plan (rebuilt when the negotiated PDU size changes):
 
@@ -35,32 +35,13 @@ from snap7.datatypes import S7Area, S7WordLen
 from snap7.error import S7Error, S7ProtocolError, get_protocol_error_message
 from snap7.s7protocol import get_return_code_description
 
-from gateway import driver
 from gateway.config import DeviceConfig, TagConfig
+from gateway.drivers import base
+from gateway.drivers.s7.config import S7Address, S7Connection, decode_value, encode_value, size_of
 from gateway.errors import GatewayError, PermanentError, TemporaryError, WriteRefused
-from gateway.s7_address import (
-    AREAS,
-    DEVICE_KEYS,
-    MAX_OFFSET,
-    TAG_KEYS,
-    S7Address,
-    S7Connection,
-    decode_value,
-    encode_value,
-    letter_of,
-    parse_address,
-    parse_connection,
-    parse_tag,
-    size_of,
-)
 from proto.points import Point, Status
 
-__all__ = [  # the module contract of gateway.driver, and the address/value names re-exported
-    "AREAS", "DEVICE_KEYS", "MAX_ITEMS", "MAX_OFFSET", "TAG_KEYS", "Driver", "Item", "S7Address", "S7Connection",
-    "Span", "decode_value", "encode_value", "item_limit", "letter_of", "pack", "parse_address", "parse_connection",
-    "parse_items", "parse_tag", "plan_spans", "size_of"]
-
-log = logging.getLogger("gateway.s7")
+log = logging.getLogger("gateway.drivers.s7")
 
 MAX_ITEMS = 20  #: items per READ VAR request (S7 limit)
 # S7 item return code -> status of the tags it covers
@@ -179,7 +160,7 @@ def _ms() -> int:
     return int(time.time() * 1000)
 
 
-class Driver(driver.Driver):
+class Driver(base.Driver):
     """One S7 connection to one PLC; reads and writes are serialized (one request in flight)."""
 
     def __init__(self, device: DeviceConfig) -> None:

@@ -9,7 +9,7 @@ sends for a structure member; cpppo has no structure layouts and cannot upload i
 implementation independent of pycomm3, so tests can check the driver's decoding and encoding
 against it rather than against itself.
 
-Run standalone: ``python -m gateway.enip_sim plant.toml`` serves every ``enip`` device of the file
+Run standalone: ``python -m gateway.drivers.enip.simulator plant.toml`` serves every ``enip`` device of the file
 on its configured port.
 """
 
@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from gateway.config import DeviceConfig
-from gateway.enip import CIP_TYPES
+from gateway.drivers.enip.config import CIP_TYPES
 from nexus.local import LocalServerError, ensure_port_free, stop_process, wait_port
 
 _ELEMENT = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<index>\d+)\])?$")

@@ -1,10 +1,10 @@
 """OPC UA driver (asyncua): batched polling or subscriptions, security, browse-path addressing.
 
 A tag's ``node`` is a node id, a node id by namespace URI or a browse path from the Root folder
-(:mod:`gateway.opcua_config`). URIs and browse paths are resolved at every :meth:`connect`, so a
+(:mod:`gateway.drivers.opcua.config`). URIs and browse paths are resolved at every :meth:`connect`, so a
 server that restarted with other namespace indexes is followed without a gateway restart
-(:mod:`gateway.opcua_client`); :func:`discover` lists a server's variables as tags
-(:mod:`gateway.opcua_browse`).
+(:mod:`gateway.drivers.opcua.client`); :func:`discover` lists a server's variables as tags
+(:mod:`gateway.drivers.opcua.browse`).
 
 Every connect builds a new asyncua client, session and (``mode = "subscribe"``) subscription: the
 poller's reconnect is the one recovery path, instead of asyncua's own reconnect underneath it.
@@ -22,33 +22,16 @@ from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.common.subscription import DataChangeNotif
 
-from gateway import driver
-from gateway.changebuffer import ChangeBuffer
 from gateway.config import DeviceConfig, TagConfig
+from gateway.drivers import base
+from gateway.drivers.changebuffer import ChangeBuffer
+from gateway.drivers.opcua.client import VARIANTS, bounded, open_client, resolve, shutdown, status_name
+from gateway.drivers.opcua.config import NodeAddress, OpcUaConnection
 from gateway.errors import PermanentError, TemporaryError
-from gateway.opcua_browse import discover
-from gateway.opcua_client import bounded, open_client, resolve, shutdown, status_name
-from gateway.opcua_config import (
-    DEVICE_KEYS,
-    POLICIES,
-    SECURITY_MODES,
-    TAG_KEYS,
-    VARIANTS,
-    NodeAddress,
-    OpcUaConnection,
-    parse_connection,
-    parse_node,
-    parse_tag,
-)
 from gateway.values import INT_RANGES, check_write, round_float32
 from proto.points import Point, Quality, Status
 
-__all__ = [  # the module contract of gateway.driver, and the config/session names re-exported
-    "DEVICE_KEYS", "POLICIES", "SECURITY_MODES", "TAG_KEYS", "VARIANTS", "Driver", "NodeAddress", "OpcUaConnection",
-    "bounded", "discover", "open_client", "parse_connection", "parse_node", "parse_tag", "resolve", "shutdown",
-    "status_name", "to_point"]
-
-log = logging.getLogger("gateway.opcua")
+log = logging.getLogger("gateway.drivers.opcua")
 _BAD_NODE = ua.StatusCodes.BadNodeIdUnknown
 
 
@@ -112,7 +95,7 @@ class _Changes:
             self.drv.lost = f"connection lost: {exc or type(exc).__name__}"
 
 
-class Driver(driver.Driver):
+class Driver(base.Driver):
     """One OPC UA server. ``read()`` polls all tags in one Read, or drains subscription changes."""
 
     def __init__(self, device: DeviceConfig) -> None:
@@ -259,7 +242,3 @@ class Driver(driver.Driver):
                 "lost": self.lost, "unresolved": dict(self.unresolved), "buffered": len(self._buffer),
                 "overflows": self.overflows}
 
-
-def polls(conn: OpcUaConnection) -> bool:
-    """Poll mode reads on a schedule (poll groups allowed); subscriptions sample per tag instead."""
-    return conn.mode == "poll"

@@ -7,7 +7,7 @@ would give. Values move: floats follow sines, integers count and ramp, bools tog
 through machine states. Tags listed in ``constants`` hold a fixed value instead (tests use this to
 check decoding exactly). Writes from clients are kept (the tag becomes a constant).
 
-Run standalone: ``python -m gateway.simulator plant.toml`` serves every device of the file.
+Run standalone: ``python -m gateway.drivers.modbus.simulator plant.toml`` serves every device of the file.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.config import DeviceConfig, TagConfig, load_plant
-from gateway.registers import decode, encode
+from gateway.drivers.modbus.registers import decode, encode
 
-log = logging.getLogger("gateway.simulator")
+log = logging.getLogger("gateway.drivers.modbus.simulator")
 
 _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
              22: "holding", 23: "holding", 4: "input"}

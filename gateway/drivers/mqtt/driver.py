@@ -4,7 +4,7 @@ Why a driver and not a bridge: collectors and edge boxes (ParX, Tasmota, vendor 
 topics and payload shapes of their own. Mapping them here, per tag, gives their values the same path
 as PLC values: canonical types, transforms, OPC UA status, UNS, historian. Per tag: a topic filter,
 a payload ``format``, and for JSON a ``value`` path plus optional ``timestamp`` / ``quality`` paths
-(see docs/drivers/mqtt.md; the mapping is in :mod:`gateway.mqtt_mapping`). Several tags may share
+(see docs/drivers/mqtt.md; the mapping is in :mod:`gateway.drivers.mqtt.mapping`). Several tags may share
 a topic.
 
 It is a subscription driver: messages are converted when they arrive and buffered (bounded) until
@@ -19,28 +19,19 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gateway import driver as base
-from gateway.changebuffer import ChangeBuffer
-from gateway.config import choice, get, int_in, parse_type
-from gateway.errors import ConfigError, PermanentError, TemporaryError
-from gateway.mqtt_mapping import (
-    BAD_TYPE_MISMATCH,
-    FORMATS,
-    JsonPath,
+from gateway.drivers import base
+from gateway.drivers.changebuffer import ChangeBuffer
+from gateway.drivers.mqtt.config import MqttConnection
+from gateway.drivers.mqtt.mapping import (
     Mismatch,
     MqttAddress,
-    coerce,
     decode,
     encode_write,
     map_message,
-    parse_path,
-    parse_quality_map,
-    source_status,
-    timestamp_ms,
 )
+from gateway.errors import PermanentError, TemporaryError
 from gateway.values import check_write
 from nexus.common import MqttSettings
 from nexus.mqtt import Message, MqttClient, MqttError
@@ -49,82 +40,9 @@ from proto.points import Point, Status
 if TYPE_CHECKING:
     from gateway.config import DeviceConfig, TagConfig
 
-__all__ = [  # the module contract of gateway.driver, and the payload mapping names re-exported
-    "BAD_TYPE_MISMATCH", "DEVICE_KEYS", "FORMATS", "TAG_KEYS", "Driver", "JsonPath", "Mismatch", "MqttAddress",
-    "MqttConnection", "coerce", "decode", "encode_write", "map_message", "parse_connection", "parse_path", "parse_tag",
-    "source_status", "subscriptions", "timestamp_ms"]
+log = logging.getLogger("gateway.drivers.mqtt")
 
-log = logging.getLogger("gateway.mqtt_source")
-
-DEVICE_KEYS = frozenset({"host", "port", "username", "password", "client_id", "qos", "keepalive", "buffer_size"})
-TAG_KEYS = frozenset({"type", "topic", "format", "value", "timestamp", "quality", "quality_map", "write_topic"})
-
-_DEFAULT_TYPE = {"auto": "float64", "json": "float64", "number": "float64", "bool": "bool", "string": "string"}
 _PARKED_S = 3600.0  # the MqttClient's own reconnect delay: the poller reconnects through connect()
-
-
-# --- config ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class MqttConnection:
-    host: str  #: broker host name or address
-    port: int = 1883  #: broker TCP port
-    username: str | None = None  #: optional user name
-    password: str | None = field(default=None, repr=False)  #: optional password (never logged)
-    client_id: str = ""  #: MQTT client id; empty = "nexus-<device>-<random>"
-    qos: int = 1  #: QoS of the subscriptions and of writes (0 or 1)
-    keepalive: int = 30  #: MQTT keepalive, seconds
-    buffer_size: int = 10_000  #: points held between two reads; on overflow the newest per tag are kept
-
-
-def _topic(text: str, key: str, where: str, *, wildcards: bool) -> str:
-    if not text or "\0" in text or len(text.encode()) > 65535:
-        raise ConfigError(f"'{key}' must be a non-empty MQTT topic without NUL, at most 65535 bytes", where=where)
-    if text.startswith("$share/"):
-        raise ConfigError(f"'{key}': shared subscriptions ($share/...) are not supported", where=where)
-    levels = text.split("/")
-    for i, level in enumerate(levels):
-        if not wildcards and ("+" in level or "#" in level):
-            raise ConfigError(f"'{key}' {text!r} must not contain wildcards (+ or #)", where=where)
-        if ("+" in level and level != "+") or ("#" in level and (level != "#" or i != len(levels) - 1)):
-            raise ConfigError(f"'{key}' {text!r}: '+' must be a whole level and '#' the whole last level",
-                              where=where)
-    return text
-
-def parse_connection(d: dict[str, Any], where: str, protocol: str) -> MqttConnection:
-    username, password = get(d, "username", str, where, None), get(d, "password", str, where, None)
-    if password is not None and username is None:
-        raise ConfigError("'password' needs a 'username'", where=where)
-    return MqttConnection(
-        host=get(d, "host", str, where), port=int_in(d, "port", 1, 65535, where, 1883), username=username,
-        password=password, client_id=get(d, "client_id", str, where, ""), qos=int_in(d, "qos", 0, 1, where, 1),
-        keepalive=int_in(d, "keepalive", 5, 3600, where, 30),
-        buffer_size=int_in(d, "buffer_size", 100, 10_000_000, where, 10_000))
-
-
-def parse_tag(d: dict[str, Any], where: str, conn: MqttConnection) -> tuple[MqttAddress, str, int]:
-    fmt = choice(get(d, "format", str, where, "auto"), FORMATS, "format", where)
-    structured = fmt in ("auto", "json")
-    for key in ("value", "timestamp", "quality", "quality_map"):
-        if key in d and not structured:
-            raise ConfigError(f"'{key}' needs format json or auto, not {fmt!r}", where=where)
-    value = parse_path(get(d, "value", str, where, "$"), "value", where)
-    ts, quality = (parse_path(get(d, k, str, where), k, where) if k in d else None for k in ("timestamp", "quality"))
-    qmap = parse_quality_map(get(d, "quality_map", dict, where, {}), where)
-    if qmap and quality is None:
-        raise ConfigError("'quality_map' needs a 'quality' path", where=where)
-    write_topic = get(d, "write_topic", str, where, None)
-    if write_topic is not None:
-        _topic(write_topic, "write_topic", where, wildcards=False)
-    if get(d, "writable", bool, where, False):
-        if write_topic is None:
-            raise ConfigError("a writable tag needs a 'write_topic'", where=where)
-        if structured and any(isinstance(s, int) for s in value.steps):
-            raise ConfigError(f"'value' path {value.text!r} has an array index; a writable {fmt} tag needs a path "
-                              "of key names (the write payload is built from it)", where=where)
-    address = MqttAddress(topic=_topic(get(d, "topic", str, where), "topic", where, wildcards=True), format=fmt,
-                          value=value, timestamp=ts, quality=quality, quality_map=qmap, write_topic=write_topic)
-    return address, parse_type(d, where, _DEFAULT_TYPE[fmt]), 0
 
 
 # --- topic filters -----------------------------------------------------------------------------
@@ -344,7 +262,3 @@ class Driver(base.Driver):
                 "bad_payloads": self.bad_payloads, "refused_tags": len(self._refused), "connects": self.connects,
                 "last_error": self.last_error}
 
-
-def polls(conn: MqttConnection) -> bool:
-    """Messages arrive as they are published: no poll groups."""
-    return False

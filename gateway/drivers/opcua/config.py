@@ -3,21 +3,21 @@
 A tag's ``node`` is a node id (``ns=2;s=Line1.Speed``), a node id by namespace URI
 (``nsu=urn:acme:plant;s=Line1.Speed``) or a browse path from the Root folder
 (``0:Objects/2:Plant/2:Speed``, namespace URIs allowed: ``urn:acme:plant:Speed`` or
-``<http://acme.com/plant/>:Speed``). Parsing here needs no server: namespace URIs and browse paths
-are resolved at every connect (:func:`gateway.opcua_client.resolve`).
+``<http://acme.com/plant/>:Speed``). Parsing here needs no server and imports no OPC UA library
+(gateway_core validates configs with it): namespace URIs and browse paths are resolved at every
+connect (:func:`gateway.drivers.opcua.client.resolve`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from uuid import UUID
-
-from asyncua import ua
-from cryptography import x509
 
 from gateway.config import choice, get, int_in, parse_type
 from gateway.errors import ConfigError
@@ -29,12 +29,18 @@ TAG_KEYS = frozenset({"node", "type", "length", "sampling_interval_ms", "deadban
 POLICIES = ("None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss")
 SECURITY_MODES = ("None", "Sign", "SignAndEncrypt")
 _SUBSCRIBE_KEYS = ("sampling_interval_ms", "deadband", "deadband_type", "queue_size")
-#: canonical type -> OPC UA built-in type (also its DataType node id i=1..12)
-VARIANTS = {"bool": ua.VariantType.Boolean, "int8": ua.VariantType.SByte, "uint8": ua.VariantType.Byte,
-            "int16": ua.VariantType.Int16, "uint16": ua.VariantType.UInt16, "int32": ua.VariantType.Int32,
-            "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64, "uint64": ua.VariantType.UInt64,
-            "float32": ua.VariantType.Float, "float64": ua.VariantType.Double, "string": ua.VariantType.String}
 _NODE_ID = re.compile(r"(ns|nsu|i|s|g|b)=")
+#: a node id as text (OPC UA Part 6, 5.3.1.10): an optional namespace, then the identifier's kind and value
+_NODE_ID_TEXT = re.compile(r"(?:ns=(\d+);|nsu=([^;]+);)?([isgb])=(.*)", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRef:
+    """A node id as configured: ``kind`` i (numeric), s (string), g (GUID) or b (opaque bytes)."""
+
+    kind: str
+    identifier: int | str | UUID | bytes
+    namespace: int = 0  #: the namespace index (replaced by the index of namespace_uri at connect)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +63,7 @@ class OpcUaConnection:
 @dataclass(frozen=True, kw_only=True)
 class NodeAddress:
     text: str  #: as configured, for messages
-    node_id: ua.NodeId | None = None  #: a node id (its namespace index is looked up if namespace_uri is set)
+    node_id: NodeRef | None = None  #: a node id (its namespace index is looked up if namespace_uri is set)
     namespace_uri: str | None = None  #: ``nsu=`` node ids: the namespace, looked up at connect
     path: tuple[tuple[int | str, str], ...] = ()  #: browse path from Root: (namespace index or URI, name)
     sampling_interval_ms: float = -1.0  #: -1: the publishing interval
@@ -75,6 +81,8 @@ def _file(d: dict[str, Any], key: str, where: str) -> str | None:
 
 def _certificate_uri(path: str, where: str) -> str | None:
     """The application URI in the certificate's SubjectAltName: the server checks it against ours."""
+    from cryptography import x509  # only a device with a certificate needs it
+
     data = Path(path).read_bytes()
     try:
         load = x509.load_pem_x509_certificate if data.startswith(b"-----") else x509.load_der_x509_certificate
@@ -121,10 +129,36 @@ def parse_connection(d: dict[str, Any], where: str, protocol: str) -> OpcUaConne
         buffer_size=int_in(d, "buffer_size", 100, 10_000_000, where, 10_000))
 
 
-def node_id(identifier: int | str | bytes | UUID, namespace: int = 0, kind: ua.NodeIdType | None = None) -> ua.NodeId:
-    """``ua.NodeId`` from plain values. asyncua annotates NodeId's fields with marker classes (``ua.Int16``,
-    ``ua.String``, ...) that the plain ints and strings it takes do not match; this is the one place that says so."""
-    return ua.NodeId(identifier, namespace, kind)  # type: ignore[arg-type]
+def parse_node_id(text: str) -> tuple[NodeRef, str | None]:
+    """``ns=2;s=Line1.Speed``, ``i=2261``, ``nsu=urn:x;g=<guid>``, ``ns=1;b=<base64>``: the node and
+    its namespace URI (``nsu=``); ValueError saying what is wrong (empty when the text has not that form)."""
+    m = _NODE_ID_TEXT.fullmatch(text)
+    if m is None:
+        raise ValueError("")  # not that form at all: the caller gives an example
+    ns_index, uri, kind, raw = m[1], m[2], m[3], m[4]
+    namespace = int(ns_index) if ns_index else 0
+    if namespace > 65535:
+        raise ValueError(f"namespace index {namespace} outside 0..65535")
+    identifier: int | str | UUID | bytes
+    if kind == "i":
+        if not raw.isdigit() or int(raw) > 0xFFFF_FFFF:
+            raise ValueError(f"numeric identifier {raw!r} is not an integer in 0..4294967295")
+        identifier = int(raw)
+    elif kind == "g":
+        try:
+            identifier = UUID(raw)
+        except ValueError as exc:
+            raise ValueError(f"GUID identifier {raw!r} is not a GUID") from exc
+    elif kind == "b":
+        try:
+            identifier = base64.b64decode(raw, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"opaque identifier {raw!r} is not base64") from exc
+    else:
+        if not raw:
+            raise ValueError("string identifier is empty")
+        identifier = raw
+    return NodeRef(kind, identifier, namespace), uri
 
 
 def parse_node(text: str, where: str) -> NodeAddress:
@@ -133,13 +167,12 @@ def parse_node(text: str, where: str) -> NodeAddress:
         raise ConfigError("'node' is empty", where=where)
     if _NODE_ID.match(text):
         try:
-            nid = ua.NodeId.from_string(text)
-        except ua.UaStringParsingError as exc:
-            raise ConfigError(f"'node' {text!r} is not a valid node id; expected e.g. 'ns=2;s=Line1.Speed', "
+            ref, uri = parse_node_id(text)
+        except ValueError as exc:
+            detail = f" ({exc})" if str(exc) else ""
+            raise ConfigError(f"'node' {text!r} is not a valid node id{detail}; expected e.g. 'ns=2;s=Line1.Speed', "
                               "'ns=2;i=1001' or 'nsu=urn:acme:plant;s=Line1.Speed'", where=where) from exc
-        uri = getattr(nid, "NamespaceUri", None)
-        return NodeAddress(text=text, node_id=ua.NodeId(nid.Identifier, nid.NamespaceIndex, nid.NodeIdType),
-                           namespace_uri=uri)
+        return NodeAddress(text=text, node_id=ref, namespace_uri=uri)
     path: list[tuple[int | str, str]] = []
     for i, elem in enumerate(re.split(r"/(?![^<]*>)", text.removeprefix("/")), 1):
         m = re.fullmatch(r"<([^>]+)>:(.+)|(\d+):(.+)", elem)
@@ -184,3 +217,8 @@ def parse_tag(d: dict[str, Any], where: str, conn: OpcUaConnection) -> tuple[Nod
                           where=where)
     return replace(address, sampling_interval_ms=sampling, deadband=deadband, deadband_type=deadband_type,
                    queue_size=int_in(d, "queue_size", 0, 65_535, where, 10)), dtype, length
+
+
+def polls(conn: OpcUaConnection) -> bool:
+    """Poll mode reads on a schedule (poll groups allowed); subscriptions sample per tag instead."""
+    return conn.mode == "poll"

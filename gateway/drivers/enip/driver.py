@@ -29,96 +29,23 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pycomm3 import LogixDriver
 from pycomm3.cip import DataTypes
-from pycomm3.cip_driver import parse_cip_route
 from pycomm3.exceptions import CommError, PycommError, RequestError
 from pycomm3.packets.logix import WriteTagRequestPacket
 from pycomm3.tag import Tag
 
-from gateway import driver
-from gateway.config import DeviceConfig, TagConfig, get, int_in, parse_type
-from gateway.errors import ConfigError, PermanentError, TemporaryError
-from gateway.values import TYPES, canonical_type, check_write, round_float32
+from gateway.config import DeviceConfig, TagConfig
+from gateway.drivers import base
+from gateway.drivers.enip.config import BIT_SUFFIX, CIP_TYPES, EnipConnection
+from gateway.errors import PermanentError, TemporaryError
+from gateway.values import canonical_type, check_write, round_float32
 from proto.points import Point, Status
 
-log = logging.getLogger("gateway.enip")
+log = logging.getLogger("gateway.drivers.enip")
 T = TypeVar("T")
-
-DEVICE_KEYS = frozenset({"host", "port", "slot", "route", "upload_tags", "upload_timeout_ms"})
-TAG_KEYS = frozenset({"tag", "type", "length"})
-
-#: canonical type -> CIP elementary type name (pycomm3 DataTypes)
-CIP_TYPES = {"bool": "BOOL", "int8": "SINT", "uint8": "USINT", "int16": "INT", "uint16": "UINT", "int32": "DINT",
-             "uint32": "UDINT", "int64": "LINT", "uint64": "ULINT", "float32": "REAL", "float64": "LREAL",
-             "string": "STRING"}
-LOGIX_STRING_LEN = 82  #: characters in a Logix STRING (its DATA member is SINT[82])
-
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_SEGMENT = rf"{_NAME}(?:\[\d+(?:,\d+){{0,2}}\])?"
-_PATH = re.compile(rf"(?:Program:{_NAME}\.)?{_SEGMENT}(?:\.{_SEGMENT})*")
-_BIT = re.compile(r"\.(\d+)$")
-
-
-@dataclass(frozen=True, kw_only=True)
-class EnipConnection:
-    host: str  #: controller or EtherNet/IP module, IPv4 address or host name
-    port: int = 44818  #: EtherNet/IP TCP port
-    route: str = "0"  #: CIP route after the host: a backplane slot ("0") or port/link pairs ("bp/1/enet/10.0.0.9/bp/0")
-    upload_tags: bool = True  #: upload the tag list at connect (type checks, Logix STRING, BOOL arrays, bits)
-    upload_timeout_ms: int = 30_000  #: bound on a connect that uploads the tag list (many requests)
-
-    @property
-    def path(self) -> str:
-        """The connection path in pycomm3's syntax."""
-        return f"{self.host}:{self.port}/{self.route}"
-
-
-@dataclass(frozen=True, slots=True)
-class EnipAddress:
-    path: str  #: symbolic path of one element as the controller names it, e.g. "Motor.Speed", "Counts[3]"
-
-
-def parse_connection(d: dict[str, Any], where: str, protocol: str) -> EnipConnection:
-    host = get(d, "host", str, where)
-    if not host or ":" in host or "/" in host:
-        raise ConfigError(f"'host' {host!r} must be an IPv4 address or host name (no port, no path)", where=where)
-    if "slot" in d and "route" in d:
-        raise ConfigError("give either 'slot' or 'route', not both", where=where)
-    route = str(int_in(d, "slot", 0, 255, where, 0))
-    if "route" in d:
-        route = get(d, "route", str, where).strip("/")
-        try:
-            parse_cip_route(route)
-        except RequestError as exc:
-            raise ConfigError(f"'route' {route!r} is not a CIP route: {exc}", where=where) from exc
-    return EnipConnection(host=host, port=int_in(d, "port", 1, 65534, where, 44818), route=route,
-                          upload_tags=get(d, "upload_tags", bool, where, True),
-                          upload_timeout_ms=int_in(d, "upload_timeout_ms", 100, 600_000, where, 30_000))
-
-
-def parse_tag(d: dict[str, Any], where: str, conn: EnipConnection) -> tuple[EnipAddress, str, int]:
-    path = get(d, "tag", str, where)
-    get(d, "type", str, where)  # required: parse_type(default=None) would not say so
-    dtype = parse_type(d, where, allowed=TYPES)
-    bit = _BIT.search(path)
-    if not _PATH.fullmatch(path[:bit.start()] if bit else path):
-        raise ConfigError(f"'tag' {path!r} is not a Logix tag path of one element "
-                          "(e.g. Speed, Counts[3], Motor.Speed, Program:Main.Step)", where=where)
-    if bit and not conn.upload_tags:
-        raise ConfigError(f"'tag' {path!r} addresses a bit of an integer, which needs upload_tags = true", where=where)
-    if bit and dtype != "bool":
-        raise ConfigError(f"'tag' {path!r} addresses a bit; its type must be bool, not {dtype}", where=where)
-    length = 0
-    if dtype == "string":
-        length = int_in(d, "length", 1, 65_535, where, LOGIX_STRING_LEN)
-    elif "length" in d:
-        raise ConfigError(f"'length' only applies to string tags, not {dtype}", where=where)
-    return EnipAddress(path), dtype, length
-
 
 # --- type knowledge for pycomm3 --------------------------------------------------------------------
 
@@ -168,7 +95,7 @@ def declare(tags: tuple[TagConfig, ...]) -> tuple[dict[str, Any], dict[str, str]
 
 def uploaded_problem(plc: LogixDriver, tag: TagConfig) -> str | None:
     """Why ``tag`` cannot be read as configured, per the uploaded tag list; None when it can."""
-    path = _BIT.sub("", tag.address.path)
+    path = BIT_SUFFIX.sub("", tag.address.path)
     try:
         info = plc.get_tag_info(path)
     except RequestError:
@@ -184,7 +111,7 @@ def uploaded_problem(plc: LogixDriver, tag: TagConfig) -> str | None:
         actual = "bool"
     else:
         actual = canonical_type(info["data_type_name"]) or info["data_type_name"]
-    if _BIT.search(tag.address.path):
+    if BIT_SUFFIX.search(tag.address.path):
         return None if actual.startswith(("int", "uint")) else f"{path!r} is {actual}; bits are of integers"
     if actual != tag.type:
         return f"{path!r} is {info['data_type_name']} ({actual}) in the controller, configured as {tag.type}"
@@ -203,7 +130,7 @@ class _Logix(LogixDriver):
         return request
 
 
-class Driver(driver.Driver):
+class Driver(base.Driver):
     """One CIP connection (session + Forward Open) to one Logix controller."""
 
     def __init__(self, device: DeviceConfig) -> None:

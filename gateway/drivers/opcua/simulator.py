@@ -2,7 +2,7 @@
 
 Run it as its own process so tests can really kill it::
 
-    python -m gateway.opcua_sim --port 4840 [--extra-namespace urn:first] [--animate]
+    python -m gateway.drivers.opcua.simulator --port 4840 [--extra-namespace urn:first] [--animate]
         [--certificate server.der --private-key server.pem --user operator:secret --secure-only]
 
 It prints ``READY <endpoint>`` on stdout once it listens. The address space, all in namespace
@@ -37,7 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway.opcua_config import node_id
+from gateway.drivers.opcua.client import node_id
 from nexus.runtime import sleep_or_stop
 
 NS_URI = "urn:nexus-edge:sim:plant"
@@ -197,7 +197,7 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m gateway.opcua_sim", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m gateway.drivers.opcua.simulator", description=__doc__.split("\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=4840)
     p.add_argument("--extra-namespace", action="append", default=[], help="register before the plant namespace")

@@ -1,7 +1,7 @@
 """OPC UA sessions: open a client with security and login, bound each service call, close without
 raising, and resolve configured node addresses with the server's current namespace indexes.
 
-Shared by the driver (:mod:`gateway.opcua`) and discovery (:mod:`gateway.opcua_browse`).
+Shared by the driver (:mod:`gateway.drivers.opcua.driver`) and discovery (:mod:`gateway.drivers.opcua.browse`).
 """
 
 from __future__ import annotations
@@ -11,17 +11,37 @@ import logging
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
+from uuid import UUID
 
 from asyncua import Client, ua
 from asyncua.client.ua_client import UaClientState
 from asyncua.crypto import security_policies, uacrypto
 from asyncua.ua.status_codes import code_to_name_doc
 
+from gateway.drivers.opcua.config import NodeAddress, NodeRef, OpcUaConnection
 from gateway.errors import TemporaryError
-from gateway.opcua_config import NodeAddress, OpcUaConnection, node_id
 
-log = logging.getLogger("gateway.opcua")
+log = logging.getLogger("gateway.drivers.opcua")
 T = TypeVar("T")
+
+#: canonical type -> OPC UA built-in type (also its DataType node id i=1..12)
+VARIANTS = {"bool": ua.VariantType.Boolean, "int8": ua.VariantType.SByte, "uint8": ua.VariantType.Byte,
+            "int16": ua.VariantType.Int16, "uint16": ua.VariantType.UInt16, "int32": ua.VariantType.Int32,
+            "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64, "uint64": ua.VariantType.UInt64,
+            "float32": ua.VariantType.Float, "float64": ua.VariantType.Double, "string": ua.VariantType.String}
+_KINDS = {"i": ua.NodeIdType.Numeric, "s": ua.NodeIdType.String, "g": ua.NodeIdType.Guid,
+          "b": ua.NodeIdType.ByteString}
+
+
+def node_id(identifier: int | str | bytes | UUID, namespace: int = 0, kind: ua.NodeIdType | None = None) -> ua.NodeId:
+    """``ua.NodeId`` from plain values. asyncua annotates NodeId's fields with marker classes (``ua.Int16``,
+    ``ua.String``, ...) that the plain ints and strings it takes do not match; this is the one place that says so."""
+    return ua.NodeId(identifier, namespace, kind)  # type: ignore[arg-type]
+
+
+def ua_node_id(ref: NodeRef, namespace: int | None = None) -> ua.NodeId:
+    """The configured node id as asyncua's, in ``namespace`` (default: the configured index)."""
+    return node_id(ref.identifier, ref.namespace if namespace is None else namespace, _KINDS[ref.kind])
 
 
 class _NoCredentials(logging.Filter):
@@ -133,8 +153,8 @@ async def resolve(client: Client, addresses: list[NodeAddress], timeout: float) 
     for i, a in enumerate(addresses):
         try:
             if a.node_id is not None:
-                ns = index(a.namespace_uri) if a.namespace_uri else a.node_id.NamespaceIndex
-                out.append(node_id(a.node_id.Identifier, ns, a.node_id.NodeIdType))
+                ns = index(a.namespace_uri) if a.namespace_uri else a.node_id.namespace
+                out.append(ua_node_id(a.node_id, ns))
                 continue
             # IsInverse, IncludeSubtypes: asyncua annotates them with its ua.Boolean marker class; it takes bool
             elements = [ua.RelativePathElement(ReferenceTypeId=node_id(ua.ObjectIds.HierarchicalReferences),

@@ -8,11 +8,11 @@ from typing import Any
 
 from asyncua import Client, ua
 
+from gateway.drivers.opcua.client import VARIANTS, bounded, node_id, open_client, resolve, shutdown
+from gateway.drivers.opcua.config import OpcUaConnection, parse_node
 from gateway.errors import PermanentError
-from gateway.opcua_client import bounded, open_client, resolve, shutdown
-from gateway.opcua_config import VARIANTS, OpcUaConnection, node_id, parse_node
 
-log = logging.getLogger("gateway.opcua")
+log = logging.getLogger("gateway.drivers.opcua.driver")
 
 _HAS_PROPERTY = node_id(ua.ObjectIds.HasProperty)
 #: DataType node ids (namespace 0) of the built-in types and common subtypes -> canonical type

@@ -9,8 +9,8 @@ listener and every connection for real, :meth:`start` serves the same memory aga
 :meth:`set`/:meth:`get` go through the driver's codec; :meth:`write_bytes`/:meth:`read_bytes`
 touch raw memory (tests use them to check the codec against independently packed bytes).
 
-Run standalone: ``python -m gateway.s7_sim plant.toml`` serves every ``s7`` device of the file on its
-configured port, with moving values (see :func:`gateway.simulator.animated_value`).
+Run standalone: ``python -m gateway.drivers.s7.simulator plant.toml`` serves every ``s7`` device of the file on its
+configured port, with moving values (see :func:`gateway.drivers.modbus.simulator.animated_value`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from snap7.server import Server
 from snap7.type import SrvArea
 
 from gateway.config import DeviceConfig, TagConfig, load_plant
-from gateway.s7 import decode_value, encode_value, size_of
+from gateway.drivers.s7.config import decode_value, encode_value, size_of
 
-log = logging.getLogger("gateway.s7_sim")
+log = logging.getLogger("gateway.drivers.s7.simulator")
 
 _SRV_AREA = {"DB": SrvArea.DB, "M": SrvArea.MK, "I": SrvArea.PE, "Q": SrvArea.PA}
 AreaKey = tuple[str, int]  # ("DB", 1), ("M", 0), ...
@@ -118,7 +118,9 @@ class S7Simulator:
 
     def animate(self, t: float, *, hold: tuple[str, ...] = ()) -> None:
         """Every tag (except ``hold``) to its moving value at time ``t`` (seconds)."""
-        from gateway.simulator import animated_value  # the same moving values as the Modbus simulator
+        from gateway.drivers.modbus.simulator import (
+            animated_value,  # the same moving values as the Modbus simulator
+        )
 
         for name, tag in self.tags.items():
             if name not in hold and self._served(tag):

@@ -1,0 +1,1 @@
+"""Modbus TCP, RTU and RTU over TCP: config (no protocol library), driver, helpers, simulator."""

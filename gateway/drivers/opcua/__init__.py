@@ -1,0 +1,1 @@
+"""OPC UA (poll or subscribe): config (no protocol library), driver, helpers, simulator."""
