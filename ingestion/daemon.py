@@ -18,14 +18,13 @@ import dataclasses
 import logging
 import time
 
-import psycopg
-
 from ingestion import metrics as m
 from ingestion.errors import PermanentError
-from ingestion.schema import SchemaState, migrate
-from ingestion.settings import DbSettings, Settings
+from ingestion.settings import Settings
 from ingestion.writer import (
     OVERSIZE_PREFIX_BYTES,
+    DbError,
+    DbStopped,
     Item,
     Writer,
     WriteResult,
@@ -49,43 +48,11 @@ MQTT_CLOSE_RESERVE = 2.0
 GIVE_UP_RESERVE = MQTT_CLOSE_RESERVE + 2 * pg.CANCEL_GRACE
 
 
-async def connect_db(db: DbSettings, stop: asyncio.Event) -> psycopg.AsyncConnection | None:
-    """Connect with capped backoff until it works or ``stop`` is set."""
-    return await pg.connect(db.dsn, connect_timeout=db.connect_timeout, stop=stop)
-
-
-async def open_historian(settings: Settings, stop: asyncio.Event) -> tuple[psycopg.AsyncConnection, SchemaState] | None:
-    """A connection with the schema up to date, retried until it works; None if ``stop`` came first.
-    Raises :class:`PermanentError` when a migration itself fails."""
-    db = settings.db
-    backoff = Backoff(first=0.5, cap=10.0)
-    while (conn := await connect_db(db, stop)) is not None:
-        try:
-            state = await pg.bounded(migrate(conn, retention_days=db.retention_days,
-                                             compress_after_days=db.compress_after_days),
-                                     timeout=db.migrate_timeout, stop=stop)
-            return conn, state
-        except pg.Stopped:
-            break
-        except (psycopg.Error, TimeoutError) as exc:
-            log.warning("migrations not applied (%s); retrying", bounded_text(str(exc) or type(exc).__name__))
-            await conn.close()
-            if await backoff.wait(stop):
-                return None
-        except BaseException:
-            await conn.close()
-            raise
-    if conn is not None:
-        await conn.close()
-    return None
-
-
 class Ingestor:
-    def __init__(self, settings: Settings, conn: psycopg.AsyncConnection) -> None:
+    def __init__(self, settings: Settings, writer: Writer) -> None:
         self.settings = settings
-        self.writer = Writer(conn, worker=settings.worker_id)
+        self.writer = writer  #: opened (migrated); while running, only the flush loop uses it
         self.mqtt: MqttClient | None = None
-        self.db_ok = True
         #: set at the drain deadline's give-up time: database work in progress is cancelled, the rest of
         #: the buffer is left unacknowledged (redelivered to, or re-sent by its gateway to, a running worker)
         self.give_up = asyncio.Event()
@@ -188,37 +155,21 @@ class Ingestor:
         while True:
             t0 = time.perf_counter()
             try:
-                res = await pg.bounded(self.writer.write(items), timeout=self.settings.db.query_timeout,
-                                       stop=self.give_up)
+                res = await self.writer.write(items, stop=self.give_up)
                 break
-            except pg.Stopped:
-                await self.writer.conn.close()  # the cancelled statement may have left it in any state
+            except DbStopped:
                 log.error("drain deadline: batch of %d messages given up (statement cancelled), left "
                           "unacknowledged for redelivery", len(items))
                 return False
-            except (psycopg.Error, TimeoutError) as exc:
-                self.db_ok = False
+            except DbError as exc:
                 m.DB_ERRORS.inc()
-                log.warning("batch of %d messages not committed (%s: %s); reconnecting and retrying", len(items),
-                            type(exc).__name__, bounded_text(str(exc).strip()))
-                if not await self._reconnect(backoff):
+                log.warning("batch of %d messages not committed (%s); reconnecting and retrying", len(items), exc)
+                if await backoff.wait(self.give_up) or not await self.writer.reconnect(self.give_up):
+                    log.error("drain deadline: database still unavailable; a batch of %d messages left "
+                              "unacknowledged for redelivery", len(items))
                     return False
-        self.db_ok = True
         self._committed(items, res, time.perf_counter() - t0)
         return True
-
-    async def _reconnect(self, backoff: Backoff) -> bool:
-        """A new connection for the writer (the old one is closed: a timed-out or failed statement may
-        have left it anywhere); False if :attr:`give_up` came first."""
-        await self.writer.conn.close()
-        if not await backoff.wait(self.give_up):
-            conn = await connect_db(self.settings.db, self.give_up)
-            if conn is not None:
-                self.writer.conn = conn
-                return True
-        log.error("drain deadline: database still unavailable; a batch of %d messages left unacknowledged "
-                  "for redelivery", len(self._committing))
-        return False
 
     def _committed(self, items: list[Item], res: WriteResult, elapsed: float) -> None:
         if self.mqtt:
@@ -281,13 +232,12 @@ class Ingestor:
 
     async def _housekeeping(self) -> None:
         try:
-            cur = await pg.bounded(self.writer.conn.execute(
-                "DELETE FROM nexus.ingested_messages WHERE ingested_at < now() - make_interval(hours => %s)",
-                (self.settings.db.dedup_window_hours,)), timeout=self.settings.db.query_timeout, stop=self.give_up)
-            if cur.rowcount:
-                log.info("expired %d message digests", cur.rowcount)
-        except (psycopg.Error, TimeoutError, pg.Stopped) as exc:
-            log.warning("housekeeping failed: %s: %s", type(exc).__name__, bounded_text(str(exc)))
+            expired = await self.writer.expire_digests(stop=self.give_up)
+        except DbError as exc:
+            log.warning("housekeeping failed: %s", exc)
+            return
+        if expired:
+            log.info("expired %d message digests", expired)
 
 
 def _ack_done(fut: asyncio.Future[int]) -> None:
@@ -316,24 +266,23 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         install_stop_signals(stop)
     wid = settings.worker_id
     mqtt: MqttClient | None = None
-    ingestor: Ingestor | None = None
+    writer = Writer(settings.db, worker=wid)
     # ops first: while the database is unreachable, /healthz answers and /readyz says why not ready
     ops = OpsServer(settings.ops, checks={"mqtt": lambda: mqtt is not None and mqtt.connected,
-                                          "db": lambda: ingestor is not None and ingestor.db_ok})
+                                          "db": lambda: writer.ready})
     await ops.start()
     try:
-        opened = await open_historian(settings, stop)
+        state = await writer.open(stop)
     except PermanentError as exc:
         log.error("%s", exc)
         await ops.close()
         return 2
-    if opened is None:
+    if state is None:
         log.info("ingestion stopped before the historian was ready")
         await ops.close()
         return 0
-    conn, state = opened
     log.info("historian ready (%s)", "TimescaleDB hypertable" if state.timescale else "plain PostgreSQL")
-    ingestor = Ingestor(settings, conn)
+    ingestor = Ingestor(settings, writer)
     group = f"$share/{settings.share_group}/{batch_filter(settings.topic_root)}"
     # no session kept (the default): nothing waits in the broker for a worker that is gone; gateways
     # re-send what was not confirmed (see Settings.session_expiry)
@@ -363,7 +312,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         if give_up_timer is not None:
             give_up_timer.cancel()
         await ops.close()
-        await ingestor.writer.conn.close()
+        await writer.close()
     t = ingestor.totals
     drain = time.monotonic() - drain_started if drain_started is not None else 0.0
     log.info("ingestion stopped after %.0fs (drain %.1fs): %d points in %d messages stored, %d duplicate "

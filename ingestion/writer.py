@@ -1,4 +1,10 @@
-"""One batch → one transaction: dedup messages, resolve tag ids, COPY points, keep dead letters.
+"""The historian connection and all its SQL, and the items it stores (decoded on arrival).
+
+:class:`Writer` owns one psycopg connection: it connects (:mod:`nexus.pg`), migrates
+(:mod:`ingestion.schema`), writes one batch per transaction (dedup messages, resolve tag ids, COPY
+points, keep dead letters), expires old message digests, reconnects after a failed or cancelled
+statement, and closes. Every operation is bounded (``db.query_timeout``, ``db.migrate_timeout``) and
+cut short by the caller's ``stop``.
 
 The caller acknowledges the batch's MQTT messages only after :meth:`Writer.write` returns, i.e.
 after COMMIT. A crash before that means redelivery; the ``nexus.ingested_messages`` digests make
@@ -7,16 +13,23 @@ the redelivered messages no-ops, so points are neither lost nor doubled.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
 
+from ingestion.errors import TemporaryError
 from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
+from ingestion.schema import SchemaState, migrate
+from ingestion.settings import DbSettings
+from nexus import pg
+from nexus.runtime import Backoff
 from proto import Batch, ContractError, DevicePath, decode_batch, parse_batch_topic
 from proto.points import DeliveryId, delivery_id, peek_delivery_id
 
@@ -26,6 +39,8 @@ log = logging.getLogger("ingestion.writer")
 MAX_ERROR_BYTES = 400
 #: Bytes kept of a message larger than ``max_message_bytes`` (its size and sha256 name the whole).
 OVERSIZE_PREFIX_BYTES = 1024
+
+T = TypeVar("T")
 
 
 def bounded_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
@@ -125,18 +140,129 @@ class WriteResult:
     dead: list[Item] = field(default_factory=list)
 
 
-class Writer:
-    """Writes batches on one connection. Not concurrency-safe: one writer per connection."""
+class DbError(TemporaryError):
+    """A database operation failed or took longer than ``db.query_timeout``; the text names the
+    psycopg error (or TimeoutError) and quotes a bounded part of its message."""
 
-    def __init__(self, conn: psycopg.AsyncConnection, *, worker: str) -> None:
-        self.conn = conn
+
+class DbStopped(DbError):
+    """The caller's ``stop`` was set before the operation finished: it was cancelled."""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {bounded_text(str(exc).strip())}"
+
+
+class Writer:
+    """The one owner of the historian connection and of every SQL statement ingestion runs. Not
+    concurrency-safe: one task at a time (the daemon's flush loop)."""
+
+    def __init__(self, db: DbSettings, *, worker: str) -> None:
+        self.db = db
         self.worker = worker
-        # device path -> tag name -> (tag id, unit); filled after commits only
+        self._conn: psycopg.AsyncConnection | None = None
+        self._ready = False
+        # device path -> tag name -> (tag id, unit); filled after commits only, kept across reconnects
         self._tags: dict[str, dict[str, tuple[int, str | None]]] = {}
 
-    async def write(self, items: list[Item]) -> WriteResult:
-        """Store ``items`` in one transaction. On a data error, fall back to one transaction per
-        message so that only the offending message becomes a dead letter."""
+    @property
+    def ready(self) -> bool:
+        """Migrated, and the last batch transaction (if any since) committed: ``/readyz``'s "db"."""
+        return self._ready
+
+    # -- the connection --------------------------------------------------------------------------------
+    async def open(self, stop: asyncio.Event) -> SchemaState | None:
+        """Connect and bring the schema up to date, retried until it works; None if ``stop`` came
+        first. Raises :class:`~ingestion.errors.PermanentError` when a migration itself fails."""
+        db = self.db
+        backoff = Backoff(first=0.5, cap=10.0)
+        while (conn := await self._connect(stop)) is not None:
+            try:
+                state = await pg.bounded(migrate(conn, retention_days=db.retention_days,
+                                                 compress_after_days=db.compress_after_days),
+                                         timeout=db.migrate_timeout, stop=stop)
+            except pg.Stopped:
+                break
+            except (psycopg.Error, TimeoutError) as exc:
+                log.warning("migrations not applied (%s); retrying", bounded_text(str(exc) or type(exc).__name__))
+                await conn.close()
+                if await backoff.wait(stop):
+                    return None
+                continue
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+            self._ready = True
+            return state
+        if conn is not None:
+            await conn.close()
+        return None
+
+    async def reconnect(self, stop: asyncio.Event) -> bool:
+        """A new connection in place of the old one (closed first); False if ``stop`` came first."""
+        await self.close()
+        conn = await self._connect(stop)
+        if conn is None:
+            return False
+        self._conn = conn
+        return True
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _connect(self, stop: asyncio.Event) -> psycopg.AsyncConnection | None:
+        """Connect with capped backoff until it works or ``stop`` is set."""
+        return await pg.connect(self.db.dsn, connect_timeout=self.db.connect_timeout, stop=stop)
+
+    def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None:  # closed after a failure and not reconnected: as psycopg says of a closed one
+            raise psycopg.OperationalError("the connection is closed")
+        return self._conn
+
+    async def _bounded(self, op: Coroutine[Any, Any, T], stop: asyncio.Event) -> T:
+        """``op`` under ``db.query_timeout``, cut short by ``stop``; failures as :class:`DbError`."""
+        try:
+            return await pg.bounded(op, timeout=self.db.query_timeout, stop=stop)
+        except pg.Stopped as exc:
+            raise DbStopped(_describe(exc)) from exc
+        except (psycopg.Error, TimeoutError) as exc:
+            raise DbError(_describe(exc)) from exc
+
+    # -- statements ------------------------------------------------------------------------------------
+    async def write(self, items: list[Item], *, stop: asyncio.Event) -> WriteResult:
+        """Store ``items`` in one transaction, committed when this returns. Raises :class:`DbStopped`
+        if ``stop`` came first, :class:`DbError` if it failed or timed out; either way the connection
+        is closed (the statement may have left it in any state) until :meth:`reconnect`."""
+        try:
+            res = await self._bounded(self._write_or_split(items), stop)
+        except DbStopped:
+            await self.close()
+            raise
+        except DbError:
+            self._ready = False
+            await self.close()
+            raise
+        self._ready = True
+        return res
+
+    async def expire_digests(self, *, stop: asyncio.Event) -> int:
+        """Delete the message digests older than ``db.dedup_window_hours`` (a redelivery older than
+        that is stored again); how many. Raises :class:`DbError`; the connection is left as it is (the
+        next batch finds out whether it still works)."""
+        return await self._bounded(self._expire_digests(), stop)
+
+    async def _expire_digests(self) -> int:
+        cur = await self._connection().execute(
+            "DELETE FROM nexus.ingested_messages WHERE ingested_at < now() - make_interval(hours => %s)",
+            (self.db.dedup_window_hours,))
+        return cur.rowcount
+
+    async def _write_or_split(self, items: list[Item]) -> WriteResult:
+        """On a data error, fall back to one transaction per message so that only the offending
+        message becomes a dead letter."""
         try:
             return await self._write(items)
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
@@ -147,7 +273,7 @@ class Writer:
                         bounded_text(str(exc)))
             total = WriteResult()
             for item in items:
-                r = await self.write([item])
+                r = await self._write_or_split([item])
                 total.stored_messages += r.stored_messages
                 total.duplicate_messages += r.duplicate_messages
                 total.dead_letters += r.dead_letters
@@ -167,7 +293,7 @@ class Writer:
                 good[it.digest] = it
             else:
                 res.duplicate_messages += 1
-        conn = self.conn
+        conn = self._connection()
         new_tag_rows: dict[str, dict[str, tuple[int, str | None]]] = {}
         async with conn.transaction():
             fresh: list[Item] = []
@@ -229,8 +355,9 @@ class Writer:
                 elif p.unit and p.unit != entry[1]:
                     unit_changes[entry[0]] = p.unit
                     known[p.tag] = (entry[0], p.unit)
+        conn = self._connection()
         if unit_changes:
-            await self.conn.execute(
+            await conn.execute(
                 "UPDATE nexus.tags t SET unit = u.unit FROM unnest(%s::int[], %s::text[]) AS u(id, unit)"
                 " WHERE t.id = u.id", (list(unit_changes), list(unit_changes.values())))
         out: dict[str, dict[str, tuple[int, str | None]]] = {}
@@ -239,11 +366,11 @@ class Writer:
         paths = list(missing)
         cols = list(zip(*[(path, d.enterprise, d.site, d.area, d.line, d.device, tag, unit)
                           for path, (d, tag, unit) in missing.items()], strict=True))
-        await self.conn.execute(
+        await conn.execute(
             "INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
             " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
             " %s::text[], %s::text[], %s::text[]) ON CONFLICT (path) DO NOTHING", [list(c) for c in cols])
-        cur = await self.conn.execute("SELECT id, path, unit FROM nexus.tags WHERE path = ANY(%s)", (paths,))
+        cur = await conn.execute("SELECT id, path, unit FROM nexus.tags WHERE path = ANY(%s)", (paths,))
         for tag_id, path, unit in await cur.fetchall():
             dev, tag, _ = missing[path]
             out.setdefault(dev.path, {})[tag] = (tag_id, unit)
