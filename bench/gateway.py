@@ -54,10 +54,10 @@ import paho.mqtt.client as paho  # noqa: E402
 from pymodbus import FramerType  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
+from devtools.local import Mosquitto, Postgres, free_port, stop_process, wait_port  # noqa: E402
 from gateway.config import DeviceConfig, load_plant  # noqa: E402
 from gateway.drivers.modbus.driver import plan  # noqa: E402
 from gateway.drivers.modbus.registers import register_count  # noqa: E402
-from nexus.local import Mosquitto, Postgres, free_port, stop_process, wait_port  # noqa: E402
 from proto import ack_topic, encode_acks  # noqa: E402
 from proto.points import peek_delivery_id  # noqa: E402
 from proto.uns import batch_filter  # noqa: E402

@@ -29,8 +29,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.local import Mosquitto, Postgres, free_port  # noqa: E402
 from ingestion.rows import HEADER, TRAILER, encode_row  # noqa: E402
-from nexus.local import Mosquitto, Postgres, free_port  # noqa: E402
 from proto import DevicePath, Point, batch_topic, encode_batch  # noqa: E402
 
 T0 = 1_790_000_000_000

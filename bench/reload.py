@@ -44,10 +44,10 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.local import Mosquitto, Postgres, free_port, stop_process  # noqa: E402
 from gateway.config import parse_plant  # noqa: E402
 from gateway.drivers.modbus.simulator import SimulatedPlc  # noqa: E402
 from ingestion.settings import BatchSettings  # noqa: E402
-from nexus.local import Mosquitto, Postgres, free_port, stop_process  # noqa: E402
 from proto import DevicePath, Point, batch_topic, decode_batch, encode_batch  # noqa: E402
 from proto import config as pc  # noqa: E402
 

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from nexus.local import Mosquitto, Postgres, free_port
+from devtools.local import Mosquitto, Postgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devtools.local import Mosquitto, free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
-from nexus.local import Mosquitto, free_port
 from tests.conftest import gateway_env, ingestion_env, query, stored_points, wait_for
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nexus.local import Mosquitto, free_port
+from devtools.local import Mosquitto, free_port
 from proto import config as pc
 from tests.conftest import ROOT, wait_for
 from tests.core_fixtures import ADMIN, ADMIN_KEY, Recorder, device_doc

@@ -13,9 +13,9 @@ import pytest
 import schemathesis
 from schemathesis.python import asgi
 
+from devtools.local import Postgres
 from gateway_core.api import Core, create_app
 from gateway_core.store import Pool
-from nexus.local import Postgres
 from tests.core_fixtures import ADMIN, core_settings, migrated, plant_doc
 
 # The schema is loaded at import (schemathesis.pytest.from_fixture does not work with pytest 9), so

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus.local import free_port
+from devtools.local import free_port
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def free_run(n: int = 2) -> int:
 
 
 def test_demo_runs_for_a_duration_and_exits_zero(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "nexus.cli", "demo", "--duration", "6", "--home", str(tmp_path / "home"),
+    args = [sys.executable, "-m", "devtools.cli", "demo", "--duration", "6", "--home", str(tmp_path / "home"),
             "--mqtt-port", str(free_port()), "--pg-port", str(free_port()),
             "--modbus-port", str(free_run()), "--ops-port", str(free_run(3)), "--opcua-port", str(free_port()),
             "--s7-port", str(free_port()), "--api-port", str(free_port())]
@@ -53,7 +53,7 @@ def test_demo_refuses_a_taken_port_with_a_clear_message(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        res = subprocess.run([sys.executable, "-m", "nexus.cli", "demo", "--duration", "1", "--home",
+        res = subprocess.run([sys.executable, "-m", "devtools.cli", "demo", "--duration", "1", "--home",
                               str(tmp_path / "home"), "--mqtt-port", str(port)],
                              capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert res.returncode == 2

@@ -18,6 +18,7 @@ import pytest
 from prometheus_client import REGISTRY
 from snap7 import AsyncClient
 
+from devtools.local import free_port
 from gateway import commands as commands_mod
 from gateway.commands import Commands
 from gateway.config import DeviceConfig, TagConfig, parse_plant
@@ -28,7 +29,6 @@ from gateway.drivers.s7.simulator import S7Simulator
 from gateway.fleet import Fleet
 from gateway.managed import Managed
 from gateway.poller import DeviceBatch, DevicePoller, PollPool, WriteCommand
-from nexus.local import free_port
 from nexus.mqtt import Message
 from proto.commands import decode_response, set_topic
 from proto.points import Point, Status

@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.local import free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
-from nexus.local import free_port
 from tests.conftest import gateway_env, ingestion_env, query, wait_for
 
 pytestmark = pytest.mark.slow

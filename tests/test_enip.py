@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from pycomm3 import LogixDriver
 
+from devtools.local import free_port
 from gateway.config import DeviceConfig, parse_plant
 from gateway.drivers.enip.config import EnipAddress, EnipConnection
 from gateway.drivers.enip.driver import Driver, declare, uploaded_problem
 from gateway.drivers.enip.simulator import EnipSimulator, tags_for
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller
-from nexus.local import free_port
 from proto.points import Point, Status
 
 PLANT = {"enterprise": "acme", "site": "berlin", "area": "press-shop", "line": "line-2"}

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from devtools.local import free_port
 from gateway.config import parse_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
-from nexus.local import free_port
 from tests.conftest import gateway_env, ingestion_env, query, wait_for
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 import psycopg
 import pytest
 
-from nexus.local import Postgres, free_port
+from devtools.local import Postgres, free_port
 from proto import DevicePath, Point, ack_topic, batch_topic, decode_ack, encode_batch
 from tests.conftest import ingestion_env, query, stored_points, wait_for
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from devtools.local import free_port
 from gateway.breaker import CLOSED, OPEN
 from gateway.commands import to_raw
 from gateway.config import DeviceConfig, parse_plant
@@ -21,7 +22,6 @@ from gateway.drivers import make_driver
 from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway.errors import PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller, PollPool, WriteCommand
-from nexus.local import free_port
 from proto.points import Status
 
 TAGS: list[dict[str, Any]] = [

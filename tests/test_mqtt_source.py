@@ -16,12 +16,12 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
+from devtools.local import Mosquitto, free_port
 from gateway.config import DeviceConfig, parse_plant
 from gateway.drivers.mqtt.driver import Driver, subscriptions
 from gateway.drivers.mqtt.mapping import coerce, timestamp_ms
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller
-from nexus.local import Mosquitto, free_port
 from proto.points import Point, Quality, Status
 
 pytestmark = pytest.mark.timeout(30)

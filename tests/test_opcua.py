@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 
+from devtools.local import free_port
 from gateway.config import DeviceConfig, parse_plant
 from gateway.drivers import make_driver
 from gateway.drivers.base import Driver
@@ -32,7 +33,6 @@ from gateway.drivers.opcua.simulator import (
 )
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller
-from nexus.local import free_port
 from proto.points import Quality, Status
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nexus.local import free_port
+from devtools.local import free_port
 from tests.conftest import gateway_env, http_get, ingestion_env, wait_for
 
 pytestmark = pytest.mark.slow

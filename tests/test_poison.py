@@ -12,8 +12,8 @@ import paho.mqtt.client as paho
 import psycopg
 import pytest
 
+from devtools.local import free_port
 from ingestion.writer import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES
-from nexus.local import free_port
 from proto import DevicePath, Point, ack_topic, batch_topic, decode_ack, encode_batch
 from tests.conftest import http_get, ingestion_env, query, wait_for
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from devtools.local import free_port
 from gateway.config import DeviceConfig, TagConfig, parse_plant
 from gateway.drivers import make_driver
 from gateway.drivers.s7.config import S7Address
@@ -23,7 +24,6 @@ from gateway.drivers.s7.driver import MAX_ITEMS, Driver
 from gateway.drivers.s7.simulator import S7Simulator
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DeviceBatch, DevicePoller
-from nexus.local import free_port
 from proto.points import Point, Status
 
 pytestmark = pytest.mark.timeout(30)

@@ -15,9 +15,9 @@ import orjson
 import paho.mqtt.client as paho
 import pytest
 
+from devtools.local import free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
-from nexus.local import free_port
 from proto import decode_batch
 from tests.conftest import gateway_env, wait_for
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from devtools.local import LocalServerError, ensure_port_free, stop_process, wait_port
 from gateway.config import DeviceConfig
 from gateway.drivers.enip.config import CIP_TYPES
-from nexus.local import LocalServerError, ensure_port_free, stop_process, wait_port
 
 _ELEMENT = re.compile(r"^(?P<name>[^\[\]]+)(?:\[(?P<index>\d+)\])?$")
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="gateway ops port; ingestion uses the next one, gateway_core the one after")
     args = ap.parse_args(argv)
     if args.cmd == "demo":
-        from nexus.demo import Demo, DemoError
+        from devtools.demo import Demo, DemoError
         try:
             return Demo(args).run()
         except DemoError as exc:

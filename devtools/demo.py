@@ -28,7 +28,7 @@ from typing import Any, LiteralString
 import orjson
 import psycopg
 
-from nexus.local import LocalServerError, Mosquitto, Postgres, ensure_port_free, stop_process, wait_port
+from devtools.local import LocalServerError, Mosquitto, Postgres, ensure_port_free, stop_process, wait_port
 
 
 class DemoError(RuntimeError):
@@ -113,7 +113,7 @@ class Demo:
         print(f"starting mosquitto on 127.0.0.1:{a.mqtt_port} ...", flush=True)
         self.mq = Mosquitto(self.home / "mosquitto", a.mqtt_port)
         self.mq.start()
-        plant = resources.files("nexus").joinpath("demo_plant.toml").read_text()
+        plant = resources.files("devtools").joinpath("demo_plant.toml").read_text()
         plant = (plant.replace("port = 15020", f"port = {a.modbus_port}")
                  .replace("port = 15021", f"port = {a.modbus_port + 1}")
                  .replace("opc.tcp://127.0.0.1:14840", f"opc.tcp://127.0.0.1:{a.opcua_port}")
