@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from gateway.commands import Commands
 from gateway.config import PlantConfig, load_plant
@@ -21,7 +20,8 @@ from gateway.errors import ConfigError
 from gateway.fleet import Fleet
 from gateway.managed import Managed
 from gateway.poller import PollPool
-from gateway.publisher import STOP, Publisher
+from gateway.publisher import Publisher
+from gateway.readings import END, new_queue
 from gateway.settings import Settings
 from gateway.spool import Spool, SpoolFull
 from nexus.mqtt import Message, MqttClient
@@ -41,8 +41,7 @@ class Gateway:
     def __init__(self, settings: Settings, spool: Spool) -> None:
         self.settings = s = settings
         self.gid = s.gateway_id
-        # DeviceBatch items and the STOP sentinel, typed as Fleet, DevicePoller and Publisher take it
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=s.queue_size)
+        self.queue = new_queue(s.queue_size)
         self.fleet = Fleet(self.queue, PollPool(s.max_concurrent_polls))
         self.managed = None
         subscriptions = [(set_filter(s.control_root), 1)]
@@ -105,7 +104,7 @@ class Gateway:
         """Spool what is queued, wait for confirmations under a deadline; the rest stays in the spool."""
         try:
             async with asyncio.timeout(SHUTDOWN_DEADLINE):
-                await self.queue.put(STOP)
+                await self.queue.put(END)
                 await pub
                 await responses
         except TimeoutError:

@@ -18,13 +18,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from gateway import metrics as m
 from gateway.config import DeviceConfig
 from gateway.drivers import make_driver
 from gateway.drivers.base import Driver
 from gateway.poller import DevicePoller, PollPool
+from gateway.readings import Readings
 from nexus.report import bounded_traceback, describe
 from nexus.runtime import Backoff, sleep_or_stop
 
@@ -46,7 +46,7 @@ class Fleet:
     by :meth:`stop_all` at shutdown, and a TaskGroup would cancel every device when one failed.
     """
 
-    def __init__(self, queue: asyncio.Queue[Any], pool: PollPool, *,
+    def __init__(self, queue: Readings, pool: PollPool, *,
                  driver_factory: Callable[[DeviceConfig], Driver] = make_driver,
                  restart_first_s: float = 1.0, restart_max_s: float = 60.0) -> None:
         self.queue = queue

@@ -34,6 +34,7 @@ from gateway.config import DeviceConfig, TagConfig
 from gateway.drivers import make_driver
 from gateway.drivers.base import Driver
 from gateway.errors import GatewayError, PermanentError, TemporaryError
+from gateway.readings import DeviceBatch, Readings
 from nexus.report import bounded_traceback, cause_of, describe
 from nexus.runtime import sleep_or_stop
 from proto.points import Point, Status, brief
@@ -41,12 +42,6 @@ from proto.points import Point, Status, brief
 log = logging.getLogger("gateway.poller")
 
 TRACEBACK_CAUSES_MAX = 20  #: distinct unexpected causes logged with their traceback, per device
-
-@dataclass(frozen=True, slots=True)
-class DeviceBatch:
-    device: DeviceConfig
-    points: list[Point]
-
 
 class PollPool:
     """At most ``size`` polls in flight across the gateway (the bounded worker pool)."""
@@ -78,7 +73,7 @@ class WriteCommand:
 
 
 class DevicePoller:
-    def __init__(self, device: DeviceConfig, queue: asyncio.Queue[Any], *, pool: PollPool | None = None,
+    def __init__(self, device: DeviceConfig, queue: Readings, *, pool: PollPool | None = None,
                  driver: Driver | None = None, spread_s: float = 0.0) -> None:
         self.device = device
         self.queue = queue
@@ -86,7 +81,7 @@ class DevicePoller:
         self.driver = driver or make_driver(device)
         self.breaker = CircuitBreaker(device.id, failures=device.breaker_failures,
                                       open_s=device.breaker_open_ms / 1000)
-        self.commands: asyncio.Queue[Any] = asyncio.Queue(maxsize=device.max_pending_writes)
+        self.commands: asyncio.Queue[WriteCommand] = asyncio.Queue(maxsize=device.max_pending_writes)
         self.polls = 0
         self.skipped = 0
         self.writes = 0

@@ -26,10 +26,9 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from gateway import metrics as m
-from gateway.poller import DeviceBatch
+from gateway.readings import END, DeviceBatch, Readings
 from gateway.settings import Settings
 from gateway.spool import LEGACY_RUN, Record, Spool, SpoolFull, read_legacy_segment
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
@@ -38,8 +37,6 @@ from proto.points import MAX_BATCH_BYTES
 
 log = logging.getLogger("gateway.publisher")
 
-#: put on the queue to end the publish loop after everything before it is spooled
-STOP = object()
 #: a batch message larger than this is split (ingestion dead-letters messages over its max_message_bytes,
 #: 1 MiB by default and never below this; a single point larger than this still goes alone)
 MAX_MESSAGE_BYTES = MAX_BATCH_BYTES
@@ -56,7 +53,7 @@ TRANSIENT_REFUSALS = frozenset({0x80, 0x83, 0x91, 0x97})
 
 
 class Publisher:
-    def __init__(self, settings: Settings, mqtt: MqttClient, queue: asyncio.Queue[Any], spool: Spool,
+    def __init__(self, settings: Settings, mqtt: MqttClient, queue: Readings, spool: Spool,
                  *, run: int | None = None) -> None:
         self.settings = settings
         self.mqtt = mqtt
@@ -83,13 +80,13 @@ class Publisher:
     # --- into the spool ------------------------------------------------------------------------
 
     async def publish_loop(self) -> None:
-        """Spool what the pollers queue, one group commit per pass; ends at :data:`STOP`."""
+        """Spool what the pollers queue, one group commit per pass; ends at :data:`~gateway.readings.END`."""
         while True:
             group = [await self.queue.get()]
             while len(group) < GROUP_MAX and not self.queue.empty():
                 group.append(self.queue.get_nowait())
             m.QUEUE_DEPTH.set(self.queue.qsize())
-            batches = [b for b in group if b is not STOP]
+            batches = [b for b in group if b is not END]
             for batch in batches:
                 for topic, payload, points in self._messages(batch):
                     await self._append(topic, payload, points)
@@ -182,7 +179,7 @@ class Publisher:
         lost = 0
         while not self.queue.empty():
             item = self.queue.get_nowait()
-            if item is STOP:
+            if item is END:
                 continue
             for topic, payload, points in self._messages(item):
                 try:
@@ -364,4 +361,4 @@ class Publisher:
         return self.spool.unconfirmed
 
 
-__all__ = ["STOP", "MqttError", "Publisher"]
+__all__ = ["MqttError", "Publisher"]

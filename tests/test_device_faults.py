@@ -28,7 +28,8 @@ from gateway.drivers.s7 import driver as s7
 from gateway.drivers.s7.simulator import S7Simulator
 from gateway.fleet import Fleet
 from gateway.managed import Managed
-from gateway.poller import DeviceBatch, DevicePoller, PollPool, WriteCommand
+from gateway.poller import DevicePoller, PollPool, WriteCommand
+from gateway.readings import DeviceBatch
 from nexus.mqtt import Message
 from proto.commands import decode_response, set_topic
 from proto.points import Point, Status

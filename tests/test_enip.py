@@ -25,7 +25,8 @@ from gateway.drivers.enip.config import EnipAddress, EnipConnection
 from gateway.drivers.enip.driver import Driver, declare, uploaded_problem
 from gateway.drivers.enip.simulator import EnipSimulator, tags_for
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
-from gateway.poller import DeviceBatch, DevicePoller
+from gateway.poller import DevicePoller
+from gateway.readings import DeviceBatch
 from proto.points import Point, Status
 
 PLANT = {"enterprise": "acme", "site": "berlin", "area": "press-shop", "line": "line-2"}

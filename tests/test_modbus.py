@@ -21,7 +21,8 @@ from gateway.config import DeviceConfig, parse_plant
 from gateway.drivers import make_driver
 from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway.errors import PermanentError, TemporaryError, WriteRefused
-from gateway.poller import DeviceBatch, DevicePoller, PollPool, WriteCommand
+from gateway.poller import DevicePoller, PollPool, WriteCommand
+from gateway.readings import DeviceBatch
 from proto.points import Status
 
 TAGS: list[dict[str, Any]] = [

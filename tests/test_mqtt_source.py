@@ -21,7 +21,8 @@ from gateway.config import DeviceConfig, parse_plant
 from gateway.drivers.mqtt.driver import Driver, subscriptions
 from gateway.drivers.mqtt.mapping import coerce, timestamp_ms
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
-from gateway.poller import DeviceBatch, DevicePoller
+from gateway.poller import DevicePoller
+from gateway.readings import DeviceBatch
 from proto.points import Point, Quality, Status
 
 pytestmark = pytest.mark.timeout(30)

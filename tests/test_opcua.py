@@ -32,7 +32,8 @@ from gateway.drivers.opcua.simulator import (
     make_certificate,
 )
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
-from gateway.poller import DeviceBatch, DevicePoller
+from gateway.poller import DevicePoller
+from gateway.readings import DeviceBatch
 from proto.points import Quality, Status
 
 ROOT = Path(__file__).resolve().parent.parent

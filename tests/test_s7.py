@@ -23,7 +23,8 @@ from gateway.drivers.s7.config import S7Address
 from gateway.drivers.s7.driver import MAX_ITEMS, Driver
 from gateway.drivers.s7.simulator import S7Simulator
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
-from gateway.poller import DeviceBatch, DevicePoller
+from gateway.poller import DevicePoller
+from gateway.readings import DeviceBatch
 from proto.points import Point, Status
 
 pytestmark = pytest.mark.timeout(30)
