@@ -24,9 +24,10 @@ from gateway import metrics as m
 from gateway.config import TagConfig
 from gateway.errors import WriteRefused
 from gateway.poller import DevicePoller, WriteCommand
-from gateway.values import INT_RANGES, check_write
+from gateway.values import check_write
 from nexus.mqtt import Message, MqttClient
 from nexus.report import bounded_traceback, describe
+from normalizer import DeviceRules, ValueRefused
 from proto.commands import decode_request, encode_response, parse_set_topic, response_topic
 from proto.errors import PayloadError
 
@@ -35,21 +36,16 @@ log = logging.getLogger("gateway.commands")
 MAX_PENDING_RESPONSES = 1000  #: answers owed at a time (queued to publish, or for accepted writes)
 
 
-def to_raw(tag: TagConfig, value: Any) -> Any:
-    """The raw device value for engineering ``value``; :class:`WriteRefused` says why not."""
+def to_raw(tag: TagConfig, value: Any, rules: DeviceRules) -> Any:
+    """The raw device value for engineering ``value`` (the normalizer's inverse, then the type's
+    check); :class:`WriteRefused` says why not."""
     if not tag.writable:
         raise WriteRefused(f"tag {tag.name!r} is read-only")
-    tr = tag.transform
-    if tag.type in ("bool", "string") or tr.identity:
-        return check_write(tag.type, value, length=tag.length)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise WriteRefused(f"expected a number for a {tag.type} tag, got {value!r}")
-    if (tr.min is not None and value < tr.min) or (tr.max is not None and value > tr.max):
-        raise WriteRefused(f"{value} is outside the tag's range {tr.min}..{tr.max}")
-    raw: float = (value - tr.offset) / tr.scale
-    if tag.type in INT_RANGES:  # scaled integers: 12.3 at scale 0.1 is 123, not 122.99999999999999
-        return check_write(tag.type, round(raw))
-    return check_write(tag.type, raw)
+    try:
+        raw = rules.to_raw(tag.name, value)
+    except ValueRefused as exc:
+        raise WriteRefused(str(exc)) from exc
+    return check_write(tag.type, raw, length=tag.length)
 
 
 class Commands:
@@ -88,7 +84,7 @@ class Commands:
             tag = poller.device.tag(tag_name)
             if tag is None:
                 raise WriteRefused(f"device {device_id!r} has no tag {tag_name!r}")
-            raw = to_raw(tag, req.value)
+            raw = to_raw(tag, req.value, poller.rules)
         except (PayloadError, WriteRefused) as exc:
             m.WRITES.labels(device_id, "refused").inc()
             self._answer(device_id, tag_name, rid, str(exc), None)

@@ -37,6 +37,7 @@ from gateway.errors import GatewayError, PermanentError, TemporaryError
 from gateway.readings import DeviceBatch, Readings
 from nexus.report import bounded_traceback, cause_of, describe
 from nexus.runtime import sleep_or_stop
+from normalizer import DeviceRules
 from proto.points import Point, Status, brief
 
 log = logging.getLogger("gateway.poller")
@@ -89,14 +90,11 @@ class DevicePoller:
         self._up = False
         self._generation = 0  # connections made so far
         self._failed_generation = -1  # the connection whose failure the breaker has counted
-        self._last: dict[str, tuple[object, int]] = {}  # tag -> (value, status) last reported, for deadbands
         self._connect_warned = False  # a failed connect was logged since the last success (once per outage)
         self._causes: set[tuple[str, str, int]] = set()  # unexpected errors whose traceback was logged
         #: why this poller takes no more writes (its loops ended); None while it runs
         self.halted: str | None = None
-        # only tags that need work: without any, points pass through untouched (bench/gateway.py)
-        self._transforms = {t.name: t.transform for t in device.tags
-                            if t.type not in ("bool", "string") and (not t.transform.identity or t.transform.deadband)}
+        self.rules = DeviceRules(device.tags)  #: the tags' value rules and the deadbands' state
         self.spread_s = spread_s  #: the first poll starts at a random point of this many seconds
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -304,27 +302,8 @@ class DevicePoller:
         self._emit(bad if names is None else [p for p in bad if p.tag in names])
 
     def _emit(self, points: list[Point]) -> None:
-        """Normalize, then queue the points that changed beyond their deadband (all of them without)."""
-        transforms = self._transforms
-        if not transforms:
-            self._queue(points)
-            return
-        out = []
-        last = self._last
-        for p in points:
-            tr = transforms.get(p.tag)
-            if tr is not None and isinstance(p.value, int | float) and p.status == Status.GOOD:
-                if not tr.identity:
-                    p = p._replace(value=tr.apply(p.value))
-                prev = last.get(p.tag)
-                if tr.deadband and prev is not None and prev[1] == p.status and prev[0] is not None \
-                        and not tr.changed(prev[0], p.value):  # type: ignore[arg-type]
-                    continue
-            last[p.tag] = (p.value, p.status)
-            out.append(p)
-        self._queue(out)
-
-    def _queue(self, out: list[Point]) -> None:
+        """Normalize (the normalizer's rules and deadbands), then queue what is left."""
+        out = self.rules.apply(points)
         if not out:
             return
         try:

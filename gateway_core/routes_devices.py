@@ -23,6 +23,7 @@ from gateway_core.errors import ApiError
 from gateway_core.models import DeviceIn, DeviceList, DeviceOut, TagIn, TagOut, WriteIn
 from gateway_core.store import DeviceRow
 from gateway_core.validate import check_device, json_clean, normalize_device
+from normalizer import DeviceRules, ValueRefused
 
 router = APIRouter(tags=["devices"])
 
@@ -315,11 +316,12 @@ async def write_tag(
     if not tag.writable:
         raise ApiError(403, f"tag {device_id}/{name} is not writable", field="name")
     value = body.value
-    if tag.transform.identity:  # else the gateway converts the engineering value and checks it
-        try:
-            value = check_write(tag.type, value, length=tag.length)
-        except WriteRefused as exc:
-            raise ApiError(422, f"value: {exc}", field="value") from exc
+    try:  # the gateway's own checks: the normalizer's inverse (range), then the type's
+        raw = check_write(tag.type, DeviceRules([tag]).to_raw(name, value), length=tag.length)
+    except (ValueRefused, WriteRefused) as exc:
+        raise ApiError(422, f"value: {exc}", field="value") from exc
+    if tag.transform.identity:  # the value as the gateway will write it (e.g. 1 -> true for a bool)
+        value = raw
     if c.assigner.owner.get(device_id) is None:
         raise ApiError(503, f"no gateway polls device {device_id!r} now", field="device_id")
     return await c.control.write(device_id, name, value)

@@ -1,9 +1,13 @@
-"""Turn raw readings into clean values: scale/offset, clamp, deadband.
+"""Every per-tag value rule, between the driver's raw reading and the wire: scale/offset, clamp,
+deadband, and their inverse for writes.
 
-Applied by the gateway between the driver and the wire, so the UNS and the historian carry
-engineering values. Unit conversion and expressions build on this (see the gateway issue list).
+Applied by the gateway's poller (:meth:`DeviceRules.apply`, once per poll result) and write path
+(:meth:`DeviceRules.to_raw`), so the UNS and the historian carry engineering values. Imports nothing
+of ours but :mod:`proto`.
 """
 
+from normalizer.errors import NormalizerError, ValueRefused
+from normalizer.rules import DeviceRules, TagSpec
 from normalizer.transform import Transform
 
-__all__ = ["Transform"]
+__all__ = ["DeviceRules", "NormalizerError", "TagSpec", "Transform", "ValueRefused"]

@@ -23,6 +23,7 @@ from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway.errors import PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DevicePoller, PollPool, WriteCommand
 from gateway.readings import DeviceBatch
+from normalizer import DeviceRules
 from proto.points import Status
 
 TAGS: list[dict[str, Any]] = [
@@ -156,7 +157,8 @@ async def test_writes_round_trip_every_type(tcp_plc: Any) -> None:
            "recipe": "ABS", "flag3": False, "pump": False}
     for name, value in new.items():
         await drv.write(dev.tag(name), value)
-    await drv.write(dev.tag("level"), to_raw(dev.tag("level"), 12.3))  # engineering 12.3 -> raw 123
+    rules = DeviceRules(dev.tags)
+    await drv.write(dev.tag("level"), to_raw(dev.tag("level"), 12.3, rules))  # engineering 12.3 -> raw 123
     got = {p.tag: p.value for p in await drv.read()}
     await drv.close()
     assert got == {**VALUES, **new, "level": 123}
@@ -183,20 +185,21 @@ async def test_refused_writes_are_precise(tcp_plc: Any) -> None:
     with pytest.raises(PermanentError, match="write refused by the device: modbus exception 2: illegal data address"):
         await drv.write(fdev.tag("far"), 1)
     await drv.close()
+    rules = DeviceRules(dev.tags)
     with pytest.raises(WriteRefused, match="tag 'pressure' is read-only"):
-        to_raw(dev.tag("pressure"), 1.0)
+        to_raw(dev.tag("pressure"), 1.0, rules)
     with pytest.raises(WriteRefused, match=r"70000 is outside the uint16 range 0\.\.65535"):
-        to_raw(dev.tag("speed"), 70000)
+        to_raw(dev.tag("speed"), 70000, rules)
     with pytest.raises(WriteRefused, match="expected a number for a uint16 tag, got 'fast'"):
-        to_raw(dev.tag("speed"), "fast")
+        to_raw(dev.tag("speed"), "fast", rules)
     with pytest.raises(WriteRefused, match=r"a int32 tag takes whole numbers, got 1\.5"):
-        to_raw(dev.tag("count"), 1.5)
+        to_raw(dev.tag("count"), 1.5, rules)
     with pytest.raises(WriteRefused, match="expected a bool"):
-        to_raw(dev.tag("pump"), "on")
+        to_raw(dev.tag("pump"), "on", rules)
     with pytest.raises(WriteRefused, match=r"150 is outside the tag's range -100\.\.100"):
-        to_raw(dev.tag("level"), 150)
+        to_raw(dev.tag("level"), 150, rules)
     with pytest.raises(WriteRefused, match="longer than the tag's 6"):
-        to_raw(dev.tag("recipe"), "TOO-LONG")
+        to_raw(dev.tag("recipe"), "TOO-LONG", rules)
 
 
 async def drain(queue: asyncio.Queue[DeviceBatch]) -> list[Any]:
@@ -223,7 +226,7 @@ async def test_poller_normalizes_and_writes_through_its_queue(tcp_plc: Any) -> N
             answers.append(err)
             done.set()
 
-        assert poller.submit(WriteCommand(dev.tag("level"), to_raw(dev.tag("level"), -7.5), reply))
+        assert poller.submit(WriteCommand(dev.tag("level"), to_raw(dev.tag("level"), -7.5, poller.rules), reply))
         await asyncio.wait_for(done.wait(), 3)
         assert answers == [None]
         await asyncio.sleep(0.3)
