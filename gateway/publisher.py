@@ -32,7 +32,7 @@ from gateway.readings import END, DeviceBatch, Readings
 from gateway.settings import Settings
 from gateway.spool import LEGACY_RUN, Record, Spool, SpoolFull, read_legacy_segment
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
-from proto import ContractError, batch_topic, decode_ack, decode_batch, encode_batch, encode_point
+from proto import ContractError, DevicePath, batch_topic, decode_ack, decode_batch, encode_batch, encode_point
 from proto.points import MAX_BATCH_BYTES
 
 log = logging.getLogger("gateway.publisher")
@@ -74,7 +74,11 @@ class Publisher:
         self._hold_until = 0.0  # nobody subscribed: no sends until then (monotonic)
         self._hold_s = NO_SUBSCRIBER_PAUSE_S
         self._in_flight: dict[tuple[int, int], Record] = {}  # PUBACK outstanding (paho re-sends these itself)
-        self._last_tag: dict[str, tuple[object, int]] = {}
+        #: per-tag topic -> the (value, status) the broker holds retained there, as far as we sent it: a
+        #: state topic is published only when that changes (publishing state, not a value rule: the
+        #: deadbands are the normalizer's)
+        self._retained: dict[str, tuple[object, int]] = {}
+        self._tag_topics: dict[tuple[DevicePath, str], str] = {}  # from proto.uns, built once per tag
         self._last_sync = 0.0  # monotonic time of the last group commit
 
     # --- into the spool ------------------------------------------------------------------------
@@ -319,6 +323,12 @@ class Publisher:
 
     # --- per-tag state topics ------------------------------------------------------------------
 
+    def _tag_topic(self, device: DevicePath, tag: str) -> str:
+        topic = self._tag_topics.get((device, tag))
+        if topic is None:
+            topic = self._tag_topics[(device, tag)] = device.tag(tag).topic(self.settings.uns_prefix)
+        return topic
+
     async def _publish_tags(self, batch: DeviceBatch) -> None:
         dev = batch.device.path
         tags = batch.device.tag_map
@@ -326,16 +336,21 @@ class Publisher:
             tag = tags.get(p.tag)
             if tag is not None and not tag.publish:
                 continue
-            key = f"{dev.path}/{p.tag}"
-            state = (p.value, p.status)
-            if self._last_tag.get(key) == state:
+            try:
+                topic = self._tag_topic(dev, p.tag)
+            except ContractError as exc:  # a tag level the config let through but the UNS refuses (too long)
+                self.errors += 1
+                m.PUBLISH_ERRORS.inc()
+                log.error("no tag topic for %s/%s: %s", dev.path, p.tag[:64], exc)
                 continue
-            topic = f"{self.settings.uns_prefix}/{key}" if self.settings.uns_prefix else key
+            state = (p.value, p.status)
+            if self._retained.get(topic) == state:
+                continue
             try:
                 fut = await self.mqtt.publish(topic, encode_point(p), qos=1, retain=True, while_connected=True)
             except MqttError:
                 return  # disconnected: state topics wait for the next change after the reconnect
-            self._last_tag[key] = state
+            self._retained[topic] = state
             fut.add_done_callback(self._tag_done)
 
     def _tag_done(self, fut: asyncio.Future[int]) -> None:

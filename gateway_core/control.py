@@ -15,8 +15,6 @@ import time
 import uuid
 from typing import Any
 
-import orjson
-
 from gateway_core import metrics as m
 from gateway_core.errors import ApiError
 from gateway_core.settings import Settings
@@ -43,13 +41,13 @@ class Control:
         self.settled = False
         self._wake = asyncio.Event()
         self._syncs: dict[str, None] = {}  # gateways waiting for a sync response, in arrival order
-        self._writes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._writes: dict[str, asyncio.Future[pcmd.WriteResponse]] = {}
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [
             (pc.status_filter(self.root), 1),
             (pc.sync_request_topic(self.root), 1),
-            (f"{self.root}/cmd/+/+/response", 1),
+            (pcmd.response_filter(self.root), 1),
         ]
 
     def committed(self, commit: Commit) -> None:
@@ -77,9 +75,9 @@ class Control:
                 req = pc.decode_sync_request(msg.payload)
                 if len(self._syncs) < MAX_PENDING_SYNCS:
                     self._syncs[req.gateway] = None
-            elif msg.topic.startswith(f"{self.root}/cmd/") and msg.topic.endswith("/response"):
+            elif pcmd.is_response_topic(self.root, msg.topic):
                 resp = pcmd.decode_response(msg.payload)
-                fut = self._writes.get(str(resp.get("request_id")))
+                fut = self._writes.get(str(resp.request_id))
                 if fut is not None and not fut.done():
                     fut.set_result(resp)
                 return
@@ -165,11 +163,11 @@ class Control:
         if self.mqtt is None or not self.mqtt.connected:
             raise ApiError(503, "the broker is not connected; cannot send the write", field="broker")
         request_id = uuid.uuid4().hex
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[pcmd.WriteResponse] = asyncio.get_running_loop().create_future()
         self._writes[request_id] = fut
         timeout = self.settings.write_timeout
         try:
-            payload = orjson.dumps({"value": value, "request_id": request_id})
+            payload = pcmd.encode_request(value, request_id)
             async with asyncio.timeout(timeout):
                 await (await self.mqtt.publish(pcmd.set_topic(self.root, device_id, tag), payload, qos=1))
                 result = await fut
@@ -183,4 +181,4 @@ class Control:
         finally:
             self._writes.pop(request_id, None)
         m.WRITES.labels("answered").inc()
-        return result
+        return result.doc()

@@ -32,6 +32,15 @@ def response_topic(root: str, device: str, tag: str) -> str:
     return f"{root}/cmd/{device}/{tag}/response"
 
 
+def response_filter(root: str) -> str:
+    """Subscription matching every write response under ``root``."""
+    return f"{root}/cmd/+/+/response"
+
+
+def is_response_topic(root: str, topic: str) -> bool:
+    return topic.startswith(f"{root}/cmd/") and topic.endswith("/response")
+
+
 def parse_set_topic(root: str, topic: str) -> tuple[str, str] | None:
     """(device, tag) of a request topic, or None if ``topic`` is not one."""
     head = f"{root}/cmd/"
@@ -47,6 +56,16 @@ def parse_set_topic(root: str, topic: str) -> tuple[str, str] | None:
 class WriteRequest:
     value: Any
     request_id: str | None = None
+
+
+def encode_request(value: Any, request_id: str | None = None) -> bytes:
+    """The body of a write request; :class:`PayloadError` if ``value`` is not a JSON scalar."""
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise PayloadError(f"a write value must be a bool, number or string, not {type(value).__name__}")
+    body: dict[str, Any] = {"value": value}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return orjson.dumps(body)
 
 
 def decode_request(payload: bytes) -> WriteRequest:
@@ -78,11 +97,39 @@ def encode_response(request_id: str | None, *, error: str | None = None, value: 
     return orjson.dumps(body)
 
 
-def decode_response(payload: bytes) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class WriteResponse:
+    """The gateway's answer to one write request."""
+
+    request_id: str | None
+    ok: bool
+    ts: int  #: when the gateway answered, ms since the epoch
+    value: Any = None  #: what was written (ok)
+    error: str | None = None  #: why not (not ok)
+
+    def doc(self) -> dict[str, Any]:
+        """The answer as the gateway sent it (for the REST API)."""
+        body: dict[str, Any] = {"schema": SCHEMA, "request_id": self.request_id, "ok": self.ok, "ts": self.ts}
+        if self.ok:
+            body["value"] = self.value
+        else:
+            body["error"] = self.error
+        return body
+
+
+def decode_response(payload: bytes) -> WriteResponse:
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"write response is not JSON: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("ok"), bool):
         raise PayloadError("write response must be an object with a boolean 'ok'")
-    return doc
+    rid, ts, error = doc.get("request_id"), doc.get("ts"), doc.get("error")
+    if rid is not None and not isinstance(rid, str | int):
+        raise PayloadError("'request_id' must be a string or an integer")
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise PayloadError("write response has no integer 'ts'")
+    if not doc["ok"] and not isinstance(error, str):
+        raise PayloadError("a failed write response needs a string 'error'")
+    return WriteResponse(None if rid is None else str(rid), doc["ok"], ts, doc.get("value"),
+                         error if not doc["ok"] else None)

@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
 import pytest
 from prometheus_client import REGISTRY
 from snap7 import AsyncClient
@@ -31,7 +30,7 @@ from gateway.managed import Managed
 from gateway.poller import DevicePoller, PollPool, WriteCommand
 from gateway.readings import DeviceBatch
 from nexus.mqtt import Message
-from proto.commands import decode_response, set_topic
+from proto.commands import decode_response, encode_request, set_topic
 from proto.points import Point, Status
 from tests.core_fixtures import until
 
@@ -366,7 +365,7 @@ class FakeMqtt:
 
 
 def request(root: str, device: str, value: Any, rid: int) -> Message:
-    return Message(set_topic(root, device, "speed"), orjson.dumps({"value": value, "request_id": rid}), 1, False,
+    return Message(set_topic(root, device, "speed"), encode_request(value, rid), 1, False,
                    rid, 1)
 
 
@@ -392,17 +391,17 @@ async def test_command_queues_are_bounded(plc: tuple[int, SimulatedPlc], monkeyp
         mqtt.release.set()
         await until(lambda: len(mqtt.sent) == 3, 5, "the busy answers")
         answers = [decode_response(p) for _, p in mqtt.sent]
-        assert [a["request_id"] for a in answers] == ["3", "4", "5"]
-        assert all("is busy: 2 writes already waiting" in a["error"] for a in answers)
+        assert [a.request_id for a in answers] == ["3", "4", "5"]
+        assert all("is busy: 2 writes already waiting" in (a.error or "") for a in answers)
         # the device runs: the two queued writes are executed and answered; room for new requests again
         tg.create_task(poller.poll_loop(stop), name=f"gateway[{dev.id}].poll_loop")
         await until(lambda: poller.driver.connected, 5, "connected")
         tg.create_task(poller.command_loop(stop), name=f"gateway[{dev.id}].command_loop")
         await until(lambda: len(mqtt.sent) == 5, 5, "the queued writes' answers")
-        assert [decode_response(p).get("error") for _, p in mqtt.sent[3:]] == [None, None]
+        assert [decode_response(p).error for _, p in mqtt.sent[3:]] == [None, None]
         cmds.on_message(request("$nexus/t", dev.id, 1234, 8))
         await until(lambda: len(mqtt.sent) == 6, 5, "a new request answered")
-        assert decode_response(mqtt.sent[5][1])["request_id"] == "8"
+        assert decode_response(mqtt.sent[5][1]).request_id == "8"
         stop.set()
         responses_done.set()
     # a stopped device answers at once why it is not polled
