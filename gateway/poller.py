@@ -36,7 +36,7 @@ from gateway.drivers.base import Driver
 from gateway.errors import GatewayError, PermanentError, TemporaryError
 from gateway.readings import DeviceBatch, Readings
 from nexus.report import bounded_traceback, cause_of, describe
-from nexus.runtime import sleep_or_stop
+from nexus.runtime import sleep_or_stop, wait_first
 from normalizer import DeviceRules
 from proto.points import Point, Status, brief
 
@@ -348,7 +348,7 @@ class DevicePoller:
             async with asyncio.TaskGroup() as tg:
                 getter = tg.create_task(self.commands.get(), name=f"gateway[{d}].command_loop.get")
                 stopper = tg.create_task(stop.wait(), name=f"gateway[{d}].command_loop.stop_wait")
-                await asyncio.wait((getter, stopper), return_when=asyncio.FIRST_COMPLETED)
+                await wait_first(getter, stopper)
                 stopper.cancel()
                 getter.cancel()  # no-op when it already took a command (Queue.get gives it back otherwise)
         except asyncio.CancelledError:  # the device's task ends: a command already taken is answered

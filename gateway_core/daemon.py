@@ -24,7 +24,7 @@ from gateway_core.store import Pool
 from nexus import pg
 from nexus.mqtt import MqttClient
 from nexus.ops import OpsServer
-from nexus.runtime import Backoff, install_stop_signals
+from nexus.runtime import Backoff, install_stop_signals, wait_first
 
 log = logging.getLogger("gateway_core")
 
@@ -152,11 +152,7 @@ class Service:
             ) from exc
 
     async def _watch(self, server: uvicorn.Server, http: asyncio.Task[None]) -> None:
-        stop_wait = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait([stop_wait, http], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop_wait.cancel()
+        await wait_first(self.stop.wait(), http)  # the HTTP task is left running: should_exit ends it
         server.should_exit = True
         if not self.stop.is_set():
             log.error("HTTP server ended unexpectedly; stopping")

@@ -29,7 +29,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from nexus.common import MqttSettings
-from nexus.runtime import Backoff, sleep_or_stop
+from nexus.runtime import Backoff, sleep_or_stop, wait_first
 
 log = logging.getLogger("nexus.mqtt")
 
@@ -270,9 +270,7 @@ class MqttClient:
             await self._window.acquire()
             return True
         acquire = asyncio.ensure_future(self._window.acquire())
-        lost = asyncio.ensure_future(self._disconnected.wait())
-        await asyncio.wait((acquire, lost), return_when=asyncio.FIRST_COMPLETED)
-        lost.cancel()
+        await wait_first(acquire, self._disconnected.wait())
         if not acquire.done():
             acquire.cancel()
             try:

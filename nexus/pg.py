@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from nexus.runtime import Backoff
+from nexus.runtime import Backoff, wait_first
 
 log = logging.getLogger("nexus.pg")
 
@@ -52,18 +52,11 @@ async def bounded(op: Coroutine[Any, Any, T], *, timeout: float, stop: asyncio.E
     is set (:class:`Stopped`). Returns within about 2 x :data:`CANCEL_GRACE` of either, whatever the
     server does; after a cancellation the caller should treat the connection as broken."""
     task = asyncio.ensure_future(op)
-    waiters: set[asyncio.Future[Any]] = {task}
-    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
-    if stopped is not None:
-        waiters.add(stopped)
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await wait_first(task, *([stop.wait()] if stop is not None else []), timeout=timeout)
     except asyncio.CancelledError:
         await _cancel(task)
         raise
-    finally:
-        if stopped is not None:
-            stopped.cancel()
     if task.done():
         return task.result()
     await _cancel(task)

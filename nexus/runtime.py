@@ -9,7 +9,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -114,14 +114,26 @@ async def sleep_or_stop(delay: float, stop: asyncio.Event) -> bool:
     return True
 
 
+async def wait_first(*waits: Awaitable[Any], timeout: float | None = None) -> None:
+    """Wait until the first of ``waits`` is done, or ``timeout`` seconds. Coroutines are run as tasks
+    of this call and cancelled when it returns (or is cancelled); futures and tasks passed in are the
+    caller's and are left as they are, done or not. The one way every daemon waits for "this, unless
+    that" (an event unless stop, a task unless stop, room in a window unless the connection drops)."""
+    mine = [asyncio.ensure_future(w) for w in waits if asyncio.iscoroutine(w)]
+    theirs = [w for w in waits if not asyncio.iscoroutine(w)]
+    try:
+        await asyncio.wait([*mine, *(asyncio.ensure_future(w) for w in theirs)], timeout=timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in mine:
+            task.cancel()
+
+
 async def wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> bool:
     """Wait for ``event`` unless ``stop`` is set first; return whether ``stop`` is set."""
     if stop.is_set():
         return True
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    for w in waiters:
-        w.cancel()
+    await wait_first(event.wait(), stop.wait())
     return stop.is_set()
 
 
