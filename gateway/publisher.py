@@ -32,6 +32,7 @@ from gateway.readings import END, DeviceBatch, Readings
 from gateway.settings import Settings
 from gateway.spool import LEGACY_RUN, Record, Spool, SpoolFull, read_legacy_segment
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
+from nexus.report import bounded
 from proto import ContractError, DevicePath, batch_topic, decode_ack, decode_batch, encode_batch, encode_point
 from proto.points import MAX_BATCH_BYTES
 
@@ -298,7 +299,7 @@ class Publisher:
             ack = decode_ack(payload)
         except ContractError as exc:
             m.BAD_ACKS.inc()
-            log.warning("confirmation not understood: %s", str(exc)[:200])
+            log.warning("confirmation not understood: %s", bounded(str(exc)))
             return
         self._confirmed(self.spool.confirm(ack.run, ack.seqs))
 

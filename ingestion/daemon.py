@@ -19,12 +19,10 @@ import logging
 import time
 
 from ingestion import metrics as m
-from ingestion.errors import PermanentError
+from ingestion.errors import DbError, DbStopped, PermanentError
 from ingestion.settings import Settings
 from ingestion.writer import (
     OVERSIZE_PREFIX_BYTES,
-    DbError,
-    DbStopped,
     Item,
     Writer,
     WriteResult,
@@ -34,6 +32,7 @@ from ingestion.writer import (
 from nexus import pg
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, Message, MqttClient, MqttError
 from nexus.ops import OpsServer
+from nexus.report import bounded
 from nexus.runtime import Backoff, install_stop_signals, wait_or_stop
 from proto import ContractError, ack_topic, encode_acks
 from proto.uns import batch_filter
@@ -105,7 +104,7 @@ class Ingestor:
                 m.OVERSIZE.inc()
             elif item.error.startswith("unexpected "):
                 m.UNEXPECTED_ERRORS.inc()
-            log.warning("dead letter: %s", item.error, extra={"topic": item.topic[:200]})
+            log.warning("dead letter: %s", item.error, extra={"topic": bounded(item.topic)})
         elif item.batch is not None and item.batch.duplicates:
             m.DUPLICATE_POINTS.inc(item.batch.duplicates)
             self.totals["duplicate_points"] += item.batch.duplicates
@@ -221,7 +220,7 @@ class Ingestor:
                     try:
                         fut = self.mqtt.publish_nowait(topic, payload, qos=1)
                     except MqttError as exc:
-                        log.warning("ack to %s not sent: %s", topic[:200], exc)
+                        log.warning("ack to %s not sent: %s", bounded(topic), exc)
                 if fut is None:
                     m.ACKS_UNSENT.inc()
                     self.totals["acks_unsent"] += 1

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 
-from ingestion.errors import TemporaryError
+from ingestion.errors import DbError, DbStopped
 from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
 from ingestion.schema import SchemaState, migrate
 from ingestion.settings import DbSettings
@@ -138,15 +138,6 @@ class WriteResult:
     copy_seconds: float = 0.0
     new_tags: int = 0
     dead: list[Item] = field(default_factory=list)
-
-
-class DbError(TemporaryError):
-    """A database operation failed or took longer than ``db.query_timeout``; the text names the
-    psycopg error (or TimeoutError) and quotes a bounded part of its message."""
-
-
-class DbStopped(DbError):
-    """The caller's ``stop`` was set before the operation finished: it was cancelled."""
 
 
 def _describe(exc: BaseException) -> str:

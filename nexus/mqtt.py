@@ -29,6 +29,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from nexus.common import MqttSettings
+from nexus.report import bounded, describe
 from nexus.runtime import Backoff, sleep_or_stop, wait_first
 
 log = logging.getLogger("nexus.mqtt")
@@ -251,7 +252,7 @@ class MqttClient:
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             self._window.release()
-            raise MqttError(f"publish to {topic[:200]} failed: {paho.error_string(info.rc)}", reason=str(info.rc))
+            raise MqttError(f"publish to {bounded(topic)} failed: {paho.error_string(info.rc)}", reason=str(info.rc))
         fut: asyncio.Future[int] = self._loop.create_future()
         if qos == 0:
             self._window.release()
@@ -345,7 +346,7 @@ class MqttClient:
         except Exception as exc:  # noqa: BLE001 - the handler's bug must not reach paho's read loop (it would
             # re-read the same packet forever); handlers turn bad messages into dead letters themselves
             CALLBACK_ERRORS.inc()
-            log.error("message handler failed on %s: %s: %s", msg.topic[:200], type(exc).__name__, str(exc)[:300],
+            log.error("message handler failed on %s: %s", bounded(msg.topic), describe(exc, 300),
                       extra={"client_id": self.client_id})
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from nexus.report import describe
 from nexus.runtime import Backoff, wait_first
 
 log = logging.getLogger("nexus.pg")
@@ -39,7 +40,7 @@ async def connect(dsn: str, *, connect_timeout: float, stop: asyncio.Event) -> p
                 dsn, connect_timeout=max(1, int(connect_timeout)), autocommit=True),
                 timeout=connect_timeout + 1, stop=stop)
         except (psycopg.OperationalError, TimeoutError) as exc:
-            log.warning("database not reachable: %s", (str(exc).strip() or type(exc).__name__)[:300])
+            log.warning("database not reachable: %s", describe(exc, 300))
             if await backoff.wait(stop):
                 break
         except Stopped:
