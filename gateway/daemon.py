@@ -16,14 +16,14 @@ from pathlib import Path
 
 from gateway.commands import Commands
 from gateway.config import PlantConfig, load_plant
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, SpoolFull
 from gateway.fleet import Fleet
 from gateway.managed import Managed
 from gateway.poller import PollPool
 from gateway.publisher import Publisher
 from gateway.readings import END, new_queue
 from gateway.settings import Settings
-from gateway.spool import Spool, SpoolFull
+from gateway.spool import Spool
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import install_stop_signals

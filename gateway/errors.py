@@ -27,3 +27,11 @@ class PermanentError(GatewayError):
 
 class WriteRefused(PermanentError):
     """A write command that is refused before it reaches the device (unknown or read-only tag, bad value)."""
+
+
+class SpoolFull(GatewayError):
+    """The spool holds its ``max_bytes``; the caller must wait (backpressure)."""
+
+
+class SpoolLocked(GatewayError, OSError):
+    """Another process holds the spool folder (the same gateway id started twice?)."""

@@ -28,9 +28,11 @@ import time
 from collections.abc import Iterator
 
 from gateway import metrics as m
+from gateway.errors import SpoolFull
 from gateway.readings import END, DeviceBatch, Readings
+from gateway.segments import read_legacy_segment
 from gateway.settings import Settings
-from gateway.spool import LEGACY_RUN, Record, Spool, SpoolFull, read_legacy_segment
+from gateway.spool import LEGACY_RUN, Record, Spool
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
 from nexus.report import bounded
 from proto import ContractError, DevicePath, batch_topic, decode_ack, decode_batch, encode_batch, encode_point

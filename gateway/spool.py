@@ -12,10 +12,9 @@ topic + payload: a re-send is byte for byte the same), so re-sends are harmless.
 deleted when every message in it is confirmed. A gateway that stops or crashes sends what is left
 after its restart, under the old run's ids.
 
-Files: ``<folder>/<n>.seg``, each ``MAGIC`` then records ``u32 length | u32 crc32 | u16 topic length |
-u64 run | u64 seq | u32 points | topic | payload`` (length and crc cover what follows them). A torn
-record at the end of the last segment (power cut mid-write) fails its length or CRC check and is
-dropped with a warning; everything before it is kept. Without a folder the spool is memory only (same
+Files: ``<folder>/<n>.seg`` in the record format of :mod:`gateway.segments`. A torn record at the end
+of the last segment (power cut mid-write) fails its length or CRC check and is dropped with a
+warning; everything before it is kept. Without a folder the spool is memory only (same
 rules, nothing survives a restart). The spool is bounded (``max_bytes``): when full, :meth:`append`
 raises :class:`SpoolFull`, the publisher stops taking batches and pollers skip polls, counted:
 backpressure, never a silent drop. Payloads stay in memory up to ``cache_bytes``; beyond that they
@@ -25,23 +24,28 @@ are read back from the segment file when sent.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import heapq
 import logging
 import os
-import struct
 import time
-import zlib
 from collections import OrderedDict, deque
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import SpoolFull, SpoolLocked
+from gateway.segments import (
+    HEAD_BYTES,
+    MAGIC,
+    append_record,
+    encode_record,
+    lock_folder,
+    recover_segment,
+    write_all,
+)
+
 log = logging.getLogger("gateway.spool")
 
-MAGIC = b"NXSPOOL2"
-_HEAD = struct.Struct(">IIHQQI")  # length (after 8 bytes), crc32 of the rest, topic length, run, seq, points
-_HEAD_AFTER_CRC = _HEAD.size - 8
 SEGMENT_BYTES = 8 * 1024 * 1024
 CACHE_BYTES = 64 * 1024 * 1024
 RESEND_CAP_S = 120.0  #: a message unconfirmed for long is re-sent at most this often
@@ -50,14 +54,6 @@ RESEND_CAP_S = 120.0  #: a message unconfirmed for long is re-sent at most this 
 RECORD_OVERHEAD = 512
 #: run id of messages adopted from the earlier disk buffer: sent as they were, done at the broker's PUBACK
 LEGACY_RUN = 0
-
-
-class SpoolFull(Exception):
-    """The spool holds ``max_bytes``; the caller must wait (backpressure)."""
-
-
-class SpoolLocked(OSError):
-    """Another process holds the spool folder (the same gateway id started twice?)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -150,7 +146,7 @@ class Spool:
 
     def append(self, topic: str, payload: bytes, *, run: int, seq: int, points: int) -> Record:
         """Add a message; durable after the next :meth:`sync`. Raises :class:`SpoolFull`."""
-        body = _record(topic, payload, run, seq, points)
+        body = encode_record(topic, payload, run, seq, points)
         if self.held + len(body) + RECORD_OVERHEAD > self.max_bytes:
             raise SpoolFull(f"spool holds {self.held} bytes, limit {self.max_bytes}")
         if (run, seq) in self._all:
@@ -163,7 +159,7 @@ class Spool:
             seg = self._write_seq
             start = self._sizes[seg]
             try:
-                _write_all(self._write_file, body)
+                write_all(self._write_file, body)
             except OSError:
                 with contextlib.suppress(OSError):  # no torn record in the middle of a segment
                     os.ftruncate(self._write_file, start)
@@ -211,7 +207,7 @@ class Spool:
         path = self._path(seg)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
-            _write_all(fd, MAGIC)
+            write_all(fd, MAGIC)
         except OSError:  # disk full or failing: no half-made segment left behind; the append is retried
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -353,13 +349,7 @@ class Spool:
         if self.folder is None:
             return None
         path = self.folder / "rejected.seg"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            if os.fstat(fd).st_size == 0:
-                _write_all(fd, MAGIC)
-            _write_all(fd, _record(topic, payload, run, seq, points))
-        finally:
-            os.close(fd)
+        append_record(path, topic, payload, run, seq, points)
         return path
 
     def _done(self, rec: Record) -> None:
@@ -369,7 +359,7 @@ class Spool:
         seg = rec.segment
         self._open_records[seg] -= 1
         if self.folder is None:
-            self._sizes[0] -= _HEAD.size + len(rec.topic.encode()) + rec.length
+            self._sizes[0] -= HEAD_BYTES + len(rec.topic.encode()) + rec.length
             return
         if self._open_records[seg] == 0:
             if seg == self._write_seq and self._write_file is not None:
@@ -415,12 +405,9 @@ class Spool:
     def _lock(self) -> None:
         """One process per spool folder: two would delete each other's segments."""
         assert self.folder is not None
-        fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise SpoolLocked(f"spool folder {self.folder} is in use by another process") from exc
+        fd = lock_folder(self.folder)
+        if fd is None:
+            raise SpoolLocked(f"spool folder {self.folder} is in use by another process")
         self._lock_fd = fd
 
     # --- recovery ------------------------------------------------------------------------------
@@ -436,17 +423,8 @@ class Spool:
                 seg = int(path.stem)
             except ValueError:
                 continue
-            records, good_bytes = read_segment(path)
-            if records is None:  # written by a build before the write-ahead log: adopted by the publisher
-                legacy = path.with_name(path.name + ".legacy")
-                path.rename(legacy)
-                continue
-            if good_bytes < path.stat().st_size:
-                log.warning("spool segment %s: dropped a torn record at byte %d (power cut mid-write?)",
-                            path.name, good_bytes)
-                os.truncate(path, good_bytes)
+            records, good_bytes = recover_segment(path)
             if not records:
-                path.unlink()
                 continue
             self._sizes[seg] = good_bytes
             self._open_records[seg] = 0
@@ -464,60 +442,3 @@ class Spool:
         if self._pending:
             log.info("spool: %d messages (%d points) from before the restart will be sent", len(self._pending),
                      self.points_waiting)
-
-
-def _record(topic: str, payload: bytes, run: int, seq: int, points: int) -> bytes:
-    """One record, as :func:`read_segment` reads it back."""
-    t = topic.encode()
-    rest = struct.pack(">HQQI", len(t), run, seq, points) + t + payload
-    return struct.pack(">II", len(rest), zlib.crc32(rest)) + rest
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def read_legacy_segment(path: Path) -> list[tuple[str, bytes]]:
-    """``[(topic, payload)]`` of a segment written by the disk buffer before the write-ahead log
-    (records ``u32 length | u32 crc32 | u16 topic length | topic | payload``, no header); a torn or
-    corrupt tail ends the list."""
-    data = path.read_bytes()
-    out: list[tuple[str, bytes]] = []
-    pos = 0
-    while pos + 10 <= len(data):
-        length, crc = struct.unpack_from(">II", data, pos)
-        end = pos + 8 + length
-        # that format's crc covers topic + payload, not the topic length before them
-        if end > len(data) or length < 2 or zlib.crc32(data[pos + 10:end]) != crc:
-            break
-        (tlen,) = struct.unpack_from(">H", data, pos + 8)
-        if 10 + tlen > 8 + length:
-            break
-        out.append((data[pos + 10:pos + 10 + tlen].decode(errors="replace"), data[pos + 10 + tlen:end]))
-        pos = end
-    return out
-
-
-def read_segment(path: Path) -> tuple[list[tuple[str, int, int, int, int, int]] | None, int]:
-    """``([(topic, run, seq, points, payload offset, payload length)], good bytes)`` of a segment file;
-    ``(None, 0)`` when it does not start with :data:`MAGIC`."""
-    data = path.read_bytes()
-    if not data.startswith(MAGIC):
-        return (None, 0) if data else ([], 0)
-    out: list[tuple[str, int, int, int, int, int]] = []
-    pos = len(MAGIC)
-    while pos + _HEAD.size <= len(data):
-        length, crc = struct.unpack_from(">II", data, pos)
-        end = pos + 8 + length
-        if end > len(data) or length < _HEAD_AFTER_CRC or zlib.crc32(data[pos + 8:end]) != crc:
-            break
-        tlen, run, seq, points = struct.unpack_from(">HQQI", data, pos + 8)
-        tstart = pos + _HEAD.size
-        if tstart + tlen > end:
-            break
-        out.append((data[tstart:tstart + tlen].decode(errors="replace"), run, seq, points, tstart + tlen,
-                    end - tstart - tlen))
-        pos = end
-    return out, pos

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.spool import read_segment
+from gateway.segments import read_segment
 from tests.conftest import query
 from tests.pipeline import Pipeline, pause, resume, summary
 

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.errors import SpoolFull, SpoolLocked
 from gateway.publisher import Publisher
+from gateway.segments import MAGIC
 from gateway.settings import Settings
-from gateway.spool import LEGACY_RUN, MAGIC, RECORD_OVERHEAD, Spool, SpoolFull, SpoolLocked
+from gateway.spool import LEGACY_RUN, RECORD_OVERHEAD, Spool
 from nexus.mqtt import MqttClient
 from proto import Point, decode_batch, encode_batch
 
