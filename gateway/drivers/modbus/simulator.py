@@ -15,16 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import signal
 import time
-import zlib
 from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from devtools.animation import animated_value
 from gateway.config import DeviceConfig, TagConfig, load_plant
 from gateway.drivers.modbus.registers import decode, encode
 
@@ -32,29 +31,7 @@ log = logging.getLogger("gateway.drivers.modbus.simulator")
 
 _FC_TABLE = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding", 16: "holding",
              22: "holding", 23: "holding", 4: "input"}
-_STATES = ("RUNNING", "IDLE", "SETUP", "FAULT", "CLEANING")
 MIN_BLOCK = 64  # registers (and bits) served per table beyond the highest tag; pymodbus checks blocks slowly
-
-
-def _seed(name: str) -> int:
-    return zlib.crc32(name.encode())
-
-
-def animated_value(tag: TagConfig, t: float) -> Any:
-    """The value a tag shows at time ``t`` (seconds): deterministic per tag name."""
-    h = _seed(tag.name)
-    period = 10 + h % 50
-    if tag.type == "bool":
-        return int(t / (2 + h % 5)) % 2 == 0
-    if tag.type.startswith("float"):
-        return round(50 + 25 * math.sin(2 * math.pi * t / period + h % 7), 3)
-    if tag.type == "string":
-        return _STATES[int(t / period) % len(_STATES)][: tag.length]
-    step = int(t)
-    if tag.type.startswith("int"):
-        return (step + h) % 2000 - 1000  # a ramp that goes negative
-    limit = {"uint8": 2**8, "uint16": 2**16, "uint32": 2**32, "uint64": 2**64}[tag.type]
-    return (step * (1 + h % 3) + h) % limit  # counter
 
 
 class SimulatedPlc:

@@ -4,7 +4,7 @@ Why a driver and not a bridge: collectors and edge boxes (ParX, Tasmota, vendor 
 topics and payload shapes of their own. Mapping them here, per tag, gives their values the same path
 as PLC values: canonical types, transforms, OPC UA status, UNS, historian. Per tag: a topic filter,
 a payload ``format``, and for JSON a ``value`` path plus optional ``timestamp`` / ``quality`` paths
-(see docs/drivers/mqtt.md; the mapping is in :mod:`gateway.drivers.mqtt.mapping`). Several tags may share
+(see README.md here; the mapping is in :mod:`gateway.drivers.mqtt.mapping`). Several tags may share
 a topic.
 
 It is a subscription driver: messages are converted when they arrive and buffered (bounded) until

@@ -3,7 +3,7 @@
 Per tag: a payload ``format`` and, for JSON, a ``value`` path plus optional ``timestamp`` and
 ``quality`` paths (small JSON paths, parsed at config time). A payload that does not give a value of
 the tag raises :class:`Mismatch`, which :func:`map_message` turns into a BAD point with the reason.
-See docs/drivers/mqtt.md.
+See README.md in this folder.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ server that restarted with other namespace indexes is followed without a gateway
 
 Every connect builds a new asyncua client, session and (``mode = "subscribe"``) subscription: the
 poller's reconnect is the one recovery path, instead of asyncua's own reconnect underneath it.
-See docs/drivers/opcua.md for the config keys.
+See README.md in this folder for the config keys.
 """
 
 from __future__ import annotations

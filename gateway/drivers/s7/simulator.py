@@ -10,7 +10,7 @@ listener and every connection for real, :meth:`start` serves the same memory aga
 touch raw memory (tests use them to check the codec against independently packed bytes).
 
 Run standalone: ``python -m gateway.drivers.s7.simulator plant.toml`` serves every ``s7`` device of the file on its
-configured port, with moving values (see :func:`gateway.drivers.modbus.simulator.animated_value`).
+configured port, with moving values (see :func:`devtools.animation.animated_value`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Self
 from snap7.server import Server
 from snap7.type import SrvArea
 
+from devtools.animation import animated_value  # the same moving values as the Modbus simulator
 from gateway.config import DeviceConfig, TagConfig, load_plant
 from gateway.drivers.s7.config import decode_value, encode_value, size_of
 
@@ -118,10 +119,6 @@ class S7Simulator:
 
     def animate(self, t: float, *, hold: tuple[str, ...] = ()) -> None:
         """Every tag (except ``hold``) to its moving value at time ``t`` (seconds)."""
-        from gateway.drivers.modbus.simulator import (
-            animated_value,  # the same moving values as the Modbus simulator
-        )
-
         for name, tag in self.tags.items():
             if name not in hold and self._served(tag):
                 self.set(name, animated_value(tag, t))
