@@ -36,7 +36,8 @@ import yaml
 from gateway.drivers import PROTOCOLS, config_module
 from gateway.errors import ConfigError
 from gateway.values import TYPES, canonical_type
-from normalizer import Transform
+from normalizer import TAG_KEYS as RULE_KEYS
+from normalizer import RuleError, Rules, Transform, parse_rules
 from proto.uns import DevicePath, validate_level
 
 
@@ -49,8 +50,13 @@ class TagConfig:
     unit: str | None = None  #: engineering unit after normalization, e.g. "degC"
     writable: bool = False  #: accepts writes on $nexus/cmd/<device>/<tag>/set
     publish: bool = True  #: also publish the retained per-tag UNS topic (when the gateway does)
-    transform: Transform = field(default_factory=Transform)  #: scale/offset/clamp/deadband
+    rules: Rules = field(default_factory=Rules)  #: the normalizer's: transform, storage, windows, alarms
     poll_group: str | None = None  #: a key of the device's poll_groups; None: polled every interval_ms
+
+    @property
+    def transform(self) -> Transform:
+        """Linear, units, clamp, deadbands (part of :attr:`rules`)."""
+        return self.rules.transform
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,7 +134,7 @@ def unknown_keys(d: dict[str, Any], known: set[str] | frozenset[str], where: str
         raise ConfigError(f"unknown key(s) {sorted(extra)}", where=where)
 
 
-_TAG_KEYS = frozenset({"name", "unit", "writable", "publish", "transform", "poll_group"})
+_TAG_KEYS = frozenset({"name", "unit", "writable", "publish", "poll_group"}) | RULE_KEYS
 _DEVICE_KEYS = frozenset({"id", "enterprise", "site", "area", "line", "protocol", "interval_ms", "timeout_ms",
                           "jitter_pct", "breaker_failures", "breaker_open_ms", "max_pending_writes", "poll_groups",
                           "tags"})
@@ -159,20 +165,24 @@ def _tag(d: dict[str, Any], where: str, device_id: str, module: Any, conn: Any,
         raise ConfigError(str(exc), where=where, device_id=device_id) from exc
     unknown_keys(d, _TAG_KEYS | module.TAG_KEYS, where)
     address, dtype, length = module.parse_tag(d, where, conn)
-    tr = get(d, "transform", dict, where, {})
-    try:
-        transform = Transform(**tr)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad transform: {exc}", where=where) from exc
-    if dtype in ("bool", "string") and (not transform.identity or transform.deadband):
-        raise ConfigError(f"a transform needs a numeric tag, not {dtype}", where=where)
+    unit = get(d, "unit", str, where, None)
+    rules = parse_tag_rules(d, where, dtype=dtype, unit=unit)
     group = get(d, "poll_group", str, where, None)
     if group is not None and group not in dict(groups):
         known = ", ".join(g for g, _ in groups) or "none defined"
         raise ConfigError(f"'poll_group' {group!r} is not in the device's poll_groups ({known})", where=where)
-    return TagConfig(name=name, address=address, type=dtype, length=length, unit=get(d, "unit", str, where, None),
-                     writable=get(d, "writable", bool, where, False), publish=get(d, "publish", bool, where, True),
-                     transform=transform, poll_group=group)
+    writable = get(d, "writable", bool, where, False)
+    return TagConfig(name=name, address=address, type=dtype, length=length, unit=unit, writable=writable,
+                     publish=get(d, "publish", bool, where, True), rules=rules, poll_group=group)
+
+
+def parse_tag_rules(d: dict[str, Any], where: str, *, dtype: str, unit: str | None) -> Rules:
+    """The normalizer's keys of tag mapping ``d`` (``transform``, ``storage``, ``windows``, ``alarms``)."""
+    try:
+        return parse_rules(d, dtype=dtype, unit=unit)
+    except RuleError as exc:
+        key = exc.key if exc.key.split(".")[0].split("[")[0] in RULE_KEYS else f"transform.{exc.key}"
+        raise ConfigError(f"'{key}': {exc}", where=where) from exc
 
 
 def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> DeviceConfig:

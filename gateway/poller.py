@@ -302,14 +302,18 @@ class DevicePoller:
         self._emit(bad if names is None else [p for p in bad if p.tag in names])
 
     def _emit(self, points: list[Point]) -> None:
-        """Normalize (the normalizer's rules and deadbands), then queue what is left."""
-        out = self.rules.apply(points)
-        if not out:
+        """Normalize (the normalizer's rules), then queue what is left with the windows and alarm
+        events produced (those stay with the rules until a batch takes them: never lost to a full queue)."""
+        rules = self.rules
+        out = rules.apply(points)
+        if not out and not rules.windows and not rules.events:
             return
         try:
-            self.queue.put_nowait(DeviceBatch(self.device, out))
+            self.queue.put_nowait(DeviceBatch(self.device, out, rules.windows, rules.events))
         except asyncio.QueueFull:  # only bad-quality reports can race here; count them, never drop silently
             self._skip("queue_full")
+        else:
+            rules.take()
         m.QUEUE_DEPTH.set(self.queue.qsize())
 
     # --- writes --------------------------------------------------------------------------------

@@ -29,20 +29,18 @@ from collections.abc import Iterator
 
 from gateway import metrics as m
 from gateway.errors import SpoolFull
+from gateway.messages import Numbering
 from gateway.readings import END, DeviceBatch, Readings
 from gateway.segments import read_legacy_segment
 from gateway.settings import Settings
 from gateway.spool import LEGACY_RUN, Record, Spool
+from gateway.statetopics import StateTopics
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
 from nexus.report import bounded
-from proto import ContractError, DevicePath, batch_topic, decode_ack, decode_batch, encode_batch, encode_point
-from proto.points import MAX_BATCH_BYTES
+from proto import ContractError, decode_ack, decode_batch
 
 log = logging.getLogger("gateway.publisher")
 
-#: a batch message larger than this is split (ingestion dead-letters messages over its max_message_bytes,
-#: 1 MiB by default and never below this; a single point larger than this still goes alone)
-MAX_MESSAGE_BYTES = MAX_BATCH_BYTES
 #: at most one fsync of the spool per this many seconds (group commit: ~50 per second, not one per poll)
 SYNC_EVERY_S = 0.02
 #: most device batches taken from the queue for one group commit
@@ -66,22 +64,19 @@ class Publisher:
         #: this process's run id: its start time in ms, above every run still in the spool (a clock set back
         #: must not reuse a run whose confirmations could then match new messages)
         self.run = run if run is not None else max(time.time_ns() // 1_000_000, spool.max_run + 1)
-        self.seq = 0
+        self.numbering = Numbering(gateway=self.gateway, run=self.run, root=settings.topic_root,
+                                   max_points=settings.max_points_per_message)
         self.confirm_by_ingestion = settings.delivery == "confirmed"
         self.points_confirmed = 0
         self.messages_confirmed = 0
         self.resent = 0
         self.no_subscribers = 0
-        self.errors = 0
+        self._errors = 0
         self._wake = asyncio.Event()  # something to send, or the connection came back
         self._hold_until = 0.0  # nobody subscribed: no sends until then (monotonic)
         self._hold_s = NO_SUBSCRIBER_PAUSE_S
         self._in_flight: dict[tuple[int, int], Record] = {}  # PUBACK outstanding (paho re-sends these itself)
-        #: per-tag topic -> the (value, status) the broker holds retained there, as far as we sent it: a
-        #: state topic is published only when that changes (publishing state, not a value rule: the
-        #: deadbands are the normalizer's)
-        self._retained: dict[str, tuple[object, int]] = {}
-        self._tag_topics: dict[tuple[DevicePath, str], str] = {}  # from proto.uns, built once per tag
+        self.states = StateTopics(settings, mqtt)  #: retained per-tag and alarm state topics
         self._last_sync = 0.0  # monotonic time of the last group commit
 
     # --- into the spool ------------------------------------------------------------------------
@@ -98,27 +93,22 @@ class Publisher:
                 for topic, payload, points in self._messages(batch):
                     await self._append(topic, payload, points)
             await self._commit()
-            if self.settings.tag_topics and self.mqtt.connected:
-                for batch in batches:
-                    await self._publish_tags(batch)
+            await self.states.publish(batches)
             if len(batches) < len(group):
                 return
 
     def _messages(self, batch: DeviceBatch) -> Iterator[tuple[str, bytes, int]]:
-        """The batch messages of one device batch (split at ``max_points_per_message``, and in halves
-        while one is larger than :data:`MAX_MESSAGE_BYTES`)."""
-        topic = batch_topic(batch.device.path, self.settings.topic_root)
-        step = self.settings.max_points_per_message
-        todo = [batch.points[i:i + step] for i in range(0, len(batch.points), step)]
-        while todo:
-            chunk = todo.pop(0)
-            payload = encode_batch(chunk, seq=self.seq + 1, gateway=self.gateway, run=self.run)
-            if len(payload) > MAX_MESSAGE_BYTES and len(chunk) > 1:  # long strings: halve it
-                half = len(chunk) // 2
-                todo[:0] = [chunk[:half], chunk[half:]]
-                continue
-            self.seq += 1
-            yield topic, payload, len(chunk)
+        return self.numbering.messages(batch)
+
+    @property
+    def errors(self) -> int:
+        """Publishes the broker refused, batch and state topics."""
+        return self._errors + self.states.errors
+
+    @property
+    def seq(self) -> int:
+        """The number of the last message handed out in this run."""
+        return self.numbering.seq
 
     async def _append(self, topic: str, payload: bytes, points: int) -> None:
         """Append to the spool; while it is full or the disk fails, wait (the publish loop holds, the
@@ -257,7 +247,7 @@ class Publisher:
             self._again_later(rec)
             return
         if exc is not None:  # the broker refused it for good (e.g. not authorized, topic invalid)
-            self.errors += 1
+            self._errors += 1
             m.PUBLISH_ERRORS.inc()
             log.error("broker refused a batch message (%s); moved to %s", exc, self.spool.reject(rec))
             self._gauges()
@@ -294,6 +284,7 @@ class Publisher:
             self._count_resent(n, "reconnect")
         self._hold_until = 0.0
         self._wake.set()
+        self.states.on_connect()
 
     def on_ack(self, payload: bytes) -> None:
         """A confirmation from ingestion: these messages are committed in the historian."""
@@ -323,51 +314,6 @@ class Publisher:
         m.WAITING_MESSAGES.set(self.spool.unconfirmed)
         m.WAITING_POINTS.set(self.spool.points_waiting)
         m.SPOOL_BYTES.set(self.spool.size)
-
-    # --- per-tag state topics ------------------------------------------------------------------
-
-    def _tag_topic(self, device: DevicePath, tag: str) -> str:
-        topic = self._tag_topics.get((device, tag))
-        if topic is None:
-            topic = self._tag_topics[(device, tag)] = device.tag(tag).topic(self.settings.uns_prefix)
-        return topic
-
-    async def _publish_tags(self, batch: DeviceBatch) -> None:
-        dev = batch.device.path
-        tags = batch.device.tag_map
-        for p in batch.points:
-            tag = tags.get(p.tag)
-            if tag is not None and not tag.publish:
-                continue
-            try:
-                topic = self._tag_topic(dev, p.tag)
-            except ContractError as exc:  # a tag level the config let through but the UNS refuses (too long)
-                self.errors += 1
-                m.PUBLISH_ERRORS.inc()
-                log.error("no tag topic for %s/%s: %s", dev.path, p.tag[:64], exc)
-                continue
-            state = (p.value, p.status)
-            if self._retained.get(topic) == state:
-                continue
-            try:
-                fut = await self.mqtt.publish(topic, encode_point(p), qos=1, retain=True, while_connected=True)
-            except MqttError:
-                return  # disconnected: state topics wait for the next change after the reconnect
-            self._retained[topic] = state
-            fut.add_done_callback(self._tag_done)
-
-    def _tag_done(self, fut: asyncio.Future[int]) -> None:
-        if fut.cancelled():
-            return
-        exc = fut.exception()
-        if isinstance(exc, MqttError) and exc.reason == "stopped":
-            return
-        if exc is not None:
-            self.errors += 1
-            m.PUBLISH_ERRORS.inc()
-            log.error("tag topic publish failed: %s", exc)
-            return
-        m.MESSAGES_OUT.labels("tag").inc()
 
     # --- shutdown ------------------------------------------------------------------------------
 

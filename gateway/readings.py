@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeAlias
 
+from proto.aggregates import AlarmEvent, Window
 from proto.points import Point
 
 if TYPE_CHECKING:
@@ -20,10 +21,13 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class DeviceBatch:
-    """The points of one poll of one device (normalized, deadbands applied)."""
+    """What one poll of one device yields after the normalizer: the points to report, and the windows
+    that closed and the alarm events raised meanwhile."""
 
     device: DeviceConfig
     points: list[Point]
+    windows: list[Window] = field(default_factory=list)
+    events: list[AlarmEvent] = field(default_factory=list)
 
 
 class _End(enum.Enum):

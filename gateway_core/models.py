@@ -14,13 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 Role = Literal["admin", "engineer", "operator", "viewer"]
 
 
-class TransformIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    scale: float = 1.0
-    offset: float = 0.0
-    min: float | None = None
-    max: float | None = None
-    deadband: float = 0.0
+#: the normalizer's keys of a tag: validated by the gateway's own code (normalizer.parse_rules through
+#: gateway.config), so the API and a plant file accept exactly the same rules; documented here
+_TRANSFORM_DOC = (
+    "Value rules (docs/normalizer.md): scale, offset | raw_min, raw_max, eng_min, eng_max; from_unit "
+    "(converted to the tag's unit); min, max (clamp); deadband | deadband_percent; max_silence_ms; debounce_ms"
+)
+_TRANSFORM_EXAMPLE = {"scale": 0.1, "from_unit": "degF", "min": -40.0, "max": 150.0, "deadband": 0.5,
+                      "max_silence_ms": 60000}
+_ALARMS_DOC = "Alarms: high, low (with hysteresis), rate_per_s, stuck_ms, severity 1..1000"
 
 
 #: the OpenAPI example of a tag, alone and inside the device example
@@ -48,7 +50,12 @@ class TagIn(BaseModel):
     unit: str | None = None
     writable: bool | None = Field(None, description="accepts writes (POST .../write)")
     publish: bool | None = Field(None, description="publish the retained per-tag UNS topic")
-    transform: TransformIn | None = None
+    transform: dict[str, Any] | None = Field(None, description=_TRANSFORM_DOC, examples=[_TRANSFORM_EXAMPLE])
+    storage: Literal["continuous", "on_change", "on_event", "windows_only"] | None = Field(
+        None, description="what is reported and stored: every reading, by exception, edges of a bool, windows only"
+    )
+    windows: list[str | int] | None = Field(None, description="tumbling aggregation windows, e.g. ['10s', '1m']")
+    alarms: dict[str, Any] | None = Field(None, description=_ALARMS_DOC, examples=[{"high": 90, "hysteresis": 2}])
 
 
 class DeviceIn(BaseModel):

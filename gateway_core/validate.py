@@ -24,7 +24,7 @@ from nexus.report import describe
 log = logging.getLogger("gateway_core.validate")
 
 LEVELS = ("enterprise", "site", "area", "line")
-_KEY = re.compile(r"'([A-Za-z_][A-Za-z0-9_]*)'")
+_KEY = re.compile(r"'([A-Za-z_][A-Za-z0-9_.\[\]]*)'")
 
 
 def _field(exc: ConfigError) -> str:

@@ -1,22 +1,33 @@
 """One device's value rules, compiled once from its tags' config: the forward path (reading →
-engineering value, then the deadband) and the inverse path for writes (engineering value → raw).
+engineering value → what is reported, windows, alarms) and the inverse path for writes.
 
-The poller calls :meth:`DeviceRules.apply` once per poll result and the write path calls
-:meth:`DeviceRules.to_raw`; neither looks up a tag's config per reading. The deadband's state (the
-last value reported per tag) lives here too, so a tag's rules and their state have one owner.
+The poller calls :meth:`DeviceRules.apply` once per poll result; the write path calls
+:meth:`DeviceRules.to_raw`. Neither looks up a tag's config per reading: each tag with rules has a
+compiled :class:`TagChain` holding its figures and its state (last reported value, windows, alarms).
+Every quality is treated alike: GOOD and UNCERTAIN values are transformed the same way; BAD readings
+pass with a null value and their reason.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Protocol
 
+from normalizer.alarms import Alarms
+from normalizer.config import Rules
 from normalizer.errors import ValueRefused
-from normalizer.transform import Transform
+from normalizer.windows import Windows
+from proto.aggregates import AlarmEvent, Window
 from proto.points import Point, Status
 
-#: types that carry no number: no transform or deadband applies to them
+#: types that carry no number: no linear rule or clamp applies to them
 NON_NUMERIC = frozenset({"bool", "string"})
+_BAD = 0x80000000
+_QUALITY = 0xC0000000
+_EU_EXCEEDED = int(Status.UNCERTAIN_ENGINEERING_UNITS_EXCEEDED)
+_OUT_OF_RANGE = int(Status.BAD_OUT_OF_RANGE)
+_new = tuple.__new__
 
 
 class TagSpec(Protocol):
@@ -27,71 +38,152 @@ class TagSpec(Protocol):
     @property
     def type(self) -> str: ...  # canonical type name (gateway.values.TYPES)
     @property
-    def transform(self) -> Transform: ...
+    def unit(self) -> str | None: ...
+    @property
+    def rules(self) -> Rules: ...
 
 
-class TagRule:
-    """The compiled rules of one numeric tag whose transform is not a plain pass-through."""
+def needs_chain(spec: TagSpec) -> bool:
+    r = spec.rules
+    return not r.transform.identity or r.storage != "continuous" or bool(r.windows) or r.alarms is not None
 
-    __slots__ = ("deadband", "identity", "integer", "transform")
+
+class TagChain:
+    """The compiled rules of one tag and their state."""
+
+    __slots__ = ("alarms", "band", "debounce", "factor", "hi", "integer", "last_status", "last_ts", "last_value",
+                 "linear", "lo", "mode", "name", "numeric", "pending", "shift", "silence", "transform", "windows")
 
     def __init__(self, spec: TagSpec) -> None:
-        self.transform = spec.transform
-        self.identity = spec.transform.identity
-        self.deadband = spec.transform.deadband
+        r = spec.rules
+        tr = r.transform
+        self.name = spec.name
+        self.transform = tr
+        self.numeric = spec.type not in NON_NUMERIC
         self.integer = spec.type.startswith(("int", "uint"))  #: raw values are integers: writes round
+        self.linear = tr.linear
+        self.factor, self.shift = tr.factor, tr.shift
+        self.lo, self.hi = tr.min, tr.max
+        self.band = tr.band
+        self.silence = tr.max_silence_ms
+        self.debounce = tr.debounce_ms
+        self.mode = r.storage
+        self.windows = Windows(spec.name, r.windows) if r.windows else None
+        self.alarms = Alarms(spec.name, r.alarms) if r.alarms is not None else None
+        self.last_value: object = None  # last reported value and status, and when
+        self.last_status = -1
+        self.last_ts = 0
+        self.pending: tuple[object, int] | None = None  # debounce: (new value, since when)
+
+    def step(self, p: Point, out: list[Point], windows: list[Window], events: list[AlarmEvent]) -> None:
+        tag, v, ts, st, unit, reason = p
+        if v is not None and self.numeric and not st & _BAD:
+            if v.__class__ is float and not math.isfinite(v):
+                v, st, reason = None, _OUT_OF_RANGE, f"not a finite number ({v})"
+            elif v.__class__ is not bool and isinstance(v, int | float):
+                if self.linear:
+                    v = v * self.factor + self.shift
+                lo, hi = self.lo, self.hi
+                if lo is not None and v < lo:
+                    reason, v, st = f"clamped to the range minimum from {v:.6g}", lo, _EU_EXCEEDED
+                elif hi is not None and v > hi:
+                    reason, v, st = f"clamped to the range maximum from {v:.6g}", hi, _EU_EXCEEDED
+        bad = v is None or bool(st & _BAD)
+        if bad:
+            v = None
+        if self.windows is not None:
+            self.windows.add(None if bad or v.__class__ is str else float(v), ts, st, windows)  # type: ignore[arg-type]
+        if self.alarms is not None:
+            self.alarms.add(v, ts, st, events)
+        mode = self.mode
+        if mode == "windows_only":
+            return
+        if mode == "on_event":  # edges of a bool: the first reading, then every (debounced) change of value
+            if bad:
+                return
+            if self.last_status >= 0 and v == self.last_value:
+                self.pending = None
+                return
+            if self.debounce and self.last_status >= 0:
+                if self.pending is None or self.pending[0] != v:
+                    self.pending = (v, ts)
+                if ts - self.pending[1] < self.debounce:
+                    return
+                ts = self.pending[1]  # the edge happened when the value first changed
+                self.pending = None
+        elif mode == "on_change" and st == self.last_status and (self.silence == 0 or ts - self.last_ts < self.silence):
+            last = self.last_value
+            if v == last:
+                return
+            if self.band and v.__class__ is not bool and last.__class__ is not bool and \
+                    isinstance(v, int | float) and isinstance(last, int | float) and abs(v - last) < self.band:
+                return
+        self.last_value, self.last_status, self.last_ts = v, st, ts
+        out.append(p if v is p.value and st == p.status and ts == p.ts else
+                   _new(Point, (tag, v, ts, st, unit, reason)))
 
     def to_raw(self, value: int | float) -> int | float:
         """The raw number for engineering ``value``, inside the tag's range; :class:`ValueRefused` if not."""
-        tr = self.transform
-        if (tr.min is not None and value < tr.min) or (tr.max is not None and value > tr.max):
-            raise ValueRefused(f"{value} is outside the tag's range {tr.min}..{tr.max}")
-        raw: float = (value - tr.offset) / tr.scale
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise ValueRefused(f"{value} is outside the tag's range {self.lo}..{self.hi}")
+        if not self.linear:
+            return value
+        raw: float = (value - self.shift) / self.factor
         # scaled integers: 12.3 at scale 0.1 is 123, not 122.99999999999999
         return round(raw) if self.integer else raw
 
+    def flush(self, windows: list[Window]) -> None:
+        if self.windows is not None:
+            self.windows.flush(windows)
+
 
 class DeviceRules:
-    """The rules of every tag of one device, and the deadbands' state."""
+    """The rules of every tag of one device, their state, and what they produced since the last take."""
 
     def __init__(self, tags: Iterable[TagSpec]) -> None:
         # only tags that need work: without any, points pass through untouched (bench/gateway.py)
-        self._rules = {t.name: TagRule(t) for t in tags
-                       if t.type not in NON_NUMERIC and (not t.transform.identity or t.transform.deadband)}
-        self._last: dict[str, tuple[object, int]] = {}  # tag -> (value, status) last reported, for deadbands
+        self._chains = {t.name: TagChain(t) for t in tags if needs_chain(t)}
+        self.windows: list[Window] = []  #: closed windows not yet taken
+        self.events: list[AlarmEvent] = []  #: alarm events not yet taken
 
     @property
     def passthrough(self) -> bool:
         """No tag has a rule: :meth:`apply` returns its input."""
-        return not self._rules
+        return not self._chains
 
     def apply(self, points: list[Point]) -> list[Point]:
-        """Engineering values for GOOD numeric readings, and only the points that moved beyond their
-        tag's deadband (a change of status always passes)."""
-        rules = self._rules
-        if not rules:
+        """The points to report, in engineering units, after each tag's rules."""
+        chains = self._chains
+        if not chains:
             return points
-        out = []
-        last = self._last
+        out: list[Point] = []
+        windows, events = self.windows, self.events
         for p in points:
-            rule = rules.get(p.tag)
-            if rule is not None and isinstance(p.value, int | float) and p.status == Status.GOOD:
-                if not rule.identity:
-                    p = p._replace(value=rule.transform.apply(p.value))
-                prev = last.get(p.tag)
-                if rule.deadband and prev is not None and prev[1] == p.status and prev[0] is not None \
-                        and not rule.transform.changed(prev[0], p.value):  # type: ignore[arg-type]
-                    continue
-            last[p.tag] = (p.value, p.status)
-            out.append(p)
+            chain = chains.get(p.tag)
+            if chain is None:
+                out.append(p)
+            else:
+                chain.step(p, out, windows, events)
         return out
+
+    def take(self) -> tuple[list[Window], list[AlarmEvent]]:
+        """The windows closed and the alarm events raised since the last take."""
+        windows, events = self.windows, self.events
+        if windows or events:
+            self.windows, self.events = [], []
+        return windows, events
+
+    def flush(self) -> None:
+        """At a stop or reload: close the open windows (as not complete) for the next :meth:`take`."""
+        for chain in self._chains.values():
+            chain.flush(self.windows)
 
     def to_raw(self, name: str, value: object) -> object:
         """The raw value to write for engineering ``value`` of tag ``name`` (unchanged for a tag without
-        rules); the caller then checks it against the tag's type."""
-        rule = self._rules.get(name)
-        if rule is None or rule.identity:
+        value rules); the caller then checks it against the tag's type."""
+        chain = self._chains.get(name)
+        if chain is None or chain.transform.identity:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueRefused(f"expected a number, got {value!r}")
-        return rule.to_raw(value)
+        return chain.to_raw(value)
