@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from normalizer.alarms import Alarms
 from normalizer.config import Rules
@@ -52,7 +52,8 @@ class TagChain:
     """The compiled rules of one tag and their state."""
 
     __slots__ = ("alarms", "band", "debounce", "factor", "hi", "integer", "last_status", "last_ts", "last_value",
-                 "linear", "lo", "mode", "name", "numeric", "pending", "shift", "silence", "transform", "windows")
+                 "linear", "lo", "mode", "name", "numeric", "pending", "pending_ts", "shift", "silence", "transform",
+                 "windows")
 
     def __init__(self, spec: TagSpec) -> None:
         r = spec.rules
@@ -63,7 +64,8 @@ class TagChain:
         self.integer = spec.type.startswith(("int", "uint"))  #: raw values are integers: writes round
         self.linear = tr.linear
         self.factor, self.shift = tr.factor, tr.shift
-        self.lo, self.hi = tr.min, tr.max
+        self.lo = -math.inf if tr.min is None else tr.min
+        self.hi = math.inf if tr.max is None else tr.max
         self.band = tr.band
         self.silence = tr.max_silence_ms
         self.debounce = tr.debounce_ms
@@ -74,58 +76,71 @@ class TagChain:
         self.last_status = -1
         self.last_ts = 0
         self.pending: tuple[object, int] | None = None  # debounce: (new value, since when)
+        self.pending_ts = -1  # debounce: the time of the edge being reported
 
     def step(self, p: Point, out: list[Point], windows: list[Window], events: list[AlarmEvent]) -> None:
+        # the hot loop (bench/normalizer.py): class checks instead of isinstance, ±inf bounds instead of
+        # None checks, `v - v` to tell finite numbers (0) from NaN and ±inf (NaN)
+        v: Any
         tag, v, ts, st, unit, reason = p
-        if v is not None and self.numeric and not st & _BAD:
-            if v.__class__ is float and not math.isfinite(v):
+        cls = v.__class__
+        if (cls is float or cls is int) and self.numeric and st < _BAD:
+            if v - v:
                 v, st, reason = None, _OUT_OF_RANGE, f"not a finite number ({v})"
-            elif v.__class__ is not bool and isinstance(v, int | float):
+            else:
                 if self.linear:
                     v = v * self.factor + self.shift
-                lo, hi = self.lo, self.hi
-                if lo is not None and v < lo:
-                    reason, v, st = f"clamped to the range minimum from {v:.6g}", lo, _EU_EXCEEDED
-                elif hi is not None and v > hi:
-                    reason, v, st = f"clamped to the range maximum from {v:.6g}", hi, _EU_EXCEEDED
-        bad = v is None or bool(st & _BAD)
-        if bad:
+                if v < self.lo:
+                    reason, v, st = f"clamped to the range minimum from {v:.6g}", self.lo, _EU_EXCEEDED
+                elif v > self.hi:
+                    reason, v, st = f"clamped to the range maximum from {v:.6g}", self.hi, _EU_EXCEEDED
+        elif st >= _BAD:
             v = None
         if self.windows is not None:
-            self.windows.add(None if bad or v.__class__ is str else float(v), ts, st, windows)  # type: ignore[arg-type]
+            self.windows.add(None if v is None or v.__class__ is str else float(v), ts, st, windows)
         if self.alarms is not None:
             self.alarms.add(v, ts, st, events)
         mode = self.mode
-        if mode == "windows_only":
-            return
-        if mode == "on_event":  # edges of a bool: the first reading, then every (debounced) change of value
-            if bad:
-                return
-            if self.last_status >= 0 and v == self.last_value:
-                self.pending = None
-                return
-            if self.debounce and self.last_status >= 0:
-                if self.pending is None or self.pending[0] != v:
-                    self.pending = (v, ts)
-                if ts - self.pending[1] < self.debounce:
+        if mode == "continuous":
+            pass
+        elif mode == "on_change":
+            if st == self.last_status and (not self.silence or ts - self.last_ts < self.silence):
+                last = self.last_value
+                if v == last:
                     return
-                ts = self.pending[1]  # the edge happened when the value first changed
-                self.pending = None
-        elif mode == "on_change" and st == self.last_status and (self.silence == 0 or ts - self.last_ts < self.silence):
-            last = self.last_value
-            if v == last:
-                return
-            if self.band and v.__class__ is not bool and last.__class__ is not bool and \
-                    isinstance(v, int | float) and isinstance(last, int | float) and abs(v - last) < self.band:
-                return
+                band = self.band
+                if band and v is not None and last is not None and v.__class__ is not bool \
+                        and abs(v - last) < band:
+                    return
+        elif mode == "windows_only" or not self._edge(v, ts):
+            return
+        elif self.pending_ts >= 0:
+            ts, self.pending_ts = self.pending_ts, -1  # the edge happened when the value first changed
         self.last_value, self.last_status, self.last_ts = v, st, ts
         out.append(p if v is p.value and st == p.status and ts == p.ts else
                    _new(Point, (tag, v, ts, st, unit, reason)))
 
+    def _edge(self, v: object, ts: int) -> bool:
+        """on_event: whether ``v`` at ``ts`` is reported (the first reading, then each debounced change)."""
+        if v is None:
+            return False
+        if self.last_status >= 0 and v == self.last_value:
+            self.pending = None
+            return False
+        if self.debounce and self.last_status >= 0:
+            if self.pending is None or self.pending[0] != v:
+                self.pending = (v, ts)
+            if ts - self.pending[1] < self.debounce:
+                return False
+            self.pending_ts = self.pending[1]
+            self.pending = None
+        return True
+
     def to_raw(self, value: int | float) -> int | float:
         """The raw number for engineering ``value``, inside the tag's range; :class:`ValueRefused` if not."""
-        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            raise ValueRefused(f"{value} is outside the tag's range {self.lo}..{self.hi}")
+        if value < self.lo or value > self.hi:
+            tr = self.transform
+            raise ValueRefused(f"{value} is outside the tag's range {tr.min}..{tr.max}")
         if not self.linear:
             return value
         raw: float = (value - self.shift) / self.factor
