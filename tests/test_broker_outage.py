@@ -1,6 +1,6 @@
 """The broker goes away: the gateway keeps polling into its spool and everything reaches the historian
 once the broker is back — also when the gateway itself was stopped and restarted during the outage,
-and when the broker froze with a full in-flight window before it died. Exact counts (tests/pipeline.py)."""
+and when the broker froze with a full in-flight window before it died. Exact counts (tests/support/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_for
-from tests.pipeline import Pipeline, summary
+from tests.support.pipeline import Pipeline, summary
 
 pytestmark = pytest.mark.slow
 

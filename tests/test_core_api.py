@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import query
-from tests.core_fixtures import Api, device_doc, open_api, plant_doc
+from tests.support.core import Api, device_doc, open_api, plant_doc
 
 
 @pytest.fixture

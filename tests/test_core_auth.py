@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import query
-from tests.core_fixtures import ADMIN_KEY, Api, device_doc, open_api
+from tests.support.core import ADMIN_KEY, Api, device_doc, open_api
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 

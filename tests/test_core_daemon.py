@@ -13,7 +13,7 @@ import pytest
 from devtools.local import Mosquitto, free_port
 from proto import config as pc
 from tests.conftest import ROOT, wait_for
-from tests.core_fixtures import ADMIN, ADMIN_KEY, Recorder, device_doc
+from tests.support.core import ADMIN, ADMIN_KEY, Recorder, device_doc
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
-from tests.core_fixtures import Api, open_api
+from tests.support.core import Api, open_api
 
 PATH = "acme/berlin/stamping/line-1/press-1/temp"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from schemathesis.python import asgi
 from devtools.local import Postgres
 from gateway_core.api import Core, create_app
 from gateway_core.store import Pool
-from tests.core_fixtures import ADMIN, core_settings, migrated, plant_doc
+from tests.support.core import ADMIN, core_settings, migrated, plant_doc
 
 # The schema is loaded at import (schemathesis.pytest.from_fixture does not work with pytest 9), so
 # the app exists before the database does: the module fixture points its pool at a fresh database.

@@ -33,7 +33,7 @@ from gateway.readings import DeviceBatch
 from nexus.mqtt import Message
 from proto.commands import decode_response, set_topic
 from proto.points import Point, Status
-from tests.core_fixtures import until
+from tests.support.core import until
 
 pytestmark = pytest.mark.timeout(60)
 

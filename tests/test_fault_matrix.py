@@ -1,7 +1,7 @@
 """Nothing lost, nothing stored twice, counted exactly: the real gateway and ingestion while the broker,
 the workers and the gateway are really killed, paused and restarted.
 
-Every case streams from PLCs whose tags count their reads (tests/pipeline.py) and ends with
+Every case streams from PLCs whose tags count their reads (tests/support/pipeline.py) and ends with
 ``expected == distinct (tag, time) == count(*)`` per tag, where expected is the number of reads the
 PLC answered.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from gateway.spool import read_segment
 from tests.conftest import query
-from tests.pipeline import Pipeline, pause, resume, summary
+from tests.support.pipeline import Pipeline, pause, resume, summary
 
 pytestmark = pytest.mark.slow
 
