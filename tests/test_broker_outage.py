@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_for
 from tests.support.pipeline import Pipeline, summary
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

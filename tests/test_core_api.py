@@ -11,8 +11,8 @@ import orjson
 import pytest
 import yaml
 
-from tests.conftest import query
 from tests.support.core import Api, device_doc, open_api, plant_doc
+from tests.support.db import query
 
 
 @pytest.fixture

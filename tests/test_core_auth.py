@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import query
 from tests.support.core import ADMIN_KEY, Api, device_doc, open_api
+from tests.support.db import query
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 

@@ -12,8 +12,9 @@ import pytest
 
 from devtools.local import Mosquitto, free_port
 from proto import config as pc
-from tests.conftest import ROOT, wait_for
+from tests.support import ROOT
 from tests.support.core import ADMIN, ADMIN_KEY, Recorder, device_doc
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

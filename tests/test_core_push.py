@@ -16,8 +16,8 @@ import pytest
 
 from proto import commands as pcmd
 from proto import config as pc
-from tests.conftest import query
 from tests.support.core import Recorder, Running, SimGateway, device_doc, run_service, until
+from tests.support.db import query
 
 
 @pytest.fixture

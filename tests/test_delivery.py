@@ -9,7 +9,9 @@ import paho.mqtt.client as paho
 import pytest
 
 from proto import DevicePath, Point, batch_topic, encode_batch
-from tests.conftest import ingestion_env, query, stored_points, wait_for
+from tests.support.daemons import ingestion_env
+from tests.support.db import query, stored_points
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtools.local import free_port
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 

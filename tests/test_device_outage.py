@@ -12,7 +12,9 @@ import pytest
 from devtools.local import free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
-from tests.conftest import gateway_env, ingestion_env, query, wait_for
+from tests.support.daemons import gateway_env, ingestion_env
+from tests.support.db import query
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from gateway.spool import read_segment
-from tests.conftest import query
+from tests.support.db import query
 from tests.support.pipeline import Pipeline, pause, resume, summary
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,9 @@ import pytest
 
 from devtools.local import Postgres, free_port
 from proto import DevicePath, Point, ack_topic, batch_topic, decode_ack, encode_batch
-from tests.conftest import ingestion_env, query, stored_points, wait_for
+from tests.support.daemons import ingestion_env
+from tests.support.db import query, stored_points
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

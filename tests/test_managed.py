@@ -23,7 +23,8 @@ from proto.config import (
     encode_device,
     encode_sync_response,
 )
-from tests.conftest import gateway_env, wait_for
+from tests.support.daemons import gateway_env
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

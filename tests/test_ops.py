@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from devtools.local import free_port
-from tests.conftest import gateway_env, http_get, ingestion_env, wait_for
+from tests.support.daemons import gateway_env, http_get, ingestion_env
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

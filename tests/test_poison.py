@@ -15,7 +15,9 @@ import pytest
 from devtools.local import free_port
 from ingestion.writer import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES
 from proto import DevicePath, Point, ack_topic, batch_topic, decode_ack, encode_batch
-from tests.conftest import http_get, ingestion_env, query, wait_for
+from tests.support.daemons import http_get, ingestion_env
+from tests.support.db import query
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,8 @@ from devtools.local import free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
 from proto import decode_batch
-from tests.conftest import gateway_env, wait_for
+from tests.support.daemons import gateway_env
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

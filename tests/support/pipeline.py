@@ -17,7 +17,9 @@ from typing import Any
 from devtools.local import Mosquitto, free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
-from tests.conftest import gateway_env, ingestion_env, query, stored_points, wait_for
+from tests.support.daemons import gateway_env, ingestion_env
+from tests.support.db import query, stored_points
+from tests.support.wait import wait_for
 
 
 def pause(d: Any) -> None:
