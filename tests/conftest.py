@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.plugins.servers",
     "tests.plugins.daemons",
     "tests.plugins.loop",
+    "tests.plugins.core",
 ]

@@ -4,21 +4,14 @@ ETag/If-Match, revisions and audit, rollback, import/export, pagination and filt
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
 import yaml
 
-from tests.support.core import Api, device_doc, open_api, plant_doc
+from tests.support.core import Api, device_doc, plant_doc
 from tests.support.db import query
-
-
-@pytest.fixture
-async def api(db: str) -> AsyncIterator[Api]:
-    async with open_api(db) as a:
-        yield a
 
 
 async def create(api: Api, doc: dict[str, Any]) -> dict[str, Any]:

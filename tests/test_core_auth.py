@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.support.core import ADMIN_KEY, Api, device_doc, open_api
+from tests.support.core import ADMIN_KEY, Api, device_doc
 from tests.support.db import query
 
 ROLES = ("viewer", "operator", "engineer", "admin")
-
-
-@pytest.fixture
-async def api(db: str) -> AsyncIterator[Api]:
-    async with open_api(db) as a:
-        yield a
 
 
 async def make_keys(api: Api) -> dict[str, str]:

@@ -21,6 +21,7 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def api(db: str) -> AsyncIterator[Api]:
+    # this module's own: the historian's tables and points first, then the app (not tests.plugins.core's)
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         await migrate_historian(conn)
         tag_id = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,12 +18,6 @@ from proto import commands as pcmd
 from proto import config as pc
 from tests.support.core import Recorder, Running, SimGateway, device_doc, run_service, until
 from tests.support.db import query
-
-
-@pytest.fixture
-async def service(db: str, broker: Any, prefix: str) -> AsyncIterator[Running]:
-    async with run_service(db, broker, prefix) as running:
-        yield running
 
 
 @pytest.fixture

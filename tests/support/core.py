@@ -1,13 +1,9 @@
-"""Fixtures and helpers of the gateway_core tests: the REST app on a real database (ASGI, in
-process), the whole service (uvicorn + MQTT + assignment loop) in the test's event loop, and
-simulated gateways (plain paho clients publishing status, will and following config messages).
+"""Helpers of the gateway_core tests: the REST app on a real database (ASGI, in process), the whole
+service (uvicorn + MQTT + assignment loop) in the test's event loop, and simulated gateways (plain
+paho clients publishing status, will and following config messages).
 
-A test module wraps them in its own fixtures::
-
-    @pytest.fixture
-    async def api(db: str) -> AsyncIterator[Api]:
-        async with open_api(db) as a:
-            yield a
+The fixtures ``api`` (``open_api(db)``) and ``service`` (``run_service(db, broker, prefix)``) are in
+``tests.plugins.core``; a module that needs other settings wraps these in a fixture of its own.
 """
 
 from __future__ import annotations
