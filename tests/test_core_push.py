@@ -16,8 +16,9 @@ import pytest
 
 from proto import commands as pcmd
 from proto import config as pc
-from tests.support.core import Recorder, Running, SimGateway, device_doc, run_service, until
+from tests.support.core import Recorder, Running, SimGateway, device_doc, run_service
 from tests.support.db import query
+from tests.support.wait import until
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ async def test_push_after_commit_and_tombstone(service: Running, closing: list[R
     closing.append(rec)
     r = await service.client.post("/api/v1/devices", json=device_doc())
     assert r.status_code == 201
-    msgs = await until(lambda: rec.device_messages(service.root), 5, "device message")
+    msgs = await until(lambda: rec.device_messages(service.root), 5, what="device message")
     assert msgs == [pc.DeviceMessage(revision=1, device_id="press-1", gateway=None, device=device_doc())]
     topic = rec.snapshot()[0][1]
     assert topic == f"{service.root}/config/devices/press-1"
@@ -42,7 +43,7 @@ async def test_push_after_commit_and_tombstone(service: Running, closing: list[R
 
     await service.client.put("/api/v1/devices/press-1", json=device_doc(interval_ms=200))
     await service.client.delete("/api/v1/devices/press-1")
-    await until(lambda: len(rec.device_messages(service.root)) >= 3, 5, "3 messages")
+    await until(lambda: len(rec.device_messages(service.root)) >= 3, 5, what="3 messages")
     msgs = rec.device_messages(service.root)
     assert msgs[1].revision == 2 and msgs[1].device == device_doc(interval_ms=200)
     assert msgs[2] == pc.DeviceMessage(
@@ -62,14 +63,14 @@ async def test_sync_request_gets_the_gateways_devices(service: Running, closing:
     }
     r = await service.client.post("/api/v1/import", json=plant)
     assert r.status_code == 200
-    await until(lambda: gw.polling == {"d0", "d1", "d2"}, 5, "gw-a polls all devices")
+    await until(lambda: gw.polling == {"d0", "d1", "d2"}, 5, what="gw-a polls all devices")
 
     rec = Recorder(service.broker_port, [pc.sync_response_topic(service.root, "gw-a")])
     closing.append(rec)
     rec.client.publish(
         pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-a")), qos=1
     )
-    msgs = await until(rec.snapshot, 5, "sync response")
+    msgs = await until(rec.snapshot, 5, what="sync response")
     resp = pc.decode_sync_response(msgs[0][2])
     assert resp.revision == 1
     assert sorted(d["id"] for d in resp.devices) == ["d0", "d1", "d2"]
@@ -88,7 +89,7 @@ async def test_sync_request_gets_the_gateways_devices(service: Running, closing:
     rec2.client.publish(
         pc.sync_request_topic(service.root), pc.encode_sync_request(pc.SyncRequest(gateway="gw-x")), qos=1
     )
-    msgs = await until(rec2.snapshot, 5, "sync response for gw-x")
+    msgs = await until(rec2.snapshot, 5, what="sync response for gw-x")
     resp = pc.decode_sync_response(msgs[0][2])
     assert (resp.revision, resp.devices) == (1, []) and resp.seq > 0
 
@@ -124,13 +125,13 @@ async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(
     b = SimGateway(service.broker_port, service.root, "gw-b")
     c = SimGateway(service.broker_port, service.root, "gw-c")
     closing.extend([a, b, c])
-    await until(lambda: len(service.core.assigner.live()) == 3, 5, "three live gateways")
+    await until(lambda: len(service.core.assigner.live()) == 3, 5, what="three live gateways")
     ids = await import_devices(service, 24)
     gws = [a, b, c]
     await until(
         lambda: sorted(pollers(gws)) == ids and all(len(p) == 1 for p in pollers(gws).values()),
         10,
-        "every device polled by exactly one gateway",
+        what="every device polled by exactly one gateway",
     )
     assert a.polling and b.polling and c.polling
     r = await service.client.get("/api/v1/devices", params={"gateway": "gw-b", "limit": 1000})
@@ -141,7 +142,7 @@ async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(
     on_a, on_c, on_b = set(a.polling), set(c.polling), set(b.polling)
     t0 = time.monotonic()
     b.crash()
-    await until(lambda: set(a.polling) | set(c.polling) == set(ids), 5, "gw-b's devices re-assigned")
+    await until(lambda: set(a.polling) | set(c.polling) == set(ids), 5, what="gw-b's devices re-assigned")
     assert time.monotonic() - t0 < service.core.settings.heartbeat_timeout
     assert on_a <= a.polling and on_c <= c.polling and not (a.polling & c.polling)
     r = await service.client.get("/api/v1/gateways", params={"online": False})
@@ -152,7 +153,7 @@ async def test_dead_gateways_devices_move_within_the_heartbeat_timeout(
     on_c = set(c.polling)
     t0 = time.monotonic()
     c.heartbeat = False
-    await until(lambda: set(a.polling) == set(ids), 6, "gw-c's devices re-assigned to gw-a")
+    await until(lambda: set(a.polling) == set(ids), 6, what="gw-c's devices re-assigned to gw-a")
     took = time.monotonic() - t0
     assert took < service.core.settings.heartbeat_timeout + 1.0, took
     assert on_c
@@ -164,27 +165,27 @@ async def test_join_releases_before_assigning(service: Running, closing: list[Re
     a = SimGateway(service.broker_port, service.root, "gw-a")
     closing.append(a)
     ids = await import_devices(service, 16)
-    await until(lambda: a.polling == set(ids), 5, "gw-a polls everything")
+    await until(lambda: a.polling == set(ids), 5, what="gw-a polls everything")
     b = SimGateway(service.broker_port, service.root, "gw-b")
     closing.append(b)
     await until(
         lambda: b.polling and set(a.polling) | set(b.polling) == set(ids) and not (a.polling & b.polling),
         10,
-        "gw-b took its share",
+        what="gw-b took its share",
     )
     moved = set(b.polling)
     # the recorder and gw-a are other clients: let their copies of the last messages arrive too
     await until(
         lambda: sum(b'"gateway":"gw-b"' in p for _, _, p, _ in timeline.snapshot()) >= len(moved),
         5,
-        "the recorder saw every assignment to gw-b",
+        what="the recorder saw every assignment to gw-b",
     )
 
     def seen_by_a(d: str) -> list[str | None]:
         return [gw for kind, dev, gw in a.order if kind == "device" and dev == d]
 
     await until(
-        lambda: all(seen_by_a(d)[-1:] == ["gw-b"] for d in moved), 5, "gw-a saw every assignment to gw-b"
+        lambda: all(seen_by_a(d)[-1:] == ["gw-b"] for d in moved), 5, what="gw-a saw every assignment to gw-b"
     )
 
     # replay what the broker delivered, in order: a device is never named for gw-b while gw-a's
@@ -213,7 +214,7 @@ async def test_tag_write_is_answered_over_mqtt(service: Running, closing: list[R
     r = await service.client.post("/api/v1/keys", json={"name": "op", "role": "operator"})
     op = {"Authorization": f"Bearer {r.json()['key']}"}
     await service.client.post("/api/v1/devices", json=device_doc())
-    await until(lambda: a.polling == {"press-1"}, 5, "gw-a polls press-1")
+    await until(lambda: a.polling == {"press-1"}, 5, what="gw-a polls press-1")
 
     seen: list[Any] = []
 
@@ -263,12 +264,12 @@ async def test_an_offline_gateway_is_forgotten_and_its_retained_status_cleared(
         await until(
             lambda: set(a.polling) | set(b.polling) == set(ids) and a.polling and b.polling,
             10,
-            "both gateways poll their share",
+            what="both gateways poll their share",
         )
         b_topic = pc.status_topic(service.root, "gw-b")
 
         b.crash()  # the broker publishes gw-b's retained will
-        await until(lambda: a.polling == set(ids), 5, "gw-b's devices moved to gw-a")
+        await until(lambda: a.polling == set(ids), 5, what="gw-b's devices moved to gw-a")
 
         async def listed() -> list[str]:
             r = await service.client.get("/api/v1/gateways")
@@ -279,20 +280,21 @@ async def test_an_offline_gateway_is_forgotten_and_its_retained_status_cleared(
         r = await service.client.get("/api/v1/gateways/gw-b")
         assert r.json()["online"] is False and r.json()["assigned"] == []
         sent = len(devices.device_messages(service.root))
-        deadline = time.monotonic() + 5
-        while "gw-b" in await listed():
-            assert time.monotonic() < deadline, "gw-b still listed"
-            await asyncio.sleep(0.05)
+
+        async def unlisted() -> bool:
+            return "gw-b" not in await listed()
+
+        await until(unlisted, 5, what="gw-b no longer listed")
         assert time.monotonic() - t0 > 0.5  # not at once: forget_after (1 s) after it went offline
         assert (await service.client.get("/api/v1/gateways/gw-b")).status_code == 404
         # the service cleared the retained status: a zero-length message on gw-b's topic
         await until(
-            lambda: [p for _, t, p, _ in statuses.snapshot() if t == b_topic][-1:] == [b""], 5, "the clear"
+            lambda: [p for _, t, p, _ in statuses.snapshot() if t == b_topic][-1:] == [b""], 5, what="the clear"
         )
         # a fresh subscriber (e.g. the service after a restart) gets gw-a's retained status, none of gw-b
         fresh = Recorder(service.broker_port, [pc.status_filter(service.root)])
         closing.append(fresh)
-        await until(lambda: any(r for _, _, _, r in fresh.snapshot()), 5, "gw-a's retained status")
+        await until(lambda: any(r for _, _, _, r in fresh.snapshot()), 5, what="gw-a's retained status")
         await asyncio.sleep(0.5)
         assert {t for _, t, _, _ in fresh.snapshot()} == {pc.status_topic(service.root, "gw-a")}
         # forgetting moved nothing: gw-a kept everything, no device message was sent for it
@@ -309,7 +311,7 @@ async def test_an_offline_gateway_is_forgotten_and_its_retained_status_cleared(
                 b2.polling and set(a.polling) | set(b2.polling) == set(ids) and not a.polling & b2.polling
             ),
             10,
-            "gw-b polls its share again",
+            what="gw-b polls its share again",
         )
         r = await service.client.get("/api/v1/gateways", params={"online": True})
         assert [g["id"] for g in r.json()["items"]] == ["gw-a", "gw-b"]

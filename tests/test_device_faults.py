@@ -33,7 +33,7 @@ from gateway.readings import DeviceBatch
 from nexus.mqtt import Message
 from proto.commands import decode_response, set_topic
 from proto.points import Point, Status
-from tests.support.core import until
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,7 +107,7 @@ class Points:
         return self.take()[n:]
 
     async def wait(self, pred: Callable[[Point], bool], timeout: float, what: str, start: int = 0) -> Point:
-        found: Point = await until(lambda: next((p for p in self.since(start) if pred(p)), None), timeout, what)
+        found: Point = await until(lambda: next((p for p in self.since(start) if pred(p)), None), timeout, what=what)
         return found
 
 
@@ -142,7 +142,7 @@ async def test_unexpected_connect_error_is_bad_with_reason_retried_and_recovers(
             assert bad.reason.startswith("driver error in connect: RuntimeError: library bug xxx")
             assert len(bad.reason) < 300  # the 100,000 character message is quoted bounded
             # retried under the breaker: it opens, and the reason says so
-            await until(lambda: poller.breaker.opens >= 2, 5, "the breaker to open twice")
+            await until(lambda: poller.breaker.opens >= 2, 5, what="the breaker to open twice")
             assert any("circuit open after" in (p.reason or "") for p in points.take())
             assert sample("nexus_gateway_driver_errors_total", device=dev.id, op="connect") - before >= 4
             assert not task.done()
@@ -215,13 +215,13 @@ async def test_unexpected_read_and_write_errors_answer_and_recover(plc: tuple[in
         async def write(value: int) -> str | None:
             answers: list[str | None] = []
             assert poller.submit(WriteCommand(speed_tag(dev), value, answers.append))
-            await until(lambda: answers, 5, "the write's answer")
+            await until(lambda: answers, 5, what="the write's answer")
             return answers[0]
 
         faults["write"] = lambda: TypeError("unsupported operand")
         assert await write(7) == "driver error in write: TypeError: unsupported operand"
         faults.clear()
-        await until(lambda: poller.driver.connected, 5, "reconnected after the write's driver error")
+        await until(lambda: poller.driver.connected, 5, what="reconnected after the write's driver error")
         assert await write(1300) is None
         await points.wait(lambda p: p.tag == "speed" and p.value == 1300, 5, "the written value",
                           start=len(points.take()))
@@ -249,7 +249,7 @@ async def test_lost_connection_is_logged_once_with_its_cause(plc: tuple[int, Sim
             await sim.stop()
             n = len(points.take())
             await points.wait(lambda p: p.status != Status.GOOD, 5, "BAD", start=n)
-            await until(lambda: poller.breaker.opens >= 2, 5, "several failed reconnects")
+            await until(lambda: poller.breaker.opens >= 2, 5, what="several failed reconnects")
             await sim.start()
             await points.wait(good, 8, "GOOD again", start=len(points.take()))
         finally:
@@ -281,7 +281,7 @@ async def test_an_ended_device_task_shows_in_status_and_metrics_and_restarts(plc
         with caplog.at_level(logging.ERROR, logger="gateway.fleet"):
             # a bug outside the poller's guards: the driver's `connected` property raises
             faults[dev.id]["connected"] = lambda: RuntimeError("connected exploded")
-            await until(lambda: dev.id in fleet.failed, 5, "the fleet to notice the ended task")
+            await until(lambda: dev.id in fleet.failed, 5, what="the fleet to notice the ended task")
         status = managed.status()
         assert status.devices == ("steady",)  # not listed as polled...
         assert status.errors[dev.id].startswith("device task ended: RuntimeError: connected exploded (restart 1 in ")
@@ -296,10 +296,10 @@ async def test_an_ended_device_task_shows_in_status_and_metrics_and_restarts(plc
         assert first.halted == "device task ended: RuntimeError: connected exploded"
         # the fault stays: restarted with backoff, it ends again, counted each time
         await until(lambda: sample("nexus_gateway_device_task_failures_total", device=dev.id) - ended >= 2, 5,
-                    "a restart that failed again")
+                    what="a restart that failed again")
         assert "(restart 2 in " in fleet.failed[dev.id]
         faults[dev.id].clear()
-        await until(lambda: dev.id not in fleet.failed, 5, "the restart after the fault cleared")
+        await until(lambda: dev.id not in fleet.failed, 5, what="the restart after the fault cleared")
         assert fleet.get(dev.id) is not first
         n = len(points.take())
         await points.wait(lambda p: good(p) and p in points.since(n), 5, "GOOD from the restarted device", start=n)
@@ -322,13 +322,13 @@ async def test_a_spurious_cancellation_inside_the_loops_is_reported_not_silent(
     fleet = Fleet(queue, PollPool(4), driver_factory=lambda d: FaultyModbus(d, faults), restart_first_s=0.4)
     await fleet.apply([dev])
     try:
-        await until(lambda: (p := fleet.get(dev.id)) is not None and p.polls > 0, 5, "polling")
+        await until(lambda: (p := fleet.get(dev.id)) is not None and p.polls > 0, 5, what="polling")
         faults["read"] = asyncio.CancelledError  # a library raising CancelledError of its own accord
-        await until(lambda: dev.id in fleet.failed, 5, "the fleet to notice")
+        await until(lambda: dev.id in fleet.failed, 5, what="the fleet to notice")
         assert "poll_loop ended by a CancelledError raised inside it" in fleet.failed[dev.id]
         faults.clear()
         await until(lambda: dev.id in fleet.devices and (p := fleet.get(dev.id)) is not None and p.polls > 0, 5,
-                    "polling again after the restart")
+                    what="polling again after the restart")
     finally:
         await fleet.stop_all()
 
@@ -343,7 +343,7 @@ async def test_a_task_cancelled_from_outside_is_reported_by_the_done_callback(pl
         task = fleet._running[dev.id].task
         assert task is not None and task.get_name() == "gateway[cancelled-outside].run"
         task.cancel()  # a stray cancel(): no supervision left to restart it
-        await until(lambda: dev.id in fleet.failed, 5, "the done callback")
+        await until(lambda: dev.id in fleet.failed, 5, what="the done callback")
         assert fleet.failed[dev.id] == "device task ended: cancelled" and fleet.devices == []
         assert sample("nexus_gateway_device_task_failures_total", device=dev.id) - before == 1
         assert (await fleet.apply([dev]))["started"] == [dev.id]  # the next config change starts it again
@@ -390,18 +390,18 @@ async def test_command_queues_are_bounded(plc: tuple[int, SimulatedPlc], monkeyp
     async with asyncio.TaskGroup() as tg:
         tg.create_task(cmds.respond_loop(responses_done), name="test.respond_loop")
         mqtt.release.set()
-        await until(lambda: len(mqtt.sent) == 3, 5, "the busy answers")
+        await until(lambda: len(mqtt.sent) == 3, 5, what="the busy answers")
         answers = [decode_response(p) for _, p in mqtt.sent]
         assert [a["request_id"] for a in answers] == ["3", "4", "5"]
         assert all("is busy: 2 writes already waiting" in a["error"] for a in answers)
         # the device runs: the two queued writes are executed and answered; room for new requests again
         tg.create_task(poller.poll_loop(stop), name=f"gateway[{dev.id}].poll_loop")
-        await until(lambda: poller.driver.connected, 5, "connected")
+        await until(lambda: poller.driver.connected, 5, what="connected")
         tg.create_task(poller.command_loop(stop), name=f"gateway[{dev.id}].command_loop")
-        await until(lambda: len(mqtt.sent) == 5, 5, "the queued writes' answers")
+        await until(lambda: len(mqtt.sent) == 5, 5, what="the queued writes' answers")
         assert [decode_response(p).get("error") for _, p in mqtt.sent[3:]] == [None, None]
         cmds.on_message(request("$nexus/t", dev.id, 1234, 8))
-        await until(lambda: len(mqtt.sent) == 6, 5, "a new request answered")
+        await until(lambda: len(mqtt.sent) == 6, 5, what="a new request answered")
         assert decode_response(mqtt.sent[5][1])["request_id"] == "8"
         stop.set()
         responses_done.set()

@@ -28,6 +28,7 @@ from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRef
 from gateway.poller import DevicePoller
 from gateway.readings import DeviceBatch
 from proto.points import Point, Status
+from tests.support.wait import until
 
 PLANT = {"enterprise": "acme", "site": "berlin", "area": "press-shop", "line": "line-2"}
 
@@ -341,14 +342,14 @@ async def test_connection_loss_raises_and_reconnects(drv: Driver, sim: EnipSimul
 async def next_batch(queue: asyncio.Queue[DeviceBatch], pred: Callable[[list[Point]], bool],
                      timeout: float, what: str) -> list[Point]:
     last: list[Point] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                last = (await queue.get()).points
-                if pred(last):
-                    return last
-    except TimeoutError:
-        raise AssertionError(f"no batch with {what} within {timeout}s (last: {last})") from None
+
+    async def matches() -> bool:
+        nonlocal last
+        last = (await queue.get()).points
+        return pred(last)
+
+    await until(matches, timeout, 0, what=lambda: f"a batch with {what} (last: {last})")
+    return last
 
 
 async def test_outage_with_the_poller(tmp_path: Path) -> None:

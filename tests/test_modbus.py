@@ -24,6 +24,7 @@ from gateway.errors import PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DevicePoller, PollPool, WriteCommand
 from gateway.readings import DeviceBatch
 from proto.points import Status
+from tests.support.wait import until
 
 TAGS: list[dict[str, Any]] = [
     {"name": "speed", "address": 0, "type": "uint16", "writable": True},
@@ -256,9 +257,7 @@ async def test_circuit_breaker_opens_probes_and_closes() -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(poller.poll_loop(stop))
     try:
-        deadline = time.monotonic() + 5
-        while poller.breaker.state != OPEN and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await until(lambda: poller.breaker.state == OPEN, 5, 0.02, what="the breaker open")
         assert poller.breaker.state == OPEN
         bad = await drain(queue)
         assert bad and all(p.value is None and p.status == Status.BAD_NOT_CONNECTED for p in bad)
@@ -270,8 +269,7 @@ async def test_circuit_breaker_opens_probes_and_closes() -> None:
         await plc.start()
         t0 = time.monotonic()
         try:
-            while poller.breaker.state != CLOSED and time.monotonic() - t0 < 5:
-                await asyncio.sleep(0.02)
+            await until(lambda: poller.breaker.state == CLOSED, 5, 0.02, what="the breaker closed")
             assert poller.breaker.state == CLOSED and poller.breaker.opens >= 1
             await asyncio.sleep(0.3)
             good = [p for p in await drain(queue) if p.status == Status.GOOD]

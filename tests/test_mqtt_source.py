@@ -24,6 +24,7 @@ from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRef
 from gateway.poller import DevicePoller
 from gateway.readings import DeviceBatch
 from proto.points import Point, Quality, Status
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(30)
 NOT_UTF8 = b"\xff\xfe"
@@ -51,10 +52,12 @@ async def publish(port: int, *msgs: tuple[str, str | bytes], retain: bool = Fals
 async def read_until(drv: Driver, done: Callable[[list[Point]], bool], timeout: float = 5) -> list[Point]:
     """Everything read() returns until ``done(points so far)``."""
     points: list[Point] = []
-    async with asyncio.timeout(timeout):
-        while not done(points):
-            points += [p for p in await drv.read() if p.status != Status.BAD_WAITING_FOR_INITIAL_DATA]
-            await asyncio.sleep(0.02)
+
+    async def read() -> bool:
+        points.extend(p for p in await drv.read() if p.status != Status.BAD_WAITING_FOR_INITIAL_DATA)
+        return done(points)
+
+    await until(read, timeout, 0.02, what=lambda: f"the points wanted (read so far: {points})")
     return points
 
 
@@ -233,10 +236,13 @@ async def test_wildcards_and_retained_initial_values(broker: Mosquitto, prefix: 
     await drv.connect()
     try:
         first: list[Point] = []
-        async with asyncio.timeout(5):  # the retained value arrives right after SUBACK
-            while len([x for x in first if x.status == Status.GOOD]) < 2:
-                first += await drv.read()
-                await asyncio.sleep(0.02)
+
+        async def two_good() -> bool:
+            first.extend(await drv.read())
+            return len([x for x in first if x.status == Status.GOOD]) >= 2
+
+        # the retained value arrives right after SUBACK
+        await until(two_good, 5, 0.02, what=lambda: f"two GOOD points (read so far: {first})")
         assert [(x.tag, x.value, x.status) for x in first if x.status == Status.GOOD] == \
             [("any_temp", 20.5, Status.GOOD), ("everything", "20.5", Status.GOOD)]
         waiting = {(x.tag, x.reason) for x in first if x.status == Status.BAD_WAITING_FOR_INITIAL_DATA}
@@ -395,11 +401,9 @@ async def test_broker_outage_under_the_poller(tmp_path: Path, prefix: str) -> No
             batch = await queue.get()
             seen.extend((time.monotonic(), x) for x in batch.points)
 
-    async def wait_for(what: str, cond: Callable[[], bool], timeout: float) -> float:
+    async def time_until(what: str, cond: Callable[[], bool], timeout: float) -> float:
         t0 = time.monotonic()
-        while not cond():
-            assert time.monotonic() - t0 < timeout, f"no {what} within {timeout} s: {seen[-6:]}"
-            await asyncio.sleep(0.02)
+        await until(cond, timeout, 0.02, what=lambda: f"{what}: {seen[-6:]}")
         return time.monotonic() - t0
 
     def tags_since(t: float, quality: int) -> set[str]:
@@ -411,14 +415,14 @@ async def test_broker_outage_under_the_poller(tmp_path: Path, prefix: str) -> No
             tg.create_task(poller.poll_loop(stop), name="test.poll_loop")
             tg.create_task(publish_loop(), name="test.publish_loop")
             collector = tg.create_task(collect_loop(), name="test.collect_loop")
-            await wait_for("good values", lambda: tags_since(0, Quality.GOOD) == both, 5)
+            await time_until("good values", lambda: tags_since(0, Quality.GOOD) == both, 5)
             mq.stop()  # for real: the process ends, the port closes
             down = time.monotonic()
-            bad_in = await wait_for("bad tags", lambda: tags_since(down, Quality.BAD) == both, 5)
+            bad_in = await time_until("bad tags", lambda: tags_since(down, Quality.BAD) == both, 5)
             await asyncio.sleep(1.0)
             mq.start()  # same port
             up = time.monotonic()
-            recovered_in = await wait_for("values again", lambda: tags_since(up, Quality.GOOD) == both, 5)
+            recovered_in = await time_until("values again", lambda: tags_since(up, Quality.GOOD) == both, 5)
             stop.set()
             collector.cancel()
     finally:

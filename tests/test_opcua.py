@@ -35,8 +35,9 @@ from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRef
 from gateway.poller import DevicePoller
 from gateway.readings import DeviceBatch
 from proto.points import Quality, Status
+from tests.support import ROOT
+from tests.support.wait import until
 
-ROOT = Path(__file__).resolve().parent.parent
 STAMP_MS = int(STAMP.timestamp() * 1000)
 CANONICAL = {"Bool": "bool", "Int8": "int8", "UInt8": "uint8", "Int16": "int16", "UInt16": "uint16",
              "Int32": "int32", "UInt32": "uint32", "Int64": "int64", "UInt64": "uint64", "Float": "float32",
@@ -127,14 +128,14 @@ def node(path: str) -> str:
 async def read_until(drv: Driver, tags: set[str], timeout: float = 5.0) -> dict[str, list[Any]]:
     """Every point per tag read within ``timeout`` until each of ``tags`` was seen (subscribe mode)."""
     seen: dict[str, list[Any]] = {}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    async def read() -> bool:
         for p in await drv.read():
             seen.setdefault(p.tag, []).append(p)
-        if tags <= set(seen):
-            return seen
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no points for {tags - set(seen)} within {timeout}s")
+        return tags <= set(seen)
+
+    await until(read, timeout, 0.05, what=lambda: f"points for {tags - set(seen)}")
+    return seen
 
 
 async def write_raw(endpoint: str, path: str, variant: ua.Variant) -> None:
@@ -452,30 +453,33 @@ async def test_outage_and_renumbered_namespaces(tmp_path: Path, mode: str) -> No
     poller = DevicePoller(dev, queue)
     stop = asyncio.Event()
 
-    async def until(pred: Any, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            batch = await asyncio.wait_for(queue.get(), max(0.01, deadline - time.monotonic()))
-            points = {p.tag: p for p in batch.points}
-            if pred(points):
-                return points
+    async def points_until(pred: Any, timeout: float) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        async def next_batch() -> bool:
+            nonlocal last
+            last = {p.tag: p for p in (await queue.get()).points}
+            return bool(pred(last))
+
+        await until(next_batch, timeout, 0, what=lambda: f"a batch that matches (last: {last})")
+        return last
 
     task = asyncio.create_task(poller.poll_loop(stop), name="test.poll_loop")
     try:
         await write_raw(server.endpoint, "Line1.Speed", ua.Variant(12.5, ua.VariantType.Double))
-        await until(lambda p: p.get("speed") and p["speed"].value == 12.5, 5)
+        await points_until(lambda p: p.get("speed") and p["speed"].value == 12.5, 5)
         assert server.ns == 2
         server.kill()
-        bad = await until(lambda p: p.get("speed") and p["speed"].quality is Quality.BAD, 5)
+        bad = await points_until(lambda p: p.get("speed") and p["speed"].quality is Quality.BAD, 5)
         assert bad["speed"].value is None and bad["speed"].reason
         assert bad["count"].quality is Quality.BAD
         await asyncio.to_thread(server.start, "--extra-namespace", "urn:loaded:first",
                                 "--extra-namespace", "urn:loaded:second")
         assert server.ns == 4
         t0 = time.monotonic()
-        await until(lambda p: p.get("speed") and p["speed"].value == 0.0 and p["speed"].status == Status.GOOD, 5)
+        await points_until(lambda p: p.get("speed") and p["speed"].value == 0.0 and p["speed"].status == Status.GOOD, 5)
         await write_raw(server.endpoint, "Line1.Count", ua.Variant(77, ua.VariantType.UInt32))
-        await until(lambda p: p.get("count") and p["count"].value == 77, 5 - (time.monotonic() - t0))
+        await points_until(lambda p: p.get("count") and p["count"].value == 77, 5 - (time.monotonic() - t0))
         assert poller.driver.health()["connects"] == 2
     finally:
         stop.set()

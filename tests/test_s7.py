@@ -26,6 +26,7 @@ from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRef
 from gateway.poller import DevicePoller
 from gateway.readings import DeviceBatch
 from proto.points import Point, Status
+from tests.support.wait import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -462,22 +463,22 @@ async def test_poller_outage_and_recovery(port: int, sims: list[S7Simulator]) ->
     poller = DevicePoller(dev, queue)
     stop = asyncio.Event()
 
-    async def until(pred: Any, timeout: float, what: str) -> dict[str, Point]:
+    async def points_until(pred: Any, timeout: float, what: str) -> dict[str, Point]:
         latest: dict[str, Point] = {}
-        async with asyncio.timeout(timeout):
-            while True:
-                batch = await queue.get()
-                latest.update(by_tag(batch.points))
-                if len(latest) == len(tags) and pred(latest):
-                    return latest
-        raise AssertionError(what)
+
+        async def next_batch() -> bool:
+            latest.update(by_tag((await queue.get()).points))
+            return len(latest) == len(tags) and bool(pred(latest))
+
+        await until(next_batch, timeout, 0, what=lambda: f"{what} ({latest})")
+        return latest
 
     task = asyncio.create_task(poller.poll_loop(stop), name="gateway[plc-1].poll_loop")
     try:
-        good = await until(lambda ps: all(p.status == Status.GOOD for p in ps.values()), 5, "first values")
+        good = await points_until(lambda ps: all(p.status == Status.GOOD for p in ps.values()), 5, "first values")
         assert {n: p.value for n, p in good.items()} == {"temp": 21.5, "run": True, "count": -3, "state": "RUN"}
         await asyncio.to_thread(sim.stop)
-        bad = await until(lambda ps: all(p.status != Status.GOOD for p in ps.values()), 5, "all BAD")
+        bad = await points_until(lambda ps: all(p.status != Status.GOOD for p in ps.values()), 5, "all BAD")
         assert all(p.value is None and p.reason and Status(p.status).name.startswith("BAD")
                    for p in bad.values()), bad
         await asyncio.sleep(0.5)  # stays down a while: reconnects are refused, the breaker opens
@@ -488,7 +489,7 @@ async def test_poller_outage_and_recovery(port: int, sims: list[S7Simulator]) ->
         sim.set("temp", 22.25)
         sim.start()  # a new snap7 server on the same port, same memory
         t0 = time.monotonic()
-        back = await until(lambda ps: all(p.status == Status.GOOD for p in ps.values()), 5, "GOOD again")
+        back = await points_until(lambda ps: all(p.status == Status.GOOD for p in ps.values()), 5, "GOOD again")
         assert time.monotonic() - t0 < 5
         assert {n: p.value for n, p in back.items()} == {"temp": 22.25, "run": True, "count": -3, "state": "RUN"}
     finally:

@@ -30,6 +30,7 @@ from gateway_core.settings import DbSettings, HttpSettings, Settings
 from gateway_core.store import Pool
 from nexus.common import MqttSettings
 from proto import config as pc
+from tests.support.wait import until
 
 ADMIN_KEY = "test-admin-key-0123456789"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -181,12 +182,10 @@ class Running:
 async def start_service(settings: Settings, tg: asyncio.TaskGroup) -> Service:
     svc = Service(settings)
     task = tg.create_task(svc.run(), name="test.core")
-    async with asyncio.timeout(20):
-        while not svc.started.is_set():
-            if task.done():
-                task.result()
-                raise AssertionError("service ended during start")
-            await asyncio.sleep(0.02)
+    await until(lambda: svc.started.is_set() or task.done(), 20, 0.02, what="the service started")
+    if not svc.started.is_set():
+        task.result()
+        raise AssertionError("service ended during start")
     return svc
 
 
@@ -212,18 +211,6 @@ async def run_service(db: str, broker: Any, prefix: str, **overrides: Any) -> As
                 yield Running(svc, client, root, broker.port, db)
             finally:
                 svc.stop.set()
-
-
-async def until(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Await ``predicate()`` (sync) becoming truthy, giving the event loop time to run."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Recorder:
