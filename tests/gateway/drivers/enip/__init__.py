@@ -1,0 +1,1 @@
+"""EtherNet/IP driver (gateway/drivers/enip/) against cpppo's Logix simulator."""

@@ -1,0 +1,1 @@
+"""Modbus TCP/RTU driver and register codec (gateway/drivers/modbus/) against pymodbus."""

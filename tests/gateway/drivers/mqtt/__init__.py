@@ -1,0 +1,1 @@
+"""MQTT source driver (gateway/drivers/mqtt/) against real mosquitto brokers."""

@@ -1,0 +1,1 @@
+"""OPC UA driver (gateway/drivers/opcua/) against asyncua server processes."""

@@ -1,0 +1,1 @@
+"""Tests of the configuration service (gateway_core/): REST API, auth, history, push, sharding, daemon."""

@@ -1,0 +1,1 @@
+"""Tests of the ingestion daemon (ingestion/): delivery, database faults, poison messages, schema."""

@@ -1,0 +1,1 @@
+"""Tests of the shared runtime plumbing (nexus/): settings loading."""

@@ -1,0 +1,1 @@
+"""The normalizer: rules, expressions."""
