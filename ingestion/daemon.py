@@ -1,5 +1,9 @@
 """The ingestion worker: shared subscription → decode on arrival → batch → COPY → commit → ack.
 
+It subscribes (one shared group) to the three device streams: points (``<root>/batch/v1/#``), edge
+windows (``<root>/windows/v1/#``) and alarm events (``<root>/events/v1/#``); their messages are batched
+together, stored in one transaction and confirmed in the same acks.
+
 Tasks (one TaskGroup): ``ingestion[<id>].mqtt_loop`` keeps the broker session, ``.flush_loop``
 writes batches. After each COMMIT the batch's messages are acknowledged to the broker (PUBACK) and
 confirmed to their gateways on ``<root>/ack/v1/<gateway>`` (:mod:`proto.delivery`): a gateway keeps
@@ -20,21 +24,16 @@ import time
 
 from ingestion import metrics as m
 from ingestion.errors import DbError, DbStopped, PermanentError
+from ingestion.items import OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
 from ingestion.settings import Settings
-from ingestion.writer import (
-    OVERSIZE_PREFIX_BYTES,
-    Item,
-    Writer,
-    WriteResult,
-    bounded_text,
-    decode_item,
-)
+from ingestion.writer import Writer, WriteResult
 from nexus import pg
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, Message, MqttClient, MqttError
 from nexus.ops import OpsServer
 from nexus.report import bounded
 from nexus.runtime import Backoff, install_stop_signals, wait_or_stop
 from proto import ContractError, ack_topic, encode_acks
+from proto.aggregates import events_filter, windows_filter
 from proto.uns import batch_filter
 
 log = logging.getLogger("ingestion")
@@ -58,7 +57,7 @@ class Ingestor:
         self._buffer: list[Item] = []
         self._buffer_bytes = 0
         self._committing: list[Item] = []
-        self._pending_points = 0  # buffered + being committed
+        self._pending_points = 0  # points, windows and alarm events buffered + being committed
         self._pending_bytes = 0  # payload bytes held, buffered + being committed
         self._first_at = 0.0
         self._has_data = asyncio.Event()
@@ -66,8 +65,8 @@ class Ingestor:
         self._paused = False
         self.stopping = False  #: intake stopped for good (shutdown): backpressure must not resume it
         self._flush_messages = max(1, settings.mqtt.max_inflight // 2)
-        self.totals = {"points": 0, "messages": 0, "duplicates": 0, "dead_letters": 0, "duplicate_points": 0,
-                       "acks_sent": 0, "acks_unsent": 0}
+        self.totals = {"points": 0, "windows": 0, "events": 0, "messages": 0, "duplicates": 0, "dead_letters": 0,
+                       "duplicate_points": 0, "acks_sent": 0, "acks_unsent": 0}
 
     @property
     def unacknowledged(self) -> int:
@@ -94,7 +93,7 @@ class Ingestor:
         size = len(item.payload)
         self._buffer.append(item)
         self._buffer_bytes += size
-        self._pending_points += item.points
+        self._pending_points += item.rows
         self._pending_bytes += size
         m.POINTS_IN.inc(item.points)
         m.PENDING_POINTS.set(self._pending_points)
@@ -175,7 +174,7 @@ class Ingestor:
             for it in items:  # stored, duplicate or dead letter: all committed
                 self.mqtt.ack(it.ack)  # type: ignore[arg-type]
         self._confirm(items)
-        self._pending_points -= sum(it.points for it in items)
+        self._pending_points -= sum(it.rows for it in items)
         self._pending_bytes -= sum(len(it.payload) for it in items)
         m.PENDING_POINTS.set(self._pending_points)
         m.PENDING_BYTES.set(self._pending_bytes)
@@ -189,10 +188,15 @@ class Ingestor:
         m.MESSAGES.labels("dead_letter").inc(res.dead_letters)
         m.DEAD_LETTERS.inc(res.dead_letters)
         m.POINTS_STORED.inc(res.points)
+        m.WINDOWS_STORED.inc(res.windows)
+        m.ALARM_EVENTS_STORED.inc(res.events)
+        m.ALARM_EVENTS_REPEATED.inc(res.repeated_events)
         m.BATCH_POINTS.observe(res.points)
         m.COPY_SECONDS.observe(res.copy_seconds)
         m.COMMIT_SECONDS.observe(elapsed)
         self.totals["points"] += res.points
+        self.totals["windows"] += res.windows
+        self.totals["events"] += res.events
         self.totals["messages"] += res.stored_messages
         self.totals["duplicates"] += res.duplicate_messages
         self.totals["dead_letters"] += res.dead_letters
@@ -211,7 +215,7 @@ class Ingestor:
             try:
                 topic = ack_topic(gateway, self.settings.topic_root)
                 payloads = encode_acks(run, seqs)
-            except ContractError as exc:  # decode_batch validated the gateway id; defensive
+            except ContractError as exc:  # the decoders validated the gateway id; defensive
                 log.warning("no ack for gateway %s: %s", gateway[:130], bounded_text(str(exc)))
                 continue
             for payload in payloads:
@@ -282,10 +286,12 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         return 0
     log.info("historian ready (%s)", "TimescaleDB hypertable" if state.timescale else "plain PostgreSQL")
     ingestor = Ingestor(settings, writer)
-    group = f"$share/{settings.share_group}/{batch_filter(settings.topic_root)}"
+    root = settings.topic_root
+    subscriptions = [(f"$share/{settings.share_group}/{f(root)}", 1)
+                     for f in (batch_filter, windows_filter, events_filter)]
     # no session kept (the default): nothing waits in the broker for a worker that is gone; gateways
     # re-send what was not confirmed (see Settings.session_expiry)
-    mqtt = MqttClient(settings.mqtt, client_id=settings.client_id, subscriptions=[(group, 1)],
+    mqtt = MqttClient(settings.mqtt, client_id=settings.client_id, subscriptions=subscriptions,
                       on_message=ingestor.on_message, clean_start=settings.session_expiry == 0,
                       session_expiry=settings.session_expiry, manual_ack=True)
     ingestor.mqtt = mqtt
@@ -314,9 +320,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         await writer.close()
     t = ingestor.totals
     drain = time.monotonic() - drain_started if drain_started is not None else 0.0
-    log.info("ingestion stopped after %.0fs (drain %.1fs): %d points in %d messages stored, %d duplicate "
-             "messages skipped, %d duplicate points dropped, %d dead letters, %d acks sent, %d not sent; "
-             "%d messages left unacknowledged for redelivery", time.monotonic() - started, drain, t["points"],
-             t["messages"], t["duplicates"], t["duplicate_points"], t["dead_letters"], t["acks_sent"],
-             t["acks_unsent"], ingestor.unacknowledged)
+    log.info("ingestion stopped after %.0fs (drain %.1fs): %d points, %d windows and %d alarm events in %d "
+             "messages stored, %d duplicate messages skipped, %d duplicate points dropped, %d dead letters, %d "
+             "acks sent, %d not sent; %d messages left unacknowledged for redelivery", time.monotonic() - started,
+             drain, t["points"], t["windows"], t["events"], t["messages"], t["duplicates"], t["duplicate_points"],
+             t["dead_letters"], t["acks_sent"], t["acks_unsent"], ingestor.unacknowledged)
     return 0

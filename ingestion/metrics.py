@@ -2,7 +2,8 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-MESSAGES = Counter("nexus_ingest_messages_total", "Batch messages handled", ["result"])  # stored|duplicate|dead_letter
+# result: stored|duplicate|dead_letter
+MESSAGES = Counter("nexus_ingest_messages_total", "Batch, windows and events messages handled", ["result"])
 POINTS_IN = Counter("nexus_ingest_points_received_total", "Points decoded from received messages")
 POINTS_STORED = Counter("nexus_ingest_points_stored_total", "Points committed to the historian")
 DEAD_LETTERS = Counter("nexus_ingest_dead_letters_total", "Messages written to nexus.dead_letters")
@@ -29,3 +30,8 @@ ACKS_UNSENT = Counter("nexus_ingest_acks_unsent_total",
                       "Delivery acks not published (broker disconnected or window full); the gateway re-sends")
 ACKS_UNHEARD = Counter("nexus_ingest_acks_unheard_total",
                        "Delivery acks the broker took but no subscriber matched (gateway offline; it re-sends)")
+WINDOWS_STORED = Counter("nexus_ingest_windows_stored_total",
+                         "Edge windows written to nexus.windows (inserted, or replacing the stored window)")
+ALARM_EVENTS_STORED = Counter("nexus_ingest_alarm_events_stored_total", "Alarm events stored in nexus.alarm_events")
+ALARM_EVENTS_REPEATED = Counter("nexus_ingest_alarm_events_repeated_total",
+                                "Alarm events skipped: already stored (same tag, alarm, ts and raise/clear)")

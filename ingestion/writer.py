@@ -1,10 +1,11 @@
-"""The historian connection and all its SQL, and the items it stores (decoded on arrival).
+"""The historian connection and all its SQL.
 
 :class:`Writer` owns one psycopg connection: it connects (:mod:`nexus.pg`), migrates
 (:mod:`ingestion.schema`), writes one batch per transaction (dedup messages, resolve tag ids, COPY
-points, keep dead letters), expires old message digests, reconnects after a failed or cancelled
-statement, and closes. Every operation is bounded (``db.query_timeout``, ``db.migrate_timeout``) and
-cut short by the caller's ``stop``.
+points, upsert windows and insert alarm events (statements in :mod:`ingestion.aggregates`), keep dead
+letters), expires old message digests, reconnects after a failed or cancelled statement, and closes.
+Every operation is bounded (``db.query_timeout``, ``db.migrate_timeout``) and cut short by the
+caller's ``stop``. What it stores are :class:`~ingestion.items.Item`s, decoded on arrival.
 
 The caller acknowledges the batch's MQTT messages only after :meth:`Writer.write` returns, i.e.
 after COMMIT. A crash before that means redelivery; the ``nexus.ingested_messages`` digests make
@@ -21,112 +22,25 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
 import psycopg
 
+from ingestion.aggregates import store_events, store_windows
 from ingestion.errors import DbError, DbStopped
+from ingestion.items import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
 from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
 from ingestion.schema import SchemaState, migrate
 from ingestion.settings import DbSettings
 from nexus import pg
 from nexus.runtime import Backoff
-from proto import Batch, ContractError, DevicePath, decode_batch, parse_batch_topic
-from proto.points import DeliveryId, delivery_id, peek_delivery_id
+from proto import DevicePath
+from proto.aggregates import AlarmEvent, Window
+
+# decoding moved to ingestion.items; these names stay importable from here
+__all__ = ["MAX_ERROR_BYTES", "OVERSIZE_PREFIX_BYTES", "Item", "WriteResult", "Writer", "bounded_text", "decode_item"]
 
 log = logging.getLogger("ingestion.writer")
 
-#: Bytes of an error text stored with a dead letter or logged: enough for the reason and a quoted prefix.
-MAX_ERROR_BYTES = 400
-#: Bytes kept of a message larger than ``max_message_bytes`` (its size and sha256 name the whole).
-OVERSIZE_PREFIX_BYTES = 1024
-
 T = TypeVar("T")
-
-
-def bounded_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
-    """``text`` cut to ``limit`` UTF-8 bytes (marked with "..."), NUL-free (PostgreSQL text refuses NUL)."""
-    text = text.replace("\x00", "\\x00")
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= limit:
-        return text
-    return raw[:limit - 3].decode("utf-8", "ignore") + "..."
-
-
-@dataclass(slots=True)
-class Item:
-    """One received MQTT message, decoded (or not) on arrival."""
-
-    topic: str
-    payload: bytes  #: the message, or its first OVERSIZE_PREFIX_BYTES if it was larger than allowed
-    digest: bytes = b""
-    device: DevicePath | None = None
-    batch: Batch | None = None
-    error: str | None = None  #: why it is a dead letter (bounded, starts with the exception type)
-    ack: object = None  #: what the daemon needs to acknowledge it (nexus.mqtt.Message)
-    size: int = 0  #: bytes of the whole message as received
-    sha256: bytes = b""  #: of the whole message, kept for an oversize one (others: computed when stored)
-    delivery: DeliveryId | None = None  #: what to confirm to the sending gateway once committed
-
-    @property
-    def points(self) -> int:
-        return len(self.batch.points) if self.batch else 0
-
-    def decoded(self) -> tuple[DevicePath, Batch]:
-        """Device and batch of an item that decoded (``error`` is None)."""
-        assert self.device is not None and self.batch is not None, self.error
-        return self.device, self.batch
-
-    def fail(self, exc: BaseException, context: str = "") -> None:
-        """Make this item a dead letter because of ``exc`` (type and bounded text)."""
-        self.error = bounded_text(f"{context}{type(exc).__name__}: {exc}")
-
-
-def decode_item(topic: str, payload: bytes, *, root: str, ack: object = None,
-                max_bytes: int = 1024 * 1024) -> Item:
-    """Decode on arrival; whatever goes wrong makes a dead-letter item, never an exception.
-
-    A payload above ``max_bytes`` is not decoded: it becomes a dead letter keeping its first
-    :data:`OVERSIZE_PREFIX_BYTES`, with its size and sha256 in the error text.
-    """
-    size = len(payload)
-    item = Item(topic, payload, ack=ack, size=size)
-    if size > max_bytes:
-        item.payload = payload[:OVERSIZE_PREFIX_BYTES]
-        item.sha256 = hashlib.sha256(payload).digest()
-        item.error = (f"MessageTooLarge: {size} bytes > max_message_bytes {max_bytes}; "
-                      f"sha256 {item.sha256.hex()}; first {len(item.payload)} bytes kept")
-        item.delivery = peek_delivery_id(payload)  # confirmed once kept, or its gateway re-sends it for ever
-        return item
-    try:
-        item.device = parse_batch_topic(topic, root)
-        item.batch = decode_batch(payload)
-        item.digest = hashlib.blake2b(topic.encode() + b"\x00" + payload, digest_size=16).digest()
-    except ContractError as exc:
-        item.fail(exc)
-    except Exception as exc:  # noqa: BLE001 - any failure on one message makes that message a dead letter
-        item.fail(exc, "unexpected ")
-    if item.error is not None:
-        item.device = item.batch = None
-        item.digest = b""
-        item.delivery = _delivery_of_bad(payload)
-    elif item.batch is not None:
-        item.delivery = item.batch.delivery
-    return item
-
-
-def _delivery_of_bad(payload: bytes) -> DeliveryId | None:
-    """Best effort: the (gateway, run, seq) of a message that did not decode, so that it is confirmed
-    once kept as a dead letter (its gateway would otherwise re-send it for ever)."""
-    try:
-        doc: Any = orjson.loads(payload)
-        if not isinstance(doc, dict):
-            return None
-        gateway, run, seq = delivery_id(doc)
-    except Exception:  # noqa: BLE001 - not addressable: no ack; the gateway gives up on it its own way
-        return None
-    if gateway is None or run is None or seq is None:
-        return None
-    return gateway, run, seq
 
 
 @dataclass
@@ -135,9 +49,18 @@ class WriteResult:
     duplicate_messages: int = 0
     dead_letters: int = 0
     points: int = 0
+    windows: int = 0  #: rows of nexus.windows inserted or replaced
+    events: int = 0  #: alarm events stored
+    repeated_events: int = 0  #: alarm events already stored (or twice in the transaction): skipped
     copy_seconds: float = 0.0
     new_tags: int = 0
     dead: list[Item] = field(default_factory=list)
+
+    def add(self, other: WriteResult) -> None:
+        for name in ("stored_messages", "duplicate_messages", "dead_letters", "points", "windows", "events",
+                     "repeated_events", "copy_seconds", "new_tags"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.dead += other.dead
 
 
 def _describe(exc: BaseException) -> str:
@@ -264,14 +187,7 @@ class Writer:
                         bounded_text(str(exc)))
             total = WriteResult()
             for item in items:
-                r = await self._write_or_split([item])
-                total.stored_messages += r.stored_messages
-                total.duplicate_messages += r.duplicate_messages
-                total.dead_letters += r.dead_letters
-                total.points += r.points
-                total.copy_seconds += r.copy_seconds
-                total.new_tags += r.new_tags
-                total.dead += r.dead
+                total.add(await self._write_or_split([item]))
             return total
 
     async def _write(self, items: list[Item]) -> WriteResult:
@@ -294,28 +210,32 @@ class Writer:
                     "INSERT INTO nexus.ingested_messages (digest, topic, points)"
                     " SELECT * FROM unnest(%s::bytea[], %s::text[], %s::int[])"
                     " ON CONFLICT (digest) DO NOTHING RETURNING digest",
-                    (digests, [good[d].topic for d in digests], [good[d].points for d in digests]))
+                    (digests, [good[d].topic for d in digests], [good[d].rows for d in digests]))
                 inserted = {r[0] for r in await cur.fetchall()}
                 fresh = [good[d] for d in digests if d in inserted]
                 res.duplicate_messages += len(good) - len(fresh)
             if fresh:
                 new_tag_rows = await self._resolve_tags(fresh)
-                t0 = time.perf_counter()
-                async with conn.cursor().copy(COPY_SQL) as copy:
-                    await copy.write(HEADER)
-                    for it in fresh:
-                        device, batch = it.decoded()
-                        dev = device.path
-                        ids = self._tags.get(dev, {})
-                        extra = new_tag_rows.get(dev, {})
-                        rows = []
-                        for p in batch.points:
-                            entry = ids.get(p.tag) or extra[p.tag]
-                            rows.append(encode_row(p.ts, entry[0], p.value, p.status))
-                        await copy.write(b"".join(rows))
-                        res.points += len(rows)
-                    await copy.write(TRAILER)
-                res.copy_seconds = time.perf_counter() - t0
+                point_items = [it for it in fresh if it.batch is not None]
+                if point_items:
+                    t0 = time.perf_counter()
+                    async with conn.cursor().copy(COPY_SQL) as copy:
+                        await copy.write(HEADER)
+                        for it in point_items:
+                            device, batch = it.decoded()
+                            dev = device.path
+                            ids = self._tags.get(dev, {})
+                            extra = new_tag_rows.get(dev, {})
+                            rows = []
+                            for p in batch.points:
+                                entry = ids.get(p.tag) or extra[p.tag]
+                                rows.append(encode_row(p.ts, entry[0], p.value, p.status))
+                            await copy.write(b"".join(rows))
+                            res.points += len(rows)
+                        await copy.write(TRAILER)
+                    res.copy_seconds = time.perf_counter() - t0
+                if len(point_items) < len(fresh):
+                    await self._store_aggregates(fresh, new_tag_rows, res)
                 res.stored_messages = len(fresh)
             if res.dead:
                 await conn.execute(
@@ -332,20 +252,40 @@ class Writer:
             res.new_tags += len(tags)
         return res
 
+    async def _store_aggregates(self, items: list[Item], new_tag_rows: dict[str, dict[str, tuple[int, str | None]]],
+                                res: WriteResult) -> None:
+        """The windows and alarm events of ``items`` (tags resolved), in the open transaction."""
+        windows: list[tuple[int, Window]] = []
+        events: list[tuple[int, AlarmEvent]] = []
+        for it in items:
+            if it.device is None:
+                continue
+            ids, extra = self._tags.get(it.device.path, {}), new_tag_rows.get(it.device.path, {})
+            if it.windows is not None:
+                windows += [((ids.get(w.tag) or extra[w.tag])[0], w) for w in it.windows.windows]
+            elif it.events is not None:
+                events += [((ids.get(e.tag) or extra[e.tag])[0], e) for e in it.events.events]
+        conn = self._connection()
+        res.windows = await store_windows(conn, windows)
+        res.events, res.repeated_events = await store_events(conn, events)
+
     async def _resolve_tags(self, items: list[Item]) -> dict[str, dict[str, tuple[int, str | None]]]:
         """Ids for tags not in the cache (created if new); unit changes update the tag row."""
         missing: dict[str, tuple[DevicePath, str, str | None]] = {}
         unit_changes: dict[int, str] = {}
         for it in items:
-            dev, batch = it.decoded()
+            dev = it.device
+            assert dev is not None, it.error
             known = self._tags.get(dev.path, {})
-            for p in batch.points:
-                entry = known.get(p.tag)
+            for tag, unit in it.tag_refs():
+                entry = known.get(tag)
                 if entry is None:
-                    missing.setdefault(f"{dev.path}/{p.tag}", (dev, p.tag, p.unit))
-                elif p.unit and p.unit != entry[1]:
-                    unit_changes[entry[0]] = p.unit
-                    known[p.tag] = (entry[0], p.unit)
+                    path = f"{dev.path}/{tag}"
+                    if path not in missing or (unit and not missing[path][2]):  # windows/events name no unit
+                        missing[path] = (dev, tag, unit)
+                elif unit and unit != entry[1]:
+                    unit_changes[entry[0]] = unit
+                    known[tag] = (entry[0], unit)
         conn = self._connection()
         if unit_changes:
             await conn.execute(
