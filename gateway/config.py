@@ -38,6 +38,7 @@ from gateway.errors import ConfigError
 from gateway.values import TYPES, canonical_type
 from normalizer import TAG_KEYS as RULE_KEYS
 from normalizer import RuleError, Rules, Transform, parse_rules
+from normalizer.expr import ExprError, Expression, compile_expression
 from proto.uns import DevicePath, validate_level
 
 
@@ -60,6 +61,24 @@ class TagConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DerivedConfig:
+    """A tag whose value is an expression over other tags of its device (``[[devices.derived]]``)."""
+
+    name: str  #: UNS tag level (unique among the device's tags)
+    expression: Expression  #: compiled once at load (normalizer.expr: a whitelist, never eval of the text)
+    type: str = "float64"  #: float64, int64 or bool
+    unit: str | None = None
+    publish: bool = True
+    rules: Rules = field(default_factory=Rules)  #: the normalizer's rules of the derived value itself
+    writable: bool = False  #: never: a derived tag has no device address
+    length: int = 0
+
+    @property
+    def transform(self) -> Transform:
+        return self.rules.transform
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceConfig:
     id: str  #: unique in the plant, also the UNS device level
     path: DevicePath  #: enterprise/site/area/line/device
@@ -73,6 +92,7 @@ class DeviceConfig:
     max_pending_writes: int = 16  #: write commands waiting for this device; more are refused as busy
     poll_groups: tuple[tuple[str, int], ...] = ()  #: (name, interval_ms): tags polled at their own rate
     tags: tuple[TagConfig, ...] = ()
+    derived: tuple[DerivedConfig, ...] = ()  #: tags computed from the others, after each poll
 
     @cached_property
     def tag_map(self) -> dict[str, TagConfig]:
@@ -137,7 +157,9 @@ def unknown_keys(d: dict[str, Any], known: set[str] | frozenset[str], where: str
 _TAG_KEYS = frozenset({"name", "unit", "writable", "publish", "poll_group"}) | RULE_KEYS
 _DEVICE_KEYS = frozenset({"id", "enterprise", "site", "area", "line", "protocol", "interval_ms", "timeout_ms",
                           "jitter_pct", "breaker_failures", "breaker_open_ms", "max_pending_writes", "poll_groups",
-                          "tags"})
+                          "tags", "derived"})
+_DERIVED_KEYS = frozenset({"name", "expression", "type", "unit", "publish"}) | RULE_KEYS
+DERIVED_TYPES = ("float64", "int64", "bool")
 
 
 def _poll_groups(d: dict[str, Any], where: str, module: Any, conn: Any) -> tuple[tuple[str, int], ...]:
@@ -210,6 +232,11 @@ def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> Device
         if t.name in seen:
             raise ConfigError(f"duplicate tag name {t.name!r}", where=f"{where}.tags[{i}]", device_id=dev_id)
         seen.add(t.name)
+    derived = []
+    for i, raw in enumerate(get(d, "derived", list, where, [])):
+        spec = _derived(raw, f"{where}.derived[{i}]", dev_id, seen)
+        seen.add(spec.name)
+        derived.append(spec)
     jitter = get(d, "jitter_pct", float, where, 5.0)
     if not 0 <= jitter <= 10:
         raise ConfigError(f"'jitter_pct' {jitter} outside 0..10", where=where, device_id=dev_id)
@@ -219,7 +246,36 @@ def parse_device(d: dict[str, Any], plant: dict[str, Any], where: str) -> Device
         timeout_ms=int_in(d, "timeout_ms", 10, 600_000, where, 1000), jitter_pct=jitter,
         breaker_failures=int_in(d, "breaker_failures", 1, 1000, where, 3),
         breaker_open_ms=int_in(d, "breaker_open_ms", 10, 3_600_000, where, 1000),
-        max_pending_writes=int_in(d, "max_pending_writes", 1, 10_000, where, 16), poll_groups=groups, tags=tags)
+        max_pending_writes=int_in(d, "max_pending_writes", 1, 10_000, where, 16), poll_groups=groups, tags=tags,
+        derived=tuple(derived))
+
+
+def _derived(d: Any, where: str, device_id: str, known: set[str]) -> DerivedConfig:
+    """One ``[[devices.derived]]`` entry; its inputs must be tags (or earlier derived tags) of the device."""
+    if not isinstance(d, dict):
+        raise ConfigError("a derived tag must be a table/mapping", where=where, device_id=device_id)
+    unknown_keys(d, _DERIVED_KEYS, where)
+    name = get(d, "name", str, where)
+    try:
+        validate_level(name, what="tag name")
+    except ValueError as exc:
+        raise ConfigError(str(exc), where=where, device_id=device_id) from exc
+    if name in known:
+        raise ConfigError(f"duplicate tag name {name!r}", where=where, device_id=device_id)
+    text = get(d, "expression", str, where)
+    try:
+        expression = compile_expression(text)
+    except ExprError as exc:
+        raise ConfigError(f"'expression': {exc}", where=where, device_id=device_id) from exc
+    missing = sorted(expression.names - known)
+    if missing:
+        raise ConfigError(f"'expression' reads {', '.join(map(repr, missing))}, not a tag of this device (or a "
+                          "derived tag defined before this one)", where=where, device_id=device_id)
+    dtype = choice(get(d, "type", str, where, "float64"), DERIVED_TYPES, "type", where)
+    unit = get(d, "unit", str, where, None)
+    return DerivedConfig(name=name, expression=expression, type=dtype, unit=unit,
+                         publish=get(d, "publish", bool, where, True),
+                         rules=parse_tag_rules(d, where, dtype=dtype, unit=unit))
 
 
 def parse_plant(doc: dict[str, Any]) -> PlantConfig:

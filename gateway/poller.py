@@ -94,7 +94,7 @@ class DevicePoller:
         self._causes: set[tuple[str, str, int]] = set()  # unexpected errors whose traceback was logged
         #: why this poller takes no more writes (its loops ended); None while it runs
         self.halted: str | None = None
-        self.rules = DeviceRules(device.tags)  #: the tags' value rules and the deadbands' state
+        self.rules = DeviceRules(device.tags, device.derived)  #: the tags' value rules and the deadbands' state
         self.spread_s = spread_s  #: the first poll starts at a random point of this many seconds
 
     async def run(self, stop: asyncio.Event) -> None:

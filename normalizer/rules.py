@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from normalizer.alarms import Alarms
 from normalizer.config import Rules
 from normalizer.errors import ValueRefused
+from normalizer.expr import EvalError, Expression
 from normalizer.windows import Windows
 from proto.aggregates import AlarmEvent, Window
 from proto.points import Point, Status
@@ -43,6 +44,13 @@ class TagSpec(Protocol):
     def rules(self) -> Rules: ...
 
 
+class DerivedSpec(TagSpec, Protocol):
+    """A derived tag: its value is ``expression`` over other tags of the device."""
+
+    @property
+    def expression(self) -> Expression: ...
+
+
 def needs_chain(spec: TagSpec) -> bool:
     r = spec.rules
     return not r.transform.identity or r.storage != "continuous" or bool(r.windows) or r.alarms is not None
@@ -51,9 +59,30 @@ def needs_chain(spec: TagSpec) -> bool:
 class TagChain:
     """The compiled rules of one tag and their state."""
 
-    __slots__ = ("alarms", "band", "debounce", "factor", "hi", "integer", "last_status", "last_ts", "last_value",
-                 "linear", "lo", "mode", "name", "numeric", "pending", "pending_ts", "shift", "silence", "transform",
-                 "windows")
+    __slots__ = (
+        "alarms",
+        "band",
+        "debounce",
+        "factor",
+        "feeds",
+        "hi",
+        "integer",
+        "last_status",
+        "last_ts",
+        "last_value",
+        "linear",
+        "lo",
+        "mode",
+        "name",
+        "numeric",
+        "pending",
+        "pending_ts",
+        "seen",
+        "shift",
+        "silence",
+        "transform",
+        "windows",
+    )
 
     def __init__(self, spec: TagSpec) -> None:
         r = spec.rules
@@ -77,6 +106,8 @@ class TagChain:
         self.last_ts = 0
         self.pending: tuple[object, int] | None = None  # debounce: (new value, since when)
         self.pending_ts = -1  # debounce: the time of the edge being reported
+        self.feeds = False  #: an input of a derived tag: the engineering value of each reading is kept
+        self.seen: tuple[object, int, int] | None = None  # (value, status, ts) of the last reading, if feeds
 
     def step(self, p: Point, out: list[Point], windows: list[Window], events: list[AlarmEvent]) -> None:
         # the hot loop (bench/normalizer.py): class checks instead of isinstance, ±inf bounds instead of
@@ -96,6 +127,8 @@ class TagChain:
                     reason, v, st = f"clamped to the range maximum from {v:.6g}", self.hi, _EU_EXCEEDED
         elif st >= _BAD:
             v = None
+        if self.feeds:
+            self.seen = (v, st, ts)
         if self.windows is not None:
             self.windows.add(None if v is None or v.__class__ is str else float(v), ts, st, windows)
         if self.alarms is not None:
@@ -155,9 +188,15 @@ class TagChain:
 class DeviceRules:
     """The rules of every tag of one device, their state, and what they produced since the last take."""
 
-    def __init__(self, tags: Iterable[TagSpec]) -> None:
+    def __init__(self, tags: Iterable[TagSpec], derived: Iterable[DerivedSpec] = ()) -> None:
+        derived = list(derived)
+        inputs = {n for d in derived for n in d.expression.names}
         # only tags that need work: without any, points pass through untouched (bench/gateway.py)
-        self._chains = {t.name: TagChain(t) for t in tags if needs_chain(t)}
+        self._chains = {t.name: TagChain(t) for t in [*tags, *derived] if needs_chain(t) or t.name in inputs}
+        for name in inputs & set(self._chains):
+            self._chains[name].feeds = True
+        #: derived tags in config order (one may read those before it): (spec, its chain or None)
+        self._derived = [(d, self._chains.get(d.name)) for d in derived]
         self.windows: list[Window] = []  #: closed windows not yet taken
         self.events: list[AlarmEvent] = []  #: alarm events not yet taken
 
@@ -179,7 +218,51 @@ class DeviceRules:
                 out.append(p)
             else:
                 chain.step(p, out, windows, events)
+        if self._derived:
+            self._derive({p.tag for p in points}, out)
         return out
+
+    def _derive(self, polled: set[str], out: list[Point]) -> None:
+        """The derived tags any of whose inputs were read in this poll, from the inputs' latest readings;
+        the status is the worst of the inputs' (a BAD input makes the derived point BAD, saying which)."""
+        chains = self._chains
+        for spec, chain in self._derived:
+            names = spec.expression.names
+            if not names & polled:
+                continue
+            values: dict[str, object] = {}
+            status, ts, bad = 0, -1, ""
+            for name in names:
+                seen = chains[name].seen
+                if seen is None:
+                    values[name] = None
+                    continue
+                got, st, when = seen
+                values[name] = got
+                ts = max(ts, when)
+                if st & _QUALITY > status & _QUALITY:
+                    status = st
+                    if st & _BAD:
+                        bad = name
+            reason = None
+            value: object = None
+            if bad:
+                reason = f"input {bad!r} is bad"
+            else:
+                try:
+                    value = spec.expression.evaluate(values)  # type: ignore[arg-type]
+                except EvalError as exc:
+                    status, reason = int(Status.BAD), f"expression failed: {exc}"
+            if ts < 0:
+                continue  # no input has been read yet
+            p = _new(Point, (spec.name, value, ts, status, spec.unit, reason))
+            if chain is None:
+                out.append(p)
+                if spec.name in chains:
+                    chains[spec.name].seen = (value, status, ts)
+            else:
+                chain.step(p, out, self.windows, self.events)
+            polled.add(spec.name)
 
     def take(self) -> tuple[list[Window], list[AlarmEvent]]:
         """The windows closed and the alarm events raised since the last take."""
