@@ -239,8 +239,8 @@ class Demo:
                     latest = conn.execute(
                         "SELECT DISTINCT ON (t.path) t.device || '/' || t.tag, p.value, p.value_text, t.unit "
                         "FROM nexus.points p JOIN nexus.tags t ON t.id = p.tag_id "
-                        "WHERE p.time > now() - interval '5 seconds' AND t.tag IN "
-                        "('zone1_temp', 'stroke_count', 'state', 'speed', 'film_temp') "
+                        "WHERE p.time > now() - interval '5 seconds' AND t.tag IN ('zone1_temp', 'ambient_temp', "
+                        "'avg_zone_temp', 'stroke_count', 'state', 'speed', 'film_temp') "
                         "ORDER BY t.path, p.time DESC").fetchall()
                 except psycopg.Error:
                     rows, latest = 0, []
