@@ -29,10 +29,11 @@ _BUCKET = re.compile(r"^([1-9][0-9]{0,6})(ms|s|m|h|d)$")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def parse_bucket(text: str) -> timedelta:
+def parse_bucket(text: str, field: str = "bucket") -> timedelta:
+    """``<n><ms|s|m|h|d>`` as a duration; a 422 naming ``field`` otherwise."""
     m = _BUCKET.match(text)
     if not m:
-        raise ApiError(422, f"bucket {text!r} is not <n><ms|s|m|h|d>, e.g. 1m", field="bucket")
+        raise ApiError(422, f"{field} {text!r} is not <n><ms|s|m|h|d>, e.g. 1m", field=field)
     return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
 
 
@@ -40,8 +41,31 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-def _iso(t: datetime) -> str:
+def iso(t: datetime) -> str:
+    """``t`` as ISO 8601 UTC with milliseconds and a Z, as every history answer spells times."""
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def time_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """``from``/``to`` of a query in UTC (naive times are UTC); default: the hour before now."""
+    try:
+        end_t = _utc(end) if end is not None else datetime.now(UTC)
+        start_t = _utc(start) if start is not None else end_t - timedelta(hours=1)
+    except (OverflowError, ValueError) as exc:
+        raise ApiError(422, f"bad time: {exc}", field="from") from exc
+    return start_t, end_t
+
+
+def check_range(start: datetime, end: datetime, settings: HistorySettings) -> None:
+    """A 422 naming the field unless ``from`` < ``to`` and the span is within ``max_range_days``."""
+    if end <= start:
+        raise ApiError(422, f"'from' ({iso(start)}) must be before 'to' ({iso(end)})", field="from")
+    if end - start > timedelta(days=settings.max_range_days):
+        raise ApiError(
+            422,
+            f"range {end - start} is longer than the limit of {settings.max_range_days:g} days",
+            field="to",
+        )
 
 
 class History:
@@ -53,14 +77,7 @@ class History:
     async def query(
         self, tag: str, start: datetime, end: datetime, bucket: timedelta | None
     ) -> dict[str, Any]:
-        if end <= start:
-            raise ApiError(422, f"'from' ({_iso(start)}) must be before 'to' ({_iso(end)})", field="from")
-        if end - start > timedelta(days=self.settings.max_range_days):
-            raise ApiError(
-                422,
-                f"range {end - start} is longer than the limit of {self.settings.max_range_days:g} days",
-                field="to",
-            )
+        check_range(start, end, self.settings)
         limit = self.settings.max_rows
         if bucket is not None and (end - start) / bucket > limit:
             raise ApiError(
@@ -77,7 +94,7 @@ class History:
                 if row is None:
                     raise ApiError(404, f"tag {tag!r} has no history", field="tag")
                 tag_id, unit = row
-                out: dict[str, Any] = {"tag": tag, "unit": unit, "from": _iso(start), "to": _iso(end)}
+                out: dict[str, Any] = {"tag": tag, "unit": unit, "from": iso(start), "to": iso(end)}
                 if bucket is None:
                     rows = await (
                         await conn.execute(
@@ -94,7 +111,7 @@ class History:
                         )
                     out["points"] = [
                         {
-                            "time": _iso(t),
+                            "time": iso(t),
                             "value": v,
                             "value_text": vt,
                             "status": s,
@@ -124,7 +141,7 @@ class History:
                     )
                 ).fetchall()
                 out["buckets"] = [
-                    {"time": _iso(b), "min": lo, "max": hi, "avg": avg, "last": last, "count": n}
+                    {"time": iso(b), "min": lo, "max": hi, "avg": avg, "last": last, "count": n}
                     for b, lo, hi, avg, last, n in rows
                 ]
                 return out
@@ -173,11 +190,7 @@ async def history(
     except TopicError as exc:
         raise ApiError(422, f"tag: {exc}", field="tag") from exc
     width = parse_bucket(bucket) if bucket is not None else None
-    try:
-        end_t = _utc(end) if end is not None else datetime.now(UTC)
-        start_t = _utc(start) if start is not None else end_t - timedelta(hours=1)
-    except (OverflowError, ValueError) as exc:
-        raise ApiError(422, f"bad time: {exc}", field="from") from exc
+    start_t, end_t = time_range(start, end)
     result = await request.app.state.core.history.query(tag, start_t, end_t, width)
     if format == "csv":
         return Response(to_csv(result), media_type="text/csv")
