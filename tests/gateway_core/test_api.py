@@ -96,6 +96,24 @@ async def test_device_crud(api: Api) -> None:
             "device.tags[0].transform.min",
             "min 5 is greater than max 1",
         ),
+        (
+            lambda d: d["tags"][0].update(transform={"scale": 0}),
+            422,
+            "device.tags[0].transform.scale",
+            "scale must not be 0",
+        ),
+        (
+            lambda d: d["tags"][0].update(unit="bar", transform={"from_unit": "degF"}),
+            422,
+            "device.tags[0].transform.from_unit",
+            "cannot convert from_unit 'degF' to unit 'bar'",
+        ),
+        (
+            lambda d: d["tags"][0].update(alarms={"high": 1, "low": 2}),
+            422,
+            "device.tags[0].alarms.low",
+            "must be below",
+        ),
     ],
 )
 async def test_validation_names_the_field(
