@@ -96,12 +96,16 @@ class Fleet:
             r = self._running.get(dev_id)
             if r is not None and r.poller.device == dev:
                 continue
+            old_rules = None
             if r is not None:
+                old_rules = r.poller.rules
                 await self.stop(dev_id)
                 changes["restarted"].append(dev_id)
             else:
                 changes["started"].append(dev_id)
-            self.start(dev, spread_s=min(dev.interval_ms / 1000, 5.0) if together else 0.0)
+            poller = self.start(dev, spread_s=min(dev.interval_ms / 1000, 5.0) if together else 0.0)
+            if poller is not None and old_rules is not None:  # tags whose rules did not change keep their state
+                poller.rules.adopt(old_rules)
         if any(changes.values()):
             log.info("devices changed: %s", {k: v for k, v in changes.items() if v})
         return changes
@@ -157,6 +161,7 @@ class Fleet:
             self.polls_done += old.polls
             self.skipped_done += old.skipped
             r.poller = self._poller(old.device, 0.0)
+            r.poller.rules = old.rules  # the same config: every tag's rules keep their state
             self._set_failed(dev_id, None)
             log.info("device task restarted", extra={"device": dev_id})
 

@@ -80,11 +80,13 @@ class TagChain:
         "seen",
         "shift",
         "silence",
+        "spec",
         "transform",
         "windows",
     )
 
     def __init__(self, spec: TagSpec) -> None:
+        self.spec = spec  #: what it was compiled from: an equal spec at a reload keeps this chain and its state
         r = spec.rules
         tr = r.transform
         self.name = spec.name
@@ -199,6 +201,22 @@ class DeviceRules:
         self._derived = [(d, self._chains.get(d.name)) for d in derived]
         self.windows: list[Window] = []  #: closed windows not yet taken
         self.events: list[AlarmEvent] = []  #: alarm events not yet taken
+
+    def adopt(self, old: DeviceRules) -> int:
+        """After a reload of the device's config: every tag whose rules (and address) did not change keeps
+        its chain from ``old``, with its state (last reported value, open windows, alarms); what ``old``
+        produced and nobody took yet comes along. Returns how many chains were kept."""
+        kept = 0
+        for name, chain in self._chains.items():
+            prev = old._chains.get(name)
+            if prev is not None and prev.spec == chain.spec:
+                prev.feeds = chain.feeds
+                self._chains[name] = prev
+                kept += 1
+        self._derived = [(spec, self._chains.get(spec.name)) for spec, _ in self._derived]
+        self.windows[:0], self.events[:0] = old.windows, old.events
+        old.windows, old.events = [], []
+        return kept
 
     @property
     def passthrough(self) -> bool:

@@ -324,3 +324,18 @@ def test_config_errors_name_the_key(keys: dict[str, Any], dtype: str, unit: str 
     with pytest.raises(RuleError, match=message) as err:
         parse_rules(keys, dtype=dtype, unit=unit)
     assert err.value.key == key
+
+
+def test_a_reload_resets_only_the_tags_whose_rules_changed() -> None:
+    band5 = {"deadband": 5.0}
+    old = DeviceRules([tag("a", "float64", transform=band5), tag("b", "float64", transform=band5),
+                       tag("w", "float64", windows=["10s"])])
+    old.apply([pt("a", 10.0, 1000), pt("b", 10.0, 1000), pt("w", 1.0, 1000)])
+    new = DeviceRules([tag("a", "float64", transform=band5), tag("b", "float64", transform={"deadband": 1.0}),
+                       tag("w", "float64", windows=["10s"])])
+    assert new.adopt(old) == 2
+    out = {p.tag: p.value for p in new.apply([pt("a", 11.0, 2000), pt("b", 11.0, 2000), pt("w", 2.0, 11_000)])}
+    assert "a" not in out  # a kept its last reported 10.0: 11 is inside its band
+    assert out["b"] == 11.0  # b's rules changed: it starts afresh
+    [w], _ = new.take()
+    assert (w.start, w.count, w.complete) == (0, 1, False)  # w's open window survived the reload
