@@ -8,7 +8,8 @@ while larger than :data:`MAX_MESSAGE_BYTES`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 from gateway.readings import DeviceBatch
 from proto import batch_topic, encode_batch
@@ -18,6 +19,7 @@ from proto.points import MAX_BATCH_BYTES
 #: a batch message larger than this is split (ingestion dead-letters messages over its max_message_bytes,
 #: 1 MiB by default and never below this; a single point larger than this still goes alone)
 MAX_MESSAGE_BYTES = MAX_BATCH_BYTES
+T = TypeVar("T")
 
 
 class Numbering:
@@ -47,11 +49,21 @@ class Numbering:
                     continue
                 self.seq += 1
                 yield topic, payload, len(chunk)
-        for i in range(0, len(batch.windows), self.max_points):
+        if batch.windows:
+            yield from self._split(windows_topic(path, self.root), batch.windows, encode_windows)
+        if batch.events:
+            yield from self._split(events_topic(path, self.root), batch.events, encode_events)
+
+    def _split(self, topic: str, items: list[T], encode: Callable[..., bytes]) -> Iterator[tuple[str, bytes, int]]:
+        """Windows or events in messages of at most ``max_points`` entries and :data:`MAX_MESSAGE_BYTES`
+        (halved while larger; one entry alone always goes)."""
+        todo = [items[i:i + self.max_points] for i in range(0, len(items), self.max_points)]
+        while todo:
+            chunk = todo.pop(0)
+            payload = encode(chunk, seq=self.seq + 1, gateway=self.gateway, run=self.run)
+            if len(payload) > MAX_MESSAGE_BYTES and len(chunk) > 1:
+                half = len(chunk) // 2
+                todo[:0] = [chunk[:half], chunk[half:]]
+                continue
             self.seq += 1
-            yield windows_topic(path, self.root), encode_windows(
-                batch.windows[i:i + self.max_points], seq=self.seq, gateway=self.gateway, run=self.run), 0
-        for i in range(0, len(batch.events), self.max_points):
-            self.seq += 1
-            yield events_topic(path, self.root), encode_events(
-                batch.events[i:i + self.max_points], seq=self.seq, gateway=self.gateway, run=self.run), 0
+            yield topic, payload, 0

@@ -11,11 +11,11 @@ async def test_migrations_apply_once_and_skip_timescale_on_plain_postgres(db: st
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         first = await migrate(conn)
         second = await migrate(conn)
-        assert first.applied == (1, 3) and not first.timescale
-        assert second.applied == () and not second.timescale  # 002 looked at again, skipped again
+        assert first.applied == (1, 3, 4) and not first.timescale
+        assert second.applied == () and not second.timescale  # 002 and 005 looked at again, skipped again
         rows = await (await conn.execute("SELECT version, name FROM nexus.schema_migrations")).fetchall()
-        assert rows == [(1, "001_core.sql"), (3, "003_dead_letter_size.sql")]
-        assert [m.requires_timescale for m in migrations()] == [False, True, False]
+        assert rows == [(1, "001_core.sql"), (3, "003_dead_letter_size.sql"), (4, "004_windows_alarms.sql")]
+        assert [m.requires_timescale for m in migrations()] == [False, True, False, False, True]
         await conn.execute("INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
                            " VALUES ('e/s/a/l/d/t', 'e', 's', 'a', 'l', 'd', 't', 'bar')")
         await conn.execute("INSERT INTO nexus.points (time, tag_id, value, status) VALUES"
