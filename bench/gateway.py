@@ -102,8 +102,14 @@ def listen_ports(n: int) -> list[int]:
     raise SystemExit(f"not {n} free ports below {lowest}")
 
 
-def write_plant(path: Path, devices: int, registers: int, types: str, interval_ms: int) -> None:
-    tags = ", ".join(f'{{name = "{n}", address = {a}, type = "{t}"}}' for n, a, t in tag_list(registers, types))
+#: --chain: a typical chain on every tag (scale, offset, clamp: every reading still reported, so the run
+#: publishes the same points as without it and the CPU per tag compares like for like)
+CHAIN = ', transform = {scale = 0.1, offset = -5.0, min = -100.0, max = 10000.0}'
+
+
+def write_plant(path: Path, devices: int, registers: int, types: str, interval_ms: int, chain: bool = False) -> None:
+    extra = CHAIN if chain else ""
+    tags = ", ".join(f'{{name = "{n}", address = {a}, type = "{t}"{extra}}}' for n, a, t in tag_list(registers, types))
     ports = listen_ports(devices)
     lines = ['[plant]\nenterprise = "bench"\nsite = "lab"\narea = "scale"\nline = "l1"\n']
     for i, port in enumerate(ports):
@@ -417,6 +423,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30, help="measuring window of the gateway run")
     ap.add_argument("--warmup", type=float, default=5, help="seconds after all devices connected, before measuring")
     ap.add_argument("--raw-seconds", type=float, default=10)
+    ap.add_argument("--chain", action="store_true",
+                    help="a typical normalizer chain on every tag (scale, offset, clamp): compare with the run without")
     ap.add_argument("--tag-topics", action="store_true",
                     help="also run the gateway with per-tag retained topics on (window: half of --seconds)")
     ap.add_argument("--gateway-cmd", default=f"{sys.executable} -m gateway",
@@ -430,7 +438,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-gw-"))
     plant_path = tmp / "plant.toml"
-    write_plant(plant_path, args.devices, args.registers, args.types, args.interval_ms)
+    write_plant(plant_path, args.devices, args.registers, args.types, args.interval_ms, args.chain)
     plant = load_plant(plant_path)
     n_tags = sum(len(d.tags) for d in plant.devices)
     d0 = plant.devices[0]
@@ -438,7 +446,8 @@ def main() -> None:
     offered = n_tags * 1000 / args.interval_ms
     print(f"fleet: {args.devices} Modbus TCP devices x {args.registers} holding registers ({len(d0.tags)} tags/device, "
           f"{args.types}) = {n_tags:,} tags, polled every {args.interval_ms} ms -> offered {offered:,.0f} tags/s; "
-          f"{len(spans)} reads per poll ({' + '.join(str(s.count) for s in spans)} registers, modbus plan)")
+          f"{len(spans)} reads per poll ({' + '.join(str(s.count) for s in spans)} registers, modbus plan)"
+          + ("; every tag with a normalizer chain (scale, offset, clamp)" if args.chain else ""))
     if PINNED:
         print(f"cores: gateway (and the raw client) pinned to core {GATEWAY_CORE}; simulator process, mosquitto "
               f"and this script's scraping to core {SIM_CORE} ({os.cpu_count()} cores)")
