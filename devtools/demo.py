@@ -242,9 +242,15 @@ class Demo:
                         "WHERE p.time > now() - interval '5 seconds' AND t.tag IN ('zone1_temp', 'ambient_temp', "
                         "'avg_zone_temp', 'stroke_count', 'state', 'speed', 'film_temp') "
                         "ORDER BY t.path, p.time DESC").fetchall()
+                    windows = _count(conn, "SELECT count(*) FROM nexus.windows")
+                    alarms = conn.execute("SELECT t.tag || ':' || a.alarm || (CASE WHEN a.active THEN ' RAISED' "
+                                          "ELSE ' cleared' END) FROM nexus.alarms a JOIN nexus.tags t "
+                                          "ON t.id = a.tag_id ORDER BY coalesce(a.cleared_at, a.raised_at) DESC "
+                                          "LIMIT 1").fetchall()
                 except psycopg.Error:
-                    rows, latest = 0, []
+                    rows, latest, windows, alarms = 0, [], 0, []
                 values = "  ".join(f"{n}={_fmt(v, t)}{(' ' + u) if u else ''}" for n, v, t, u in latest)
+                values += f"  windows={windows}" + (f"  alarm {alarms[0][0]}" if alarms else "")
                 print(f"[{now - started:5.0f}s] confirmed {pub:>9,.0f} pts ({(pub - last_pub) / dt:6,.0f}/s)  "
                       f"waiting {waiting:>6,.0f}  stored {sto:>9,.0f} ({(sto - last_sto) / dt:6,.0f}/s)  "
                       f"rows in DB {rows:>10,}  {values}", flush=True)
@@ -286,6 +292,9 @@ class Demo:
                 tags = _count(conn, "SELECT count(*) FROM nexus.tags")
                 dead = _count(conn, "SELECT count(*) FROM nexus.dead_letters")
                 bad = _count(conn, "SELECT count(*) FROM nexus.points WHERE status >> 30 >= 2")
+                windows = _count(conn, "SELECT count(*) FROM nexus.windows")
+                alarms = _count(conn, "SELECT count(*) FROM nexus.alarms")
+                active = _count(conn, "SELECT count(*) FROM nexus.alarms WHERE active")
         finally:
             if self.pg:
                 self.pg.stop()
@@ -301,6 +310,8 @@ class Demo:
             print(f"rows in database   {rows:,} ({tags} tags)")
         print(f"bad-quality rows   {bad:,}")
         print(f"dead letters       {dead:,}")
+        print(f"windows stored     {windows:,} (nexus.windows: 10 s and 1 min aggregates of zone1_temp)")
+        print(f"alarms             {alarms:,} raised, {active:,} active now (nexus.alarms)")
         if new_rows is not None and confirmed:
             lost = confirmed - new_rows
             print(f"lost               {max(lost, 0):,}")
