@@ -10,7 +10,7 @@ Two inputs:
   payload, :func:`proto.points.decode_point`; ``schema`` may be left out, ``ts`` too: the arrival time
   is taken, ``q`` too: GOOD), or a bare JSON number, bool or string (``21.5``, ``true``, ``"MOLD-42"``):
   that value, GOOD, at the arrival time. Anything else (``null``, a list, text that is not JSON, ``ts``
-  in seconds or as a float) is refused.
+  as a float or a string) is refused.
 
 A refused message raises :class:`InputError`; the daemon publishes its dead letter
 (:func:`encode_dead_letter`) and acknowledges it.
