@@ -29,7 +29,6 @@ from collections.abc import Iterator
 
 from gateway import metrics as m
 from gateway.errors import SpoolFull
-from gateway.messages import Numbering
 from gateway.readings import END, DeviceBatch, Readings
 from gateway.segments import read_legacy_segment
 from gateway.settings import Settings
@@ -38,6 +37,7 @@ from gateway.statetopics import StateTopics
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, MqttClient, MqttError
 from nexus.report import bounded
 from proto import ContractError, decode_ack, decode_batch
+from proto.streams import Numbering
 
 log = logging.getLogger("gateway.publisher")
 
@@ -65,7 +65,7 @@ class Publisher:
         #: must not reuse a run whose confirmations could then match new messages)
         self.run = run if run is not None else max(time.time_ns() // 1_000_000, spool.max_run + 1)
         self.numbering = Numbering(gateway=self.gateway, run=self.run, root=settings.topic_root,
-                                   max_points=settings.max_points_per_message)
+                                   max_items=settings.max_points_per_message)
         self.confirm_by_ingestion = settings.delivery == "confirmed"
         self.points_confirmed = 0
         self.messages_confirmed = 0
@@ -98,7 +98,11 @@ class Publisher:
                 return
 
     def _messages(self, batch: DeviceBatch) -> Iterator[tuple[str, bytes, int]]:
-        return self.numbering.messages(batch)
+        """``(topic, payload, points)`` of each numbered message of ``batch`` (windows and events count
+        no points)."""
+        for stream, topic, payload, n in self.numbering.messages(batch.device.path, batch.points, batch.windows,
+                                                                 batch.events):
+            yield topic, payload, n if stream == "batch" else 0
 
     @property
     def errors(self) -> int:

@@ -1,7 +1,7 @@
 """The normalizer daemon's output before the broker has it: each device's normalized output not yet
 published (:class:`Outgoing`), each output message until it is PUBACKed (:class:`Publication`), and
-how a buffer becomes numbered messages of at most ``max_batch_points`` entries and below the batch
-bound (:class:`Encoder`; the gateway's ``gateway/messages.py`` does the same for its batches).
+how a buffer becomes numbered messages (:class:`Encoder`, over :class:`proto.streams.Numbering`,
+as the gateway's publisher numbers its own).
 
 Every buffer and message holds the input messages it carries something of (:class:`Held`): each one
 counts what holds it, and is acknowledged when nothing does any more (:mod:`normalizer.daemon`).
@@ -9,14 +9,13 @@ counts what holds it, and is acknowledged when nothing does any more (:mod:`norm
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Protocol
 
-from proto.aggregates import AlarmEvent, Window, encode_events, encode_windows, events_topic, windows_topic
-from proto.points import MAX_BATCH_BYTES, Point, encode_batch
-from proto.uns import DevicePath, batch_topic
-
-_T = TypeVar("_T")
+from proto.aggregates import AlarmEvent, Window
+from proto.points import Point
+from proto.streams import Numbering
+from proto.uns import DevicePath
 
 
 class Held(Protocol):
@@ -65,34 +64,17 @@ class Encoder:
     """Numbers the output messages of one run ``(gw, run, seq)``, seq from 1 over every stream."""
 
     def __init__(self, *, gateway: str, run: int, root: str, max_points: int) -> None:
-        self.gateway, self.run, self.root, self.max_points = gateway, run, root, max_points
-        self.seq = 0  #: the last seq given
+        self.numbering = Numbering(gateway=gateway, run=run, root=root, max_items=max_points)
+
+    @property
+    def seq(self) -> int:
+        """The last seq given."""
+        return self.numbering.seq
 
     def encode(self, o: Outgoing) -> list[Publication]:
         """The messages of buffer ``o``; its inputs are then held by each of them instead of by ``o``."""
-        gw, run, root, n = self.gateway, self.run, self.root, self.max_points
-        pubs: list[Publication] = []
-        for i in range(0, len(o.points), n):
-            pubs += self._split(batch_topic(o.device, root), "batch", o.points[i:i + n], o.jobs,
-                                lambda items, seq: encode_batch(items, seq=seq, gateway=gw, run=run))
-        for i in range(0, len(o.windows), n):
-            pubs += self._split(windows_topic(o.device, root), "windows", o.windows[i:i + n], o.jobs,
-                                lambda items, seq: encode_windows(items, seq=seq, gateway=gw, run=run))
-        for i in range(0, len(o.events), n):
-            pubs += self._split(events_topic(o.device, root), "events", o.events[i:i + n], o.jobs,
-                                lambda items, seq: encode_events(items, seq=seq, gateway=gw, run=run))
+        pubs = [Publication(topic, payload, o.jobs, stream, n)
+                for stream, topic, payload, n in self.numbering.messages(o.device, o.points, o.windows, o.events)]
         for job in o.jobs:
             job.refs += len(pubs) - 1
         return pubs
-
-    def _split(self, topic: str, stream: str, items: Sequence[_T], jobs: list[Held],
-               encode: Callable[[list[_T], int], bytes]) -> list[Publication]:
-        """``items`` in messages below MAX_BATCH_BYTES (a single larger item goes alone), numbered in order."""
-        seq = self.seq + 1
-        payload = encode(list(items), seq)
-        if len(payload) > MAX_BATCH_BYTES and len(items) > 1:
-            half = len(items) // 2
-            return (self._split(topic, stream, items[:half], jobs, encode)
-                    + self._split(topic, stream, items[half:], jobs, encode))
-        self.seq = seq
-        return [Publication(topic, payload, jobs, stream, len(items))]

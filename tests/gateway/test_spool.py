@@ -230,8 +230,8 @@ def test_a_record_the_broker_refuses_goes_to_rejected_and_its_segment_can_go(tmp
 
 def test_a_device_batch_of_long_strings_is_split_below_the_message_bound(tmp_path: Path) -> None:
     from gateway.config import load_plant
-    from gateway.messages import MAX_MESSAGE_BYTES
     from gateway.readings import DeviceBatch
+    from proto.streams import MAX_MESSAGE_BYTES
 
     plant = tmp_path / "plant.toml"
     plant.write_text('[plant]\nenterprise = "e"\nsite = "s"\narea = "a"\nline = "l"\n'
