@@ -29,6 +29,8 @@ _QUALITY = 0xC0000000
 _EU_EXCEEDED = int(Status.UNCERTAIN_ENGINEERING_UNITS_EXCEEDED)
 _OUT_OF_RANGE = int(Status.BAD_OUT_OF_RANGE)
 _new = tuple.__new__
+_CONTINUOUS, _ON_CHANGE, _WINDOWS_ONLY, _ON_EVENT = range(4)
+_KINDS = {"continuous": _CONTINUOUS, "on_change": _ON_CHANGE, "windows_only": _WINDOWS_ONLY, "on_event": _ON_EVENT}
 
 
 class TagSpec(Protocol):
@@ -63,10 +65,12 @@ class TagChain:
         "alarms",
         "band",
         "debounce",
+        "extras",
         "factor",
         "feeds",
         "hi",
         "integer",
+        "kind",
         "last_status",
         "last_ts",
         "last_value",
@@ -101,6 +105,7 @@ class TagChain:
         self.silence = tr.max_silence_ms
         self.debounce = tr.debounce_ms
         self.mode = r.storage
+        self.kind = _KINDS[r.storage]
         self.windows = Windows(spec.name, r.windows) if r.windows else None
         self.alarms = Alarms(spec.name, r.alarms) if r.alarms is not None else None
         self.last_value: object = None  # last reported value and status, and when
@@ -110,6 +115,7 @@ class TagChain:
         self.pending_ts = -1  # debounce: the time of the edge being reported
         self.feeds = False  #: an input of a derived tag: the engineering value of each reading is kept
         self.seen: tuple[object, int, int] | None = None  # (value, status, ts) of the last reading, if feeds
+        self.extras = self.windows is not None or self.alarms is not None  # (feeds sets it too)
 
     def step(self, p: Point, out: list[Point], windows: list[Window], events: list[AlarmEvent]) -> None:
         # the hot loop (bench/normalizer.py): class checks instead of isinstance, ±inf bounds instead of
@@ -120,25 +126,33 @@ class TagChain:
         if (cls is float or cls is int) and self.numeric and st < _BAD:
             if v - v:
                 v, st, reason = None, _OUT_OF_RANGE, f"not a finite number ({v})"
-            else:
-                if self.linear:
-                    v = v * self.factor + self.shift
-                if v < self.lo:
-                    reason, v, st = f"clamped to the range minimum from {v:.6g}", self.lo, _EU_EXCEEDED
-                elif v > self.hi:
-                    reason, v, st = f"clamped to the range maximum from {v:.6g}", self.hi, _EU_EXCEEDED
+            elif self.linear:
+                x = v * self.factor + self.shift
+                if x - x:  # a finite reading that overflowed the float range on the way
+                    v, st, reason = None, _OUT_OF_RANGE, f"{v:.6g} overflows the engineering range"
+                elif x < self.lo:
+                    reason, v, st = f"clamped to the range minimum from {x:.6g}", self.lo, _EU_EXCEEDED
+                elif x > self.hi:
+                    reason, v, st = f"clamped to the range maximum from {x:.6g}", self.hi, _EU_EXCEEDED
+                else:
+                    v = x
+            elif v < self.lo:
+                reason, v, st = f"clamped to the range minimum from {v:.6g}", self.lo, _EU_EXCEEDED
+            elif v > self.hi:
+                reason, v, st = f"clamped to the range maximum from {v:.6g}", self.hi, _EU_EXCEEDED
         elif st >= _BAD:
             v = None
-        if self.feeds:
-            self.seen = (v, st, ts)
-        if self.windows is not None:
-            self.windows.add(None if v is None or v.__class__ is str else float(v), ts, st, windows)
-        if self.alarms is not None:
-            self.alarms.add(v, ts, st, events)
-        mode = self.mode
-        if mode == "continuous":
+        if self.extras:
+            if self.feeds:
+                self.seen = (v, st, ts)
+            if self.windows is not None:
+                self.windows.add(None if v is None or v.__class__ is str else float(v), ts, st, windows)
+            if self.alarms is not None:
+                self.alarms.add(v, ts, st, events)
+        kind = self.kind
+        if kind == _CONTINUOUS:
             pass
-        elif mode == "on_change":
+        elif kind == _ON_CHANGE:
             if st == self.last_status and (not self.silence or ts - self.last_ts < self.silence):
                 last = self.last_value
                 if v == last:
@@ -147,13 +161,12 @@ class TagChain:
                 if band and v is not None and last is not None and v.__class__ is not bool \
                         and abs(v - last) < band:
                     return
-        elif mode == "windows_only" or not self._edge(v, ts):
+        elif kind == _WINDOWS_ONLY or not self._edge(v, ts):
             return
         elif self.pending_ts >= 0:
             ts, self.pending_ts = self.pending_ts, -1  # the edge happened when the value first changed
         self.last_value, self.last_status, self.last_ts = v, st, ts
-        out.append(p if v is p.value and st == p.status and ts == p.ts else
-                   _new(Point, (tag, v, ts, st, unit, reason)))
+        out.append(_new(Point, (tag, v, ts, st, unit, reason)))
 
     def _edge(self, v: object, ts: int) -> bool:
         """on_event: whether ``v`` at ``ts`` is reported (the first reading, then each debounced change)."""
@@ -196,7 +209,7 @@ class DeviceRules:
         # only tags that need work: without any, points pass through untouched (bench/gateway.py)
         self._chains = {t.name: TagChain(t) for t in [*tags, *derived] if needs_chain(t) or t.name in inputs}
         for name in inputs & set(self._chains):
-            self._chains[name].feeds = True
+            self._chains[name].feeds = self._chains[name].extras = True
         #: derived tags in config order (one may read those before it): (spec, its chain or None)
         self._derived = [(d, self._chains.get(d.name)) for d in derived]
         self.windows: list[Window] = []  #: closed windows not yet taken
@@ -211,6 +224,7 @@ class DeviceRules:
             prev = old._chains.get(name)
             if prev is not None and prev.spec == chain.spec:
                 prev.feeds = chain.feeds
+                prev.extras = prev.feeds or prev.windows is not None or prev.alarms is not None
                 self._chains[name] = prev
                 kept += 1
         self._derived = [(spec, self._chains.get(spec.name)) for spec, _ in self._derived]
@@ -246,7 +260,7 @@ class DeviceRules:
         chains = self._chains
         for spec, chain in self._derived:
             names = spec.expression.names
-            if not names & polled:
+            if polled.isdisjoint(names):
                 continue
             values: dict[str, object] = {}
             status, ts, bad = 0, -1, ""
@@ -257,8 +271,9 @@ class DeviceRules:
                     continue
                 got, st, when = seen
                 values[name] = got
-                ts = max(ts, when)
-                if st & _QUALITY > status & _QUALITY:
+                if when > ts:
+                    ts = when
+                if st and st & _QUALITY > status & _QUALITY:
                     status = st
                     if st & _BAD:
                         bad = name

@@ -94,6 +94,18 @@ def test_non_finite_readings_are_bad(bad: float) -> None:
     assert (p.value, p.status) == (None, Status.BAD_OUT_OF_RANGE) and "not a finite number" in (p.reason or "")
 
 
+def test_a_reading_that_overflows_on_the_way_is_bad() -> None:
+    rules = DeviceRules([tag("t", "float64", transform={"scale": 1e300})])
+    [p] = rules.apply([pt("t", 1e10)])
+    assert (p.value, p.status, p.reason) == (None, Status.BAD_OUT_OF_RANGE, "1e+10 overflows the engineering range")
+
+
+def test_bool_and_none_values_of_a_numeric_tag_pass_untransformed() -> None:
+    rules = DeviceRules([tag("t", "int16", transform={"scale": 2.0})])
+    out = rules.apply([pt("t", True, 1), pt("t", None, 2, Status.UNCERTAIN)])
+    assert [(p.value, p.status) for p in out] == [(True, Status.GOOD), (None, Status.UNCERTAIN)]
+
+
 def test_big_integers_stay_exact_without_a_linear_rule() -> None:
     rules = DeviceRules([tag("c", "uint64", transform={"max": 2.0**64})])
     big = 2**53 + 1
