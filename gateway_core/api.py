@@ -191,8 +191,12 @@ def create_app(core: Core) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for router in (routes_devices.router, routes_config.router, history.router, history_aggregates.router):
+    for router in (routes_devices.router, routes_config.router, history_aggregates.router):
         app.include_router(
             router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_query_values)]
         )
+    # /history takes several tags as tag=...&tag=...
+    app.include_router(
+        history.router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(history.single_values_but_tag)]
+    )
     return app

@@ -1,180 +1,114 @@
-"""GET /api/v1/history: raw points or time buckets of one tag from the historian, as JSON or CSV.
+"""GET /api/v1/history: raw points or per-bucket statistics of one or more tags from the historian,
+as JSON, or streamed as CSV, JSON lines or Parquet.
 
-Reads ``nexus.tags`` / ``nexus.points`` (ingestion/migrations/001_core.sql). Buckets use TimescaleDB's
-``time_bucket`` where the extension is installed, ``date_bin`` on plain PostgreSQL (same result for
-the intervals we accept).
+The request's parameters and errors are here; what is read and how is in
+:mod:`gateway_core.history_query` (the statistics, the time-weighted average, the server-side
+cursor), the encodings in :mod:`gateway_core.history_formats`. JSON is built in memory and bounded
+by ``history.max_rows`` (a 422 before any byte is sent); the streamed formats read through a
+server-side cursor and are bounded by the range (``history.max_range_days``) and the tag count
+(:data:`MAX_TAGS`), not by ``max_rows``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import re
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
-import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway_core.auth import Principal, require
 from gateway_core.errors import ApiError
-from gateway_core.settings import HistorySettings
-from gateway_core.store import Pool
+from gateway_core.history_formats import (
+    MEDIA_TYPES,
+    ClosingStream,
+    csv_chunks,
+    json_body,
+    jsonl_chunks,
+    parquet_chunks,
+    pyarrow,
+)
+from gateway_core.history_query import (
+    MAX_TAGS,
+    STATS,
+    History,
+    check_range,
+    iso,
+    parse_bucket,
+    parse_stats,
+    time_range,
+)
+from gateway_core.history_query import Query as HistoryQuery
 from proto.errors import TopicError
-from proto.points import Quality
-from proto.uns import TagPath
+from proto.uns import TagPath, validate_level
 
-_BUCKET = re.compile(r"^([1-9][0-9]{0,6})(ms|s|m|h|d)$")
-_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+__all__ = ["History", "check_range", "iso", "parse_bucket", "router", "single_values_but_tag", "time_range"]
 
-
-def parse_bucket(text: str, field: str = "bucket") -> timedelta:
-    """``<n><ms|s|m|h|d>`` as a duration; a 422 naming ``field`` otherwise."""
-    m = _BUCKET.match(text)
-    if not m:
-        raise ApiError(422, f"{field} {text!r} is not <n><ms|s|m|h|d>, e.g. 1m", field=field)
-    return timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+_LEVELS = ("enterprise", "site", "area", "line", "device", "tag")
 
 
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-def iso(t: datetime) -> str:
-    """``t`` as ISO 8601 UTC with milliseconds and a Z, as every history answer spells times."""
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def time_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    """``from``/``to`` of a query in UTC (naive times are UTC); default: the hour before now."""
-    try:
-        end_t = _utc(end) if end is not None else datetime.now(UTC)
-        start_t = _utc(start) if start is not None else end_t - timedelta(hours=1)
-    except (OverflowError, ValueError) as exc:
-        raise ApiError(422, f"bad time: {exc}", field="from") from exc
-    return start_t, end_t
-
-
-def check_range(start: datetime, end: datetime, settings: HistorySettings) -> None:
-    """A 422 naming the field unless ``from`` < ``to`` and the span is within ``max_range_days``."""
-    if end <= start:
-        raise ApiError(422, f"'from' ({iso(start)}) must be before 'to' ({iso(end)})", field="from")
-    if end - start > timedelta(days=settings.max_range_days):
-        raise ApiError(
-            422,
-            f"range {end - start} is longer than the limit of {settings.max_range_days:g} days",
-            field="to",
-        )
-
-
-class History:
-    def __init__(self, pool: Pool, settings: HistorySettings) -> None:
-        self.pool = pool
-        self.settings = settings
-        self._timescale: bool | None = None
-
-    async def query(
-        self, tag: str, start: datetime, end: datetime, bucket: timedelta | None
-    ) -> dict[str, Any]:
-        check_range(start, end, self.settings)
-        limit = self.settings.max_rows
-        if bucket is not None and (end - start) / bucket > limit:
+def single_values_but_tag(request: Request) -> None:
+    """Like the API's rule (every query parameter once), except ``tag``, which may name several tags."""
+    keys = [k for k, _ in request.query_params.multi_items()]
+    for key in keys:
+        if key != "tag" and keys.count(key) > 1:
             raise ApiError(
-                422,
-                f"{(end - start) // bucket} buckets exceed the limit of {limit}; "
-                "use a larger bucket or a shorter range",
-                field="bucket",
+                400, f"query parameter {key!r} is given {keys.count(key)} times; give it once", field=key
             )
+
+
+def parse_prefix(text: str) -> str:
+    """A UNS path of 1 to 6 levels (enterprise ... tag); a 422 naming ``prefix`` otherwise."""
+    levels = text.split("/")
+    try:
+        if len(levels) > 6:
+            raise TopicError(f"UNS path {text[:64]!r} has {len(levels)} levels, expected 1 to 6", topic=text)
+        for name, level in zip(_LEVELS, levels, strict=False):
+            validate_level(level, what=name)
+    except TopicError as exc:
+        raise ApiError(422, f"prefix: {exc}", field="prefix") from exc
+    return text
+
+
+def parse_tags(tags: list[str]) -> list[str]:
+    """Six-level UNS paths, duplicates dropped (first one kept), at most :data:`MAX_TAGS`."""
+    out = list(dict.fromkeys(tags))
+    if len(out) > MAX_TAGS:
+        raise ApiError(422, f"{len(out)} tags in one request; the limit is {MAX_TAGS}", field="tag")
+    for tag in out:
+        if len(tag) > 1024:
+            raise ApiError(422, f"tag {tag[:64]!r}... is longer than 1024 characters", field="tag")
         try:
-            async with self.pool.connection() as conn:
-                row = await (
-                    await conn.execute("SELECT id, unit FROM nexus.tags WHERE path = %s", (tag,))
-                ).fetchone()
-                if row is None:
-                    raise ApiError(404, f"tag {tag!r} has no history", field="tag")
-                tag_id, unit = row
-                out: dict[str, Any] = {"tag": tag, "unit": unit, "from": iso(start), "to": iso(end)}
-                if bucket is None:
-                    rows = await (
-                        await conn.execute(
-                            "SELECT time, value, value_text, status FROM nexus.points WHERE tag_id = %s"
-                            " AND time >= %s AND time < %s ORDER BY time LIMIT %s",
-                            (tag_id, start, end, limit + 1),
-                        )
-                    ).fetchall()
-                    if len(rows) > limit:
-                        raise ApiError(
-                            422,
-                            f"more than {limit} points in range; use a bucket or a shorter range",
-                            field="to",
-                        )
-                    out["points"] = [
-                        {
-                            "time": iso(t),
-                            "value": v,
-                            "value_text": vt,
-                            "status": s,
-                            "quality": Quality.of(s).name.lower(),
-                        }
-                        for t, v, vt, s in rows
-                    ]
-                    return out
-                if self._timescale is None:
-                    self._timescale = bool(
-                        await (
-                            await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
-                        ).fetchone()
-                    )
-                # the same origin on both: time_bucket's default (2000-01-03, a Monday) would shift 3d/7d buckets
-                fn = (
-                    "time_bucket(%s, time, origin => TIMESTAMPTZ '2000-01-01')"
-                    if self._timescale
-                    else "date_bin(%s, time, TIMESTAMPTZ '2000-01-01')"
-                )
-                rows = await (
-                    await conn.execute(
-                        f"SELECT {fn} AS bucket, min(value), max(value), avg(value),"
-                        " (array_agg(value ORDER BY time DESC))[1], count(*) FROM nexus.points"
-                        " WHERE tag_id = %s AND time >= %s AND time < %s GROUP BY 1 ORDER BY 1",
-                        (bucket, tag_id, start, end),
-                    )
-                ).fetchall()
-                out["buckets"] = [
-                    {"time": iso(b), "min": lo, "max": hi, "avg": avg, "last": last, "count": n}
-                    for b, lo, hi, avg, last, n in rows
-                ]
-                return out
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
-            raise ApiError(
-                404, "no historian tables (nexus.tags, nexus.points) in this database", field="tag"
-            ) from exc
-
-
-def to_csv(result: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    if "points" in result:
-        cols = ["time", "value", "value_text", "status", "quality"]
-        rows = result["points"]
-    else:
-        cols = ["time", "min", "max", "avg", "last", "count"]
-        rows = result["buckets"]
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+            TagPath.parse(tag)
+        except TopicError as exc:
+            raise ApiError(422, f"tag: {exc}", field="tag") from exc
+    return out
 
 
 router = APIRouter(tags=["history"])
 
+Format = Literal["json", "csv", "jsonl", "parquet"]
+
 
 @router.get(
-    "/history", summary="Raw points or buckets of one tag", responses={200: {"content": {"text/csv": {}}}}
+    "/history",
+    summary="Raw points or per-bucket statistics of one or more tags",
+    responses={200: {"content": {MEDIA_TYPES[f]: {} for f in ("csv", "jsonl", "parquet")}},
+               501: {"description": "format=parquet on a server without pyarrow"}},
 )
 async def history(
     request: Request,
     *,
-    tag: Annotated[str, Query(description="UNS path enterprise/site/area/line/device/tag", max_length=1024)],
+    tag: Annotated[
+        list[str] | None,
+        Query(description="UNS path enterprise/site/area/line/device/tag; repeat for several tags "
+              f"(at most {MAX_TAGS})"),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        Query(description=f"instead of tag: every tag under this UNS path (1 to 6 levels, at most {MAX_TAGS} tags)",
+              max_length=1024),
+    ] = None,
     start: Annotated[
         datetime | None, Query(alias="from", description="ISO 8601; default: one hour before 'to'")
     ] = None,
@@ -182,16 +116,39 @@ async def history(
     bucket: Annotated[
         str | None, Query(description="bucket width <n><ms|s|m|h|d>, e.g. 1m; absent: raw points")
     ] = None,
-    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    stats: Annotated[
+        str | None,
+        Query(description=f"per bucket, comma-separated, in this order: {', '.join(STATS)} or all; "
+              "default min,max,avg,last,count", max_length=256),
+    ] = None,
+    format: Annotated[
+        Format, Query(description="json (bounded by history.max_rows), or streamed: csv, jsonl, parquet")
+    ] = "json",
     _: Annotated[Principal, Depends(require("viewer"))],
 ) -> Response:
-    try:
-        TagPath.parse(tag)
-    except TopicError as exc:
-        raise ApiError(422, f"tag: {exc}", field="tag") from exc
+    if prefix is not None and tag:
+        raise ApiError(422, "give tag (one or more) or prefix, not both", field="prefix")
+    if prefix is None and not tag:
+        raise ApiError(422, "tag: Field required (one or more tag=, or prefix=)", field="tag")
+    tags = parse_tags(tag or [])
+    pfx = parse_prefix(prefix) if prefix is not None else None
     width = parse_bucket(bucket) if bucket is not None else None
+    wanted = parse_stats(stats, width)
     start_t, end_t = time_range(start, end)
-    result = await request.app.state.core.history.query(tag, start_t, end_t, width)
-    if format == "csv":
-        return Response(to_csv(result), media_type="text/csv")
-    return JSONResponse(result)
+    core_history: History = request.app.state.core.history
+    check_range(start_t, end_t, core_history.settings)
+    pa = pyarrow() if format == "parquet" else None
+    if format == "parquet" and pa is None:
+        raise ApiError(
+            501, "format=parquet needs pyarrow on the server (pip install 'nexus-edge[parquet]'); "
+            "use csv or jsonl", field="format",
+        )
+    series = await core_history.resolve(tags, pfx)
+    q = HistoryQuery(series=tuple(series), start=start_t, end=end_t, bucket=width, stats=wanted,
+                     multi=pfx is not None or len(tags) > 1)
+    if format == "json":
+        return JSONResponse(json_body(q, await core_history.fetch(q)))
+    batches = core_history.stream(q)
+    body = (csv_chunks(q, batches) if format == "csv" else jsonl_chunks(q, batches) if format == "jsonl"
+            else parquet_chunks(q, batches, pa))
+    return ClosingStream(body, media_type=MEDIA_TYPES[format])

@@ -147,7 +147,7 @@ async def test_buckets_json_and_csv(api: Api) -> None:
         ({"bucket": "1x"}, 422, "bucket", "is not <n><ms|s|m|h|d>"),
         ({"bucket": "1s", "from": "2026-01-05T11:00:00Z"}, 422, "bucket", "exceed the limit of 20"),
         ({"from": "2026-01-01T00:00:00Z", "to": "2026-01-30T00:00:00Z"}, 200, None, ""),
-        ({"format": "xml"}, 422, "format", "Input should be 'json' or 'csv'"),
+        ({"format": "xml"}, 422, "format", "Input should be 'json', 'csv', 'jsonl' or 'parquet'"),
     ],
 )
 async def test_limits_and_errors(
