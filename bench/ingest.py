@@ -60,12 +60,64 @@ def stored(ops_port: int) -> int:
     return 0
 
 
+def drain_online(pg: Postgres, mq: Mosquitto, tmp: Path, payloads: list[tuple[str, bytes]], total: int,
+                 workers: int, batch: int) -> float:
+    """Points/s stored by ``workers`` workers of one share group, subscribed before the same messages are
+    published (a shared subscription hands each message to one live member): first stored point to the
+    last, summed over the workers' /metrics; the table counted exactly at the end."""
+    dsn = pg.create_database(f"scale{workers}")
+    procs, ports = [], []
+    for w in range(workers):
+        port = free_port()
+        ports.append(port)
+        env = {"NEXUS_INGESTION_WORKER_ID": f"scale{workers}-{w}", "NEXUS_INGESTION_MQTT_PORT": str(mq.port),
+               "NEXUS_INGESTION_SHARE_GROUP": f"scale{workers}", "NEXUS_INGESTION_TOPIC_ROOT": f"scale{workers}",
+               "NEXUS_INGESTION_DB_DSN": dsn, "NEXUS_INGESTION_LOG_JSON": "false",
+               "NEXUS_INGESTION_OPS_PORT": str(port), "NEXUS_INGESTION_BATCH_MAX_POINTS": str(batch),
+               "NEXUS_INGESTION_BATCH_MAX_PENDING_POINTS": str(max(50_000, batch * 4))}
+        log = tmp / f"scale{workers}-{w}.log"
+        procs.append(worker(env, log))
+        while "mqtt connected" not in log.read_text() or "historian ready" not in log.read_text():
+            time.sleep(0.1)
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", mq.port)
+    pub.loop_start()
+    root = f"scale{workers}"
+    infos = [pub.publish(root + topic[len("nexus"):], payload, qos=1) for topic, payload in payloads]
+    first_t = None
+    try:
+        while True:
+            n = sum(stored(port) for port in ports)
+            now = time.perf_counter()
+            if first_t is None and n > 0:
+                first_t, first_n = now, n
+            if n >= total:
+                break
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise SystemExit("a worker died; see the logs in " + str(tmp))
+            time.sleep(0.05)
+        for info in infos:
+            info.wait_for_publish(120)
+    finally:
+        pub.loop_stop()
+        for proc in procs:
+            proc.terminate()
+            proc.wait()
+    assert count(dsn) == total, "duplicates or loss"
+    return (total - first_n) / (now - first_t)  # type: ignore[operator]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=500_000)
     ap.add_argument("--per-message", type=int, default=100)
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--batch", type=int, default=5000, help="worker batch size (points) and raw COPY transaction size")
+    ap.add_argument("--scale-out", action="store_true",
+                    help="also: the same rows drained by 1 worker and by 2 workers of one share group (online)")
     args = ap.parse_args()
     per, n_msgs = args.per_message, args.points // args.per_message
     total = n_msgs * per
@@ -149,6 +201,11 @@ def main() -> None:
               f"{per} points/message, dedup + ack after commit)")
         print(f"raw binary COPY  : {raw:>10,.0f} points/s (same rows, same table shape, same transaction size)")
         print(f"ratio            : {ours / raw:.2f} x raw COPY")
+        if args.scale_out:
+            one = drain_online(pg, mq, tmp, payloads, total, 1, args.batch)
+            two = drain_online(pg, mq, tmp, payloads, total, 2, args.batch)
+            print(f"scale-out        : 1 worker {one:,.0f} points/s, 2 workers (one share group) {two:,.0f} points/s "
+                  f"= {two / one:.2f} x; same rows, workers subscribed before the publisher starts")
     finally:
         mq.stop()
         pg.stop()
