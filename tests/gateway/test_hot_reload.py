@@ -153,8 +153,8 @@ def test_two_gateways_share_devices_and_one_dies(tmp_path: Path, broker, db, pre
         assert took < 3 + 5  # heartbeat timeout (3 s) + a push and a sync
         # the survivor really polls the moved devices: their PLCs keep being read
         reads = {d: plcs[int(d.split("-")[1])].reads for d in moved}
-        time.sleep(0.6)
-        assert all(plcs[int(d.split("-")[1])].reads > n for d, n in reads.items())
+        wait_for(lambda: all(plcs[int(d.split("-")[1])].reads > n for d, n in reads.items()), 5,
+                 what="the moved devices read by the survivor")
 
         # a gateway joins: devices move to it released-before-assigned, never polled by two at once
         daemons("gateway", {**gateway_env(broker, tmp_path / "none.toml", prefix), "NEXUS_GATEWAY_GATEWAY_ID": "gw-c",

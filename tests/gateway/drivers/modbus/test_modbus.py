@@ -217,8 +217,14 @@ async def test_poller_normalizes_and_writes_through_its_queue(tcp_plc: Any) -> N
     stop = asyncio.Event()
     task = asyncio.create_task(poller.run(stop))
     try:
-        await asyncio.sleep(0.4)
-        points = {p.tag: p.value for p in await drain(queue)}
+        seen: list[Any] = []
+
+        async def level_read() -> bool:
+            seen.extend(await drain(queue))
+            return any(p.tag == "level" for p in seen)
+
+        await until(level_read, 5, what="a poll of level")
+        points = {p.tag: p.value for p in seen}
         assert points["level"] == pytest.approx(42.5)  # raw 425 at scale 0.1
         answers: list[str | None] = []
         done = asyncio.Event()
@@ -230,8 +236,13 @@ async def test_poller_normalizes_and_writes_through_its_queue(tcp_plc: Any) -> N
         assert poller.submit(WriteCommand(dev.tag("level"), to_raw(dev.tag("level"), -7.5, poller.rules), reply))
         await asyncio.wait_for(done.wait(), 3)
         assert answers == [None]
-        await asyncio.sleep(0.3)
-        assert [p.value for p in await drain(queue) if p.tag == "level"][-1] == pytest.approx(-7.5)
+        after: list[Any] = []
+
+        async def written_read() -> bool:
+            after.extend(p for p in await drain(queue) if p.tag == "level")
+            return bool(after) and after[-1].value == pytest.approx(-7.5)
+
+        await until(written_read, 5, what="level read back as -7.5")
     finally:
         stop.set()
         await task

@@ -34,7 +34,7 @@ from gateway.drivers.opcua.simulator import (
 from gateway.errors import ConfigError, PermanentError, TemporaryError, WriteRefused
 from gateway.poller import DevicePoller
 from gateway.readings import DeviceBatch
-from proto.points import Quality, Status
+from proto.points import Point, Quality, Status
 from tests.support import ROOT
 from tests.support.wait import until
 
@@ -325,8 +325,14 @@ async def test_subscription_changes_deadband_and_overflow(sim: SimProcess) -> No
                 await speed.write_value(ua.Variant(v, ua.VariantType.Double))
             for v in (1.0, 10.0, 12.0, 20.0):  # only changes of more than 5 from the last value are reported
                 await level.write_value(ua.Variant(v, ua.VariantType.Double))
-            await asyncio.sleep(0.5)
-            changes = await drv.read()
+            changes: list[Point] = []
+
+            async def all_arrived() -> bool:
+                changes.extend(await drv.read())
+                return [p.value for p in changes if p.tag == "level"][-1:] == [20.0] and \
+                    [p.value for p in changes if p.tag == "speed"][-1:] == [3.0]
+
+            await until(all_arrived, 5, interval=0.1, what="the speed and level changes")
             assert [p.value for p in changes if p.tag == "speed"] == [1.0, 2.0, 3.0]
             assert [p.value for p in changes if p.tag == "level"] == [10.0, 20.0]
             # 150 changes while nobody reads: the buffer (100) overflows, the newest value survives
