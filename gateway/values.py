@@ -1,8 +1,5 @@
-"""The canonical tag data types shared by every protocol, and checking of values to write.
-
-Protocols name their types differently (S7 ``DINT``, Logix ``REAL``, OPC UA ``Int32``); the plant
-config accepts the IEC 61131-3 names as aliases and every driver works with the canonical names.
-"""
+"""Checking of values to write, and float helpers of the drivers. The canonical types themselves are
+part of the contract (:mod:`proto.types`) and re-exported here for the gateway's modules."""
 
 from __future__ import annotations
 
@@ -11,28 +8,11 @@ import struct
 from typing import Any
 
 from gateway.errors import WriteRefused
+from proto.types import ALIASES, INT_RANGES, TYPES, canonical_type
 
-TYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
-         "float32", "float64", "string")
+__all__ = ["ALIASES", "INT_RANGES", "TYPES", "canonical_type", "check_write", "round_float32", "shortest_float32"]
 
-#: IEC 61131-3 elementary type names (used by S7 and Logix) -> canonical type
-ALIASES = {"byte": "uint8", "sint": "int8", "usint": "uint8", "int": "int16", "uint": "uint16", "word": "uint16",
-           "dint": "int32", "udint": "uint32", "dword": "uint32", "lint": "int64", "ulint": "uint64",
-           "lword": "uint64", "real": "float32", "lreal": "float64", "float": "float32", "double": "float64"}
-
-#: inclusive range of each integer type
-INT_RANGES = {"int8": (-2**7, 2**7 - 1), "uint8": (0, 2**8 - 1), "int16": (-2**15, 2**15 - 1),
-              "uint16": (0, 2**16 - 1), "int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
-              "int64": (-2**63, 2**63 - 1), "uint64": (0, 2**64 - 1)}
 _FLOAT32_MAX = 3.4028234663852886e38
-
-
-def canonical_type(name: str) -> str | None:
-    """The canonical type for ``name`` (case-insensitive, aliases allowed), or None if unknown."""
-    low = name.lower()
-    if low in TYPES:
-        return low
-    return ALIASES.get(low)
 
 
 def check_write(dtype: str, value: Any, *, length: int = 0) -> Any:

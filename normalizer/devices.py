@@ -24,11 +24,9 @@ from typing import Any
 from normalizer.config import TAG_KEYS, Rules, parse_rules
 from normalizer.errors import RuleError
 from proto.errors import ContractError
+from proto.types import TYPES  # the canonical names; the plant file's IEC aliases are not accepted here
 from proto.uns import DevicePath, validate_level
 
-#: the canonical value types (those of the gateway's plant file; its IEC aliases are not accepted here)
-TYPES = ("bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64",
-         "string")
 FILE_KEYS = frozenset({"devices"})
 DEVICE_KEYS = frozenset({"path", "tags"})
 TAG_FIELDS = frozenset({"name", "type", "unit"}) | TAG_KEYS
