@@ -39,7 +39,7 @@ class TagSpec(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def type(self) -> str: ...  # canonical type name (gateway.values.TYPES)
+    def type(self) -> str: ...  # canonical type name (proto.types.TYPES)
     @property
     def unit(self) -> str | None: ...
     @property
