@@ -55,11 +55,19 @@ class ClosingStream(StreamingResponse):
                     await close()
 
 
+def quality(status: int) -> str:
+    """``good``, ``uncertain`` or ``bad``: the quality class of an OPC UA StatusCode."""
+    return _QUALITY[(status >> 30) & 0b11]
+
+
+_QUALITY = tuple(Quality.of(top << 30).name.lower() for top in range(4))
+
+
 def record(q: Query, row: Row) -> dict[str, Any]:
     """One point or bucket as the JSON answer spells it (without its tag)."""
     if q.bucket is None:
         t, v, vt, s = row
-        return {"time": iso(t), "value": v, "value_text": vt, "status": s, "quality": Quality.of(s).name.lower()}
+        return {"time": iso(t), "value": v, "value_text": vt, "status": s, "quality": quality(s)}
     return {"time": iso(row[0]), **dict(zip(q.stats, row[1:], strict=True))}
 
 
@@ -79,8 +87,11 @@ def json_body(q: Query, fetched: list[tuple[Series, list[Row]]]) -> dict[str, An
 
 
 def _flat(q: Query, s: Series, row: Row) -> list[Any]:
-    rec = record(q, row)
-    return [s.path, *rec.values()] if q.multi else list(rec.values())
+    """One row's cells in the order of ``q.columns``."""
+    cells = [iso(row[0]), *row[1:]]
+    if q.bucket is None:
+        cells.append(quality(row[3]))
+    return [s.path, *cells] if q.multi else cells
 
 
 async def csv_chunks(q: Query, batches: Batches) -> AsyncIterator[bytes]:
@@ -179,7 +190,7 @@ async def parquet_chunks(q: Query, batches: Batches, pa: Any) -> AsyncIterator[b
                     for c, v in zip(columns, vals, strict=False):  # raw points: quality is the last
                         c.append(v)
                     if q.bucket is None:
-                        columns[-1].append(Quality.of(row[3]).name.lower())
+                        columns[-1].append(quality(row[3]))
                 if len(columns[0]) >= ROW_GROUP:
                     await asyncio.to_thread(write)
                     yield sink.take()

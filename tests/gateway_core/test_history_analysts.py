@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import pytest
 
-from gateway_core import history, history_query
+from gateway_core import history, history_formats, history_query
 from gateway_core.history_query import Query, Series
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
@@ -289,3 +289,8 @@ async def test_client_gone_closes_the_cursor(api: Api, db: str, monkeypatch: pyt
             "SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pool._idle[0].info.backend_pid,)
         )).fetchall()
     assert activity == [("idle", "ROLLBACK")]
+
+
+def test_quality_names() -> None:
+    assert [history_formats.quality(s) for s in (0, 0x40000000, 0x80000000, 0xC0000000, 0x800A0000)] == [
+        "good", "uncertain", "bad", "bad", "bad"]
