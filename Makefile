@@ -26,6 +26,17 @@ deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# TimescaleDB for the historian tests, from ../shared/timescaledb when it is there (built for PostgreSQL
+	@# 15.20: an older 15.x cannot load it, "undefined symbol: heap_datum_check"); elsewhere they are skipped
+	@ts=$${NEXUS_TIMESCALEDB_BUILD:-../shared/timescaledb}; \
+	if [ -x "$$ts/install.sh" ] && [ -d /usr/lib/postgresql/15/lib ]; then \
+	  v=$$(dpkg-query -W -f='$${Version}' postgresql-15 2>/dev/null || echo 0); \
+	  if dpkg --compare-versions "$$v" lt 15.20; then \
+	    echo "upgrading postgresql-15 $$v for TimescaleDB"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --only-upgrade postgresql-15 >/dev/null; \
+	  fi; \
+	  [ -e /usr/lib/postgresql/15/lib/timescaledb.so ] || $(SUDO) "$$ts/install.sh"; \
+	fi
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)

@@ -16,8 +16,13 @@ from proto.uns import validate_level, validate_prefix
 class DbSettings:
     dsn: str = "postgresql://nexus@127.0.0.1:5432/nexus"  #: libpq connection string of the historian
     connect_timeout: float = 10.0  #: seconds
-    retention_days: int = 0  #: TimescaleDB retention policy; 0 = keep forever
+    retention_days: int = 0  #: TimescaleDB retention policy of the raw points, days; 0 = keep forever
     compress_after_days: int = 7  #: TimescaleDB compression policy; 0 = no compression
+    retention_1m_days: int = 0  #: TimescaleDB: days nexus.points_1m keeps its buckets; 0 = forever
+    retention_1h_days: int = 0  #: TimescaleDB: days nexus.points_1h keeps its buckets; 0 = forever
+    #: TimescaleDB: days a point may arrive late (a spool replay) and still reach the aggregates at their next
+    #: refresh (the refresh policies' start_offset; cut to the raw retention). See docs/historian.md.
+    late_data_days: int = 7
     dedup_window_hours: int = 72  #: how long message digests are kept for redelivery detection
     #: seconds one database operation (a batch transaction, a housekeeping DELETE) may take before it is
     #: cancelled on the server and retried on a new connection: a lock or a stuck server never wedges a worker
@@ -29,6 +34,14 @@ class DbSettings:
         positive(self.connect_timeout, "db.connect_timeout")
         positive(self.query_timeout, "db.query_timeout")
         positive(self.migrate_timeout, "db.migrate_timeout")
+        for name in ("retention_days", "compress_after_days", "retention_1m_days", "retention_1h_days"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"must be >= 0 days (0: none), got {getattr(self, name)}", field=f"db.{name}")
+        positive(self.late_data_days, "db.late_data_days")
+        # the hour is refreshed from the minutes over the late-data window: they must still be there
+        if 0 < self.retention_1m_days <= self.late_data_days:
+            raise SettingsError(f"must be 0 or more than db.late_data_days ({self.late_data_days}), got "
+                                f"{self.retention_1m_days}", field="db.retention_1m_days")
 
 
 @dataclass(frozen=True, kw_only=True)

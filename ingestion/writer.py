@@ -93,7 +93,10 @@ class Writer:
         while (conn := await self._connect(stop)) is not None:
             try:
                 state = await pg.bounded(migrate(conn, retention_days=db.retention_days,
-                                                 compress_after_days=db.compress_after_days),
+                                                 compress_after_days=db.compress_after_days,
+                                                 retention_1m_days=db.retention_1m_days,
+                                                 retention_1h_days=db.retention_1h_days,
+                                                 late_data_days=db.late_data_days),
                                          timeout=db.migrate_timeout, stop=stop)
             except pg.Stopped:
                 break

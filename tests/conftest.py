@@ -3,6 +3,7 @@
 
 pytest_plugins = [
     "tests.plugins.servers",
+    "tests.plugins.timescale",
     "tests.plugins.daemons",
     "tests.plugins.loop",
     "tests.plugins.core",
