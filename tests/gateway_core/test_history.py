@@ -13,10 +13,17 @@ import pytest
 
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
+from tests.plugins.timescale import Historian
 from tests.support.core import Api, open_api
 
 PATH = "acme/berlin/stamping/line-1/press-1/temp"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(historian: Historian) -> str:
+    """Every test here runs on plain PostgreSQL and on TimescaleDB (the ``historian`` fixture's backends)."""
+    return historian.dsn
 
 
 @pytest.fixture

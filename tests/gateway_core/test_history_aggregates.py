@@ -14,6 +14,7 @@ import pytest
 
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
+from tests.plugins.timescale import Historian
 from tests.support.core import Api, open_api
 
 DEVICE = "acme/berlin/stamping/line-1/press-1"
@@ -27,6 +28,12 @@ S = timedelta(seconds=1)
 def tag_row(path: str, unit: str | None = None) -> tuple[object, ...]:
     e, s, a, li, d, t = path.split("/")
     return path, e, s, a, li, d, t, unit
+
+
+@pytest.fixture
+def db(historian: Historian) -> str:
+    """Every test here runs on plain PostgreSQL and on TimescaleDB (nexus.windows a hypertable there)."""
+    return historian.dsn
 
 
 @pytest.fixture
