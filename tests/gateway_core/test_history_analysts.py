@@ -22,6 +22,7 @@ from gateway_core import history, history_formats, history_query
 from gateway_core.history_query import Query, Series
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
+from tests.plugins.timescale import Historian
 from tests.support.core import ADMIN, Api, open_api
 
 DEVICE = "acme/berlin/stamping/line-1/press-1"
@@ -32,6 +33,12 @@ T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
 BAD = 0x800A0000
 RANGE = {"from": "2026-01-05T12:00:00Z", "to": "2026-01-05T12:04:00Z"}
+
+
+@pytest.fixture
+def db(historian: Historian) -> str:
+    """Every test here runs on plain PostgreSQL and on TimescaleDB (nexus.points a hypertable there)."""
+    return historian.dsn
 
 
 @pytest.fixture
