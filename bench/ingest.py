@@ -116,13 +116,17 @@ def main() -> None:
     ap.add_argument("--per-message", type=int, default=100)
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--batch", type=int, default=5000, help="worker batch size (points) and raw COPY transaction size")
+    ap.add_argument("--timescale", action="store_true",
+                    help="PostgreSQL with TimescaleDB preloaded: nexus.points (and the raw table) hypertables")
     ap.add_argument("--scale-out", action="store_true",
                     help="also: the same rows drained by 1 worker and by 2 workers of one share group (online)")
     args = ap.parse_args()
     per, n_msgs = args.per_message, args.points // args.per_message
     total = n_msgs * per
     tmp = Path(tempfile.mkdtemp(prefix="nexus-bench-"))
-    pg = Postgres(tmp / "pg", free_port())
+    settings = {"shared_preload_libraries": "timescaledb", "timescaledb.telemetry_level": "off"} \
+        if args.timescale else None
+    pg = Postgres(tmp / "pg", free_port(), settings=settings)
     mq = Mosquitto(tmp / "mq", free_port())
     pg.start()
     mq.start()
@@ -183,6 +187,12 @@ def main() -> None:
         with psycopg.connect(dsn) as c:
             ids = dict(c.execute("SELECT path, id FROM nexus.tags").fetchall())
             c.execute("CREATE TABLE nexus.points_raw (LIKE nexus.points INCLUDING ALL)")
+            if args.timescale:  # the raw limit into the same kind of table: a hypertable of 1-day chunks
+                hyper = c.execute("SELECT count(*) FROM timescaledb_information.hypertables "
+                                  "WHERE hypertable_name = 'points'").fetchone()
+                assert hyper and hyper[0] == 1, "nexus.points is not a hypertable: TimescaleDB not in use"
+                c.execute("SELECT create_hypertable('nexus.points_raw', 'time', chunk_time_interval => "
+                          "interval '1 day')")
             c.commit()
             rows = []
             for i in range(n_msgs):
@@ -199,7 +209,8 @@ def main() -> None:
             raw = total / (time.perf_counter() - t)
         print(f"ingestion worker : {ours:>10,.0f} points/s committed (1 worker, batches of {args.batch}, "
               f"{per} points/message, dedup + ack after commit)")
-        print(f"raw binary COPY  : {raw:>10,.0f} points/s (same rows, same table shape, same transaction size)")
+        kind = "hypertables (TimescaleDB)" if args.timescale else "plain tables"
+        print(f"raw binary COPY  : {raw:>10,.0f} points/s (same rows, same table shape, same transaction size; {kind})")
         print(f"ratio            : {ours / raw:.2f} x raw COPY")
         if args.scale_out:
             one = drain_online(pg, mq, tmp, payloads, total, 1, args.batch)
