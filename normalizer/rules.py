@@ -76,7 +76,6 @@ class TagChain:
         "last_value",
         "linear",
         "lo",
-        "mode",
         "name",
         "numeric",
         "pending",
@@ -104,7 +103,6 @@ class TagChain:
         self.band = tr.band
         self.silence = tr.max_silence_ms
         self.debounce = tr.debounce_ms
-        self.mode = r.storage
         self.kind = _KINDS[r.storage]
         self.windows = Windows(spec.name, r.windows) if r.windows else None
         self.alarms = Alarms(spec.name, r.alarms) if r.alarms is not None else None

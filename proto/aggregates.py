@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from proto.errors import PayloadError, TopicError
-from proto.points import MAX_TS_MS, SCHEMA_VERSION, _loads, brief, delivery_id
+from proto.points import MAX_TS_MS, SCHEMA_VERSION, _loads, brief, delivery_id, message_head
 from proto.uns import BATCH_ROOT, DevicePath, validate_level
 
 ALARM_KINDS = ("high", "low", "rate", "stuck")
@@ -95,20 +95,9 @@ def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _head(seq: int | None, gateway: str | None, run: int | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"schema": SCHEMA_VERSION}
-    if gateway is not None:
-        body["gw"] = gateway
-    if run is not None:
-        body["run"] = run
-    if seq is not None:
-        body["seq"] = seq
-    return body
-
-
 def encode_windows(windows: list[Window], *, seq: int | None = None, gateway: str | None = None,
                    run: int | None = None) -> bytes:
-    body = _head(seq, gateway, run)
+    body = message_head(seq=seq, gateway=gateway, run=run)
     body["windows"] = [{"tag": w.tag, "start": w.start, "width": w.width, "count": w.count, "min": _num(w.min),
                         "max": _num(w.max), "avg": _num(w.avg), "twa": _num(w.twa), "first": _num(w.first),
                         "last": _num(w.last), "q": w.status, "complete": w.complete} for w in windows]
@@ -117,7 +106,7 @@ def encode_windows(windows: list[Window], *, seq: int | None = None, gateway: st
 
 def encode_events(events: list[AlarmEvent], *, seq: int | None = None, gateway: str | None = None,
                   run: int | None = None) -> bytes:
-    body = _head(seq, gateway, run)
+    body = message_head(seq=seq, gateway=gateway, run=run)
     body["events"] = [{"tag": e.tag, "alarm": e.alarm, "ts": e.ts, "active": e.active, "value": e.value,
                        "limit": e.limit, "severity": e.severity} for e in events]
     return orjson.dumps(body)

@@ -145,9 +145,9 @@ def encode_point(p: Point) -> bytes:
     return orjson.dumps(_point_dict(p, with_tag=False))
 
 
-def encode_batch(points: list[Point], *, seq: int | None = None, gateway: str | None = None,
-                 run: int | None = None) -> bytes:
-    """Payload of a batch message; ``gateway`` and ``run`` (with ``seq``) ask for a delivery ack."""
+def message_head(*, seq: int | None, gateway: str | None, run: int | None) -> dict[str, Any]:
+    """The fields every numbered message of a device stream starts with, in the order
+    :func:`peek_delivery_id` reads them: schema, gw, run, seq."""
     body: dict[str, Any] = {"schema": SCHEMA_VERSION}
     if gateway is not None:
         body["gw"] = gateway
@@ -155,6 +155,13 @@ def encode_batch(points: list[Point], *, seq: int | None = None, gateway: str | 
         body["run"] = run
     if seq is not None:
         body["seq"] = seq
+    return body
+
+
+def encode_batch(points: list[Point], *, seq: int | None = None, gateway: str | None = None,
+                 run: int | None = None) -> bytes:
+    """Payload of a batch message; ``gateway`` and ``run`` (with ``seq``) ask for a delivery ack."""
+    body = message_head(seq=seq, gateway=gateway, run=run)
     body["points"] = [_point_dict(p, with_tag=True) for p in points]
     return orjson.dumps(body)
 
