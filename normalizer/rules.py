@@ -62,8 +62,10 @@ class TagChain:
     """The compiled rules of one tag and their state."""
 
     __slots__ = (
+        "above",
         "alarms",
         "band",
+        "below",
         "debounce",
         "extras",
         "factor",
@@ -101,6 +103,10 @@ class TagChain:
         self.lo = -math.inf if tr.min is None else tr.min
         self.hi = math.inf if tr.max is None else tr.max
         self.band = tr.band
+        # reasons are categories (the historian stores each text once, dashboards group by it): they name
+        # the bound, never the reading, so a tag has at most these few
+        self.below = f"clamped to the range minimum {self.lo:.6g}"
+        self.above = f"clamped to the range maximum {self.hi:.6g}"
         self.silence = tr.max_silence_ms
         self.debounce = tr.debounce_ms
         self.kind = _KINDS[r.storage]
@@ -127,17 +133,17 @@ class TagChain:
             elif self.linear:
                 x = v * self.factor + self.shift
                 if x - x:  # a finite reading that overflowed the float range on the way
-                    v, st, reason = None, _OUT_OF_RANGE, f"{v:.6g} overflows the engineering range"
+                    v, st, reason = None, _OUT_OF_RANGE, "overflows the engineering range"
                 elif x < self.lo:
-                    reason, v, st = f"clamped to the range minimum from {x:.6g}", self.lo, _EU_EXCEEDED
+                    reason, v, st = self.below, self.lo, _EU_EXCEEDED
                 elif x > self.hi:
-                    reason, v, st = f"clamped to the range maximum from {x:.6g}", self.hi, _EU_EXCEEDED
+                    reason, v, st = self.above, self.hi, _EU_EXCEEDED
                 else:
                     v = x
             elif v < self.lo:
-                reason, v, st = f"clamped to the range minimum from {v:.6g}", self.lo, _EU_EXCEEDED
+                reason, v, st = self.below, self.lo, _EU_EXCEEDED
             elif v > self.hi:
-                reason, v, st = f"clamped to the range maximum from {v:.6g}", self.hi, _EU_EXCEEDED
+                reason, v, st = self.above, self.hi, _EU_EXCEEDED
         elif st >= _BAD:
             v = None
         if self.extras:
