@@ -1,7 +1,7 @@
 """The historian connection and all its SQL.
 
 :class:`Writer` owns one psycopg connection: it connects (:mod:`nexus.pg`), migrates
-(:mod:`ingestion.schema`), writes one batch per transaction (dedup messages, resolve tag ids, COPY
+(:mod:`ingestion.schema`), writes one batch per transaction (dedup messages, resolve tag and reason ids, COPY
 points, upsert windows and insert alarm events (statements in :mod:`ingestion.aggregates`), keep dead
 letters), expires old message digests, reconnects after a failed or cancelled statement, and closes.
 Every operation is bounded (``db.query_timeout``, ``db.migrate_timeout``) and cut short by the
@@ -27,7 +27,7 @@ import psycopg
 from ingestion.aggregates import store_events, store_windows
 from ingestion.errors import DbError, DbStopped
 from ingestion.items import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
-from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row
+from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row, with_reason
 from ingestion.schema import SchemaState, migrate
 from ingestion.settings import DbSettings
 from nexus import pg
@@ -41,6 +41,9 @@ __all__ = ["MAX_ERROR_BYTES", "OVERSIZE_PREFIX_BYTES", "Item", "WriteResult", "W
 log = logging.getLogger("ingestion.writer")
 
 T = TypeVar("T")
+
+#: reason ids kept in memory; reasons are categories (a few per tag at most), so this is a bound, not a size
+MAX_CACHED_REASONS = 10_000
 
 
 @dataclass
@@ -78,6 +81,8 @@ class Writer:
         self._ready = False
         # device path -> tag name -> (tag id, unit); filled after commits only, kept across reconnects
         self._tags: dict[str, dict[str, tuple[int, str | None]]] = {}
+        self._reasons: dict[str, int] = {}  # reason text -> nexus.reasons id; the same
+
 
     @property
     def ready(self) -> bool:
@@ -205,6 +210,7 @@ class Writer:
                 res.duplicate_messages += 1
         conn = self._connection()
         new_tag_rows: dict[str, dict[str, tuple[int, str | None]]] = {}
+        new_reasons: dict[str, int] = {}
         async with conn.transaction():
             fresh: list[Item] = []
             if good:
@@ -221,22 +227,15 @@ class Writer:
                 new_tag_rows = await self._resolve_tags(fresh)
                 point_items = [it for it in fresh if it.batch is not None]
                 if point_items:
+                    chunks, new_reasons = await self._encode_points(point_items, new_tag_rows)
                     t0 = time.perf_counter()
                     async with conn.cursor().copy(COPY_SQL) as copy:
                         await copy.write(HEADER)
-                        for it in point_items:
-                            device, batch = it.decoded()
-                            dev = device.path
-                            ids = self._tags.get(dev, {})
-                            extra = new_tag_rows.get(dev, {})
-                            rows = []
-                            for p in batch.points:
-                                entry = ids.get(p.tag) or extra[p.tag]
-                                rows.append(encode_row(p.ts, entry[0], p.value, p.status))
-                            await copy.write(b"".join(rows))
-                            res.points += len(rows)
+                        for chunk in chunks:
+                            await copy.write(chunk)
                         await copy.write(TRAILER)
                     res.copy_seconds = time.perf_counter() - t0
+                    res.points = sum(len(it.batch.points) for it in point_items if it.batch is not None)
                 if len(point_items) < len(fresh):
                     await self._store_aggregates(fresh, new_tag_rows, res)
                 res.stored_messages = len(fresh)
@@ -249,11 +248,50 @@ class Writer:
                      [i.error for i in res.dead], [i.size or len(i.payload) for i in res.dead],
                      [i.sha256 or hashlib.sha256(i.payload).digest() for i in res.dead]))
                 res.dead_letters = len(res.dead)
-        # committed: now the new tag ids are real and may be cached
+        # committed: now the new tag and reason ids are real and may be cached
+        if len(self._reasons) + len(new_reasons) > MAX_CACHED_REASONS:
+            self._reasons.clear()  # reasons are categories, so this is rare; the next batches look them up again
+        self._reasons.update(new_reasons)
         for dev, tags in new_tag_rows.items():
             self._tags.setdefault(dev, {}).update(tags)
             res.new_tags += len(tags)
         return res
+
+    async def _encode_points(self, items: list[Item], new_tag_rows: dict[str, dict[str, tuple[int, str | None]]],
+                             ) -> tuple[list[bytes], dict[str, int]]:
+        """The COPY rows of ``items`` (tags resolved), one chunk per item, and the ids of the reasons not
+        cached yet (created if new, in the open transaction)."""
+        reasons = self._reasons
+        unknown: list[tuple[list[bytes], int, str]] = []  # rows, index, reason: the id is patched in below
+        per_item: list[list[bytes]] = []
+        for it in items:
+            device, batch = it.decoded()
+            ids = self._tags.get(device.path, {})
+            extra = new_tag_rows.get(device.path, {})
+            rows: list[bytes] = []
+            for tag, value, ts, status, _unit, reason in batch.points:
+                row = encode_row(ts, (ids.get(tag) or extra[tag])[0], value, status)
+                if reason:
+                    rid = reasons.get(reason)
+                    if rid is None:
+                        unknown.append((rows, len(rows), reason))
+                    else:
+                        row = with_reason(row, rid)
+                rows.append(row)
+            per_item.append(rows)
+        new = await self._resolve_reasons({r for _, _, r in unknown}) if unknown else {}
+        for rows, i, reason in unknown:
+            rows[i] = with_reason(rows[i], new[reason])
+        return [b"".join(rows) for rows in per_item], new
+
+    async def _resolve_reasons(self, texts: set[str]) -> dict[str, int]:
+        """``nexus.reasons`` ids of ``texts``, created where new."""
+        conn = self._connection()
+        wanted = sorted(texts)  # one order for every worker: concurrent inserts of the same texts cannot deadlock
+        await conn.execute("INSERT INTO nexus.reasons (text) SELECT unnest(%s::text[]) ON CONFLICT (text) DO NOTHING",
+                           (wanted,))
+        cur = await conn.execute("SELECT text, id FROM nexus.reasons WHERE text = ANY(%s)", (wanted,))
+        return {text: rid for text, rid in await cur.fetchall()}  # noqa: C416 - typed: text -> id
 
     async def _store_aggregates(self, items: list[Item], new_tag_rows: dict[str, dict[str, tuple[int, str | None]]],
                                 res: WriteResult) -> None:

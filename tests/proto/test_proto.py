@@ -8,7 +8,7 @@ import struct
 import orjson
 import pytest
 
-from ingestion.rows import HEADER, TRAILER, encode_points, encode_row
+from ingestion.rows import HEADER, TRAILER, encode_points, encode_row, with_reason
 from proto.errors import ContractError, PayloadError, TopicError
 from proto.points import (
     EXACT_FLOAT_INT,
@@ -390,7 +390,8 @@ def _fields(row: bytes) -> list[bytes | None]:
 
 
 def _parse(row: bytes) -> tuple[int, int, float | None, str | None, int]:
-    t, tag_id, value, text, status = _fields(row)
+    t, tag_id, value, text, status, reason = _fields(row)
+    assert reason is None, "encode_row writes no reason"
     assert t is not None and tag_id is not None and status is not None
     return (
         struct.unpack(">q", t)[0],
@@ -440,6 +441,14 @@ def test_row_string_and_null() -> None:
     assert (v, text, status) == (None, None, 0x800A0000)
     _, _, v, text, _ = _parse(encode_row(TS, 3, "", 0))
     assert (v, text) == (None, "")
+
+
+@pytest.mark.parametrize("value", [21.5, 2**60, "text", None])
+def test_row_with_a_reason_refers_to_its_id(value: object) -> None:
+    row = encode_row(TS, 5, value, Status.BAD_TIMEOUT)
+    fields = _fields(with_reason(row, 123456))
+    assert fields[:5] == _fields(row)[:5]
+    assert fields[5] == struct.pack(">i", 123456)
 
 
 def test_encode_points_pairs_with_tag_ids() -> None:
