@@ -3,7 +3,9 @@
 Files ``migrations/NNN_name.sql`` run in order, each in its own transaction, and are recorded in
 ``nexus.schema_migrations``. A file whose first line is ``-- requires: timescaledb`` runs only where
 that extension can be created; where it cannot, it is skipped and looked at again at the next start
-(so installing TimescaleDB later upgrades the schema in place).
+(so installing TimescaleDB later upgrades the schema in place). A file whose first line is
+``-- requires: plain`` is the plain PostgreSQL path (partitions, rollups): where ``nexus.points`` is
+already a hypertable it is recorded as done without running (a TimescaleDB historian does not go back).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class Migration:
     @property
     def requires_timescale(self) -> bool:
         return self.sql.lstrip().startswith("-- requires: timescaledb")
+
+    @property
+    def requires_plain(self) -> bool:
+        return self.sql.lstrip().startswith("-- requires: plain")
 
 
 @dataclass(frozen=True)
@@ -102,17 +108,22 @@ async def migrate(
             if m.requires_timescale and not ts_ok:
                 log.info("migration %s skipped: timescaledb extension not available; plain PostgreSQL path", m.name)
                 continue
+            run = not (m.requires_plain and await is_hypertable(conn))
             try:
                 async with conn.transaction():
-                    await conn.execute(m.sql.encode())
+                    if run:
+                        await conn.execute(m.sql.encode())
                     await conn.execute("INSERT INTO nexus.schema_migrations (version, name) VALUES (%s, %s)",
                                        (m.version, m.name))
             except psycopg.OperationalError:
                 raise  # connection lost or statement cancelled: temporary, the caller retries
             except psycopg.Error as exc:
                 raise PermanentError(f"migration {m.name} failed: {exc}") from exc
-            log.info("migration %s applied", m.name)
-            applied.append(m.version)
+            if run:
+                log.info("migration %s applied", m.name)
+                applied.append(m.version)
+            else:
+                log.info("migration %s not needed on TimescaleDB: recorded as done", m.name)
         timescale = await is_hypertable(conn)
         if timescale:
             await refresh_pending(conn)

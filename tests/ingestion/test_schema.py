@@ -11,12 +11,14 @@ async def test_migrations_apply_once_and_skip_timescale_on_plain_postgres(db: st
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         first = await migrate(conn)
         second = await migrate(conn)
-        assert first.applied == (1, 3, 4, 6) and not first.timescale
+        assert first.applied == (1, 3, 4, 6, 8, 9) and not first.timescale
         assert second.applied == () and not second.timescale  # 002, 005, 007 looked at again, skipped again
         rows = await (await conn.execute("SELECT version, name FROM nexus.schema_migrations")).fetchall()
         assert rows == [(1, "001_core.sql"), (3, "003_dead_letter_size.sql"), (4, "004_windows_alarms.sql"),
-                        (6, "006_points_1h.sql")]
-        assert [m.requires_timescale for m in migrations()] == [False, True, False, False, True, False, True]
+                        (6, "006_points_1h.sql"), (8, "008_reasons.sql"), (9, "009_partitions_rollups.sql")]
+        assert [m.requires_timescale for m in migrations()] == [False, True, False, False, True, False, True, False,
+                                                                False]
+        assert [m.version for m in migrations() if m.requires_plain] == [9]
         await conn.execute("INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
                            " VALUES ('e/s/a/l/d/t', 'e', 's', 'a', 'l', 'd', 't', 'bar')")
         await conn.execute("INSERT INTO nexus.points (time, tag_id, value, status) VALUES"

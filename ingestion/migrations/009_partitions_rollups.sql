@@ -1,0 +1,158 @@
+-- requires: plain
+-- Plain PostgreSQL that does not slow down as history grows (TimescaleDB has its own: 002 and 007; there this
+-- migration is not needed and recorded as done without running, see ingestion/schema.py):
+-- * nexus.points partitioned by day (UTC), partitions created ahead and dropped for retention by one worker at
+--   a time (ingestion/partitions.py, run by the upkeep leader, ingestion/upkeep.py); a DEFAULT partition takes
+--   what no day partition covers yet (a clock far off, a backfill), so a COPY never fails for want of one;
+-- * the 1-minute and 1-hour layers as rollup tables maintained by the same leader (ingestion/rollups.py),
+--   behind views with the names and columns of TimescaleDB's continuous aggregates (nexus.points_1m,
+--   nexus.points_1h) which, like them, are real time: buckets not rolled up yet are computed from the layer
+--   below at query time;
+-- * late data: a statement-level trigger records the time range of every change to nexus.points below the
+--   rollup horizon in nexus.rollup_invalid (whoever inserts: ingestion, a backfill by hand); the leader
+--   re-aggregates those buckets at its next run.
+-- An existing historian keeps its data: the old table becomes the partition nexus.points_legacy, covering
+-- the days it holds (attached, not copied), dropped whole by retention once all of it is old enough.
+
+-- days start at UTC midnight, whatever the session's TimeZone
+CREATE FUNCTION nexus.day_start(t timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT date_trunc('day', t, 'UTC') $$;
+
+ALTER TABLE nexus.points RENAME TO points_legacy;
+ALTER INDEX nexus.points_tag_time_idx RENAME TO points_legacy_tag_time_idx;
+
+CREATE TABLE nexus.points (
+    time        timestamptz NOT NULL,       -- source timestamp
+    tag_id      integer NOT NULL,           -- nexus.tags.id
+    value       double precision,           -- numbers and bools (0/1); NULL for strings / no value
+    value_text  text,                       -- strings; also the exact text of integers beyond 2^53
+    status      bigint NOT NULL DEFAULT 0,  -- OPC UA StatusCode; top two bits: 0 good, 1 uncertain, 2 bad
+    reason_id   integer                     -- nexus.reasons.id
+) PARTITION BY RANGE (time);
+CREATE INDEX points_tag_time_idx ON nexus.points (tag_id, time DESC);
+-- all tags over a recent range (the layers' newest buckets, pipeline health): a BRIN index is tiny and
+-- costs next to nothing per insert on time-ordered data
+CREATE INDEX points_time_brin ON nexus.points USING brin (time);
+CREATE TABLE nexus.points_default PARTITION OF nexus.points DEFAULT;
+
+DO $$
+DECLARE
+    lo timestamptz;
+    hi timestamptz;
+BEGIN
+    SELECT min(time), max(time) INTO lo, hi FROM nexus.points_legacy;
+    IF lo IS NULL THEN
+        DROP TABLE nexus.points_legacy CASCADE;  -- with the old views over it
+    ELSE
+        EXECUTE format('ALTER TABLE nexus.points ATTACH PARTITION nexus.points_legacy FOR VALUES FROM (%L) TO (%L)',
+                       nexus.day_start(lo), nexus.day_start(hi) + interval '1 day');
+    END IF;
+END
+$$;
+
+-- the partitions and their bounds, from the catalog (the DEFAULT partition is not listed)
+CREATE VIEW nexus.point_partitions AS
+SELECT c.relname::text AS name, b[1]::timestamptz AS lo, b[2]::timestamptz AS hi
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') b
+WHERE i.inhparent = 'nexus.points'::regclass AND b IS NOT NULL;
+
+-- views over the old table followed it (a view refers to a table, not to its name): over the new one now
+CREATE OR REPLACE VIEW nexus.metrics AS
+SELECT p.time, t.path, t.enterprise, t.site, t.area, t.line, t.device, t.tag,
+       p.value, p.value_text,
+       CASE (p.status >> 30) WHEN 0 THEN 'good' WHEN 1 THEN 'uncertain' ELSE 'bad' END AS quality,
+       p.status, t.unit, r.text AS reason
+FROM nexus.points p JOIN nexus.tags t ON t.id = p.tag_id
+LEFT JOIN nexus.reasons r ON r.id = p.reason_id;
+DROP VIEW IF EXISTS nexus.points_1h;
+DROP VIEW IF EXISTS nexus.points_1m;
+
+-- The rollups: the columns of 006's views, one row per (tag, bucket) below the layer's watermark.
+CREATE TABLE nexus.rollup_1m (
+    bucket       timestamptz NOT NULL,
+    tag_id       integer NOT NULL,
+    min          double precision,
+    max          double precision,
+    avg          double precision,
+    last         double precision,
+    samples      bigint NOT NULL,
+    value_sum    double precision,
+    value_count  bigint NOT NULL,
+    PRIMARY KEY (tag_id, bucket)
+);
+CREATE INDEX rollup_1m_bucket_idx ON nexus.rollup_1m (bucket);
+CREATE TABLE nexus.rollup_1h (LIKE nexus.rollup_1m INCLUDING ALL);
+
+-- Per layer (1 = minute from the raw points, 2 = hour from the minutes): everything before watermark is in
+-- the rollup table; horizon (>= watermark) is where the leader is rolling up to, announced before it reads:
+-- a change below it is recorded as late (see nexus.points_changed)
+CREATE TABLE nexus.rollup_state (
+    layer      integer PRIMARY KEY,
+    width      interval NOT NULL,
+    watermark  timestamptz NOT NULL DEFAULT '-infinity',
+    horizon    timestamptz NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO nexus.rollup_state (layer, width) VALUES (1, '1 minute'), (2, '1 hour');
+
+-- Ranges [lo, hi] (inclusive) of a layer whose buckets changed below its horizon: re-aggregated, then deleted.
+CREATE TABLE nexus.rollup_invalid (
+    id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    layer  integer NOT NULL,
+    lo     timestamptz NOT NULL,
+    hi     timestamptz NOT NULL
+);
+
+-- Statement level, so once per COPY; the shared advisory lock (key 0x6e787275, "nxru") orders it against the
+-- leader moving the horizon (exclusive, for a moment): a change either is seen by the leader's read or
+-- sees the new horizon and is recorded. The upkeep's own deletes (retention of the DEFAULT partition) set
+-- nexus.upkeep and are not changes of the history's content.
+CREATE FUNCTION nexus.points_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    lo timestamptz;
+    hi timestamptz;
+    h timestamptz;
+BEGIN
+    IF current_setting('nexus.upkeep', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(1853387381);
+    SELECT horizon INTO h FROM nexus.rollup_state WHERE layer = 1;
+    SELECT min(time), max(time) INTO lo, hi FROM changed_rows;
+    IF lo < h THEN
+        INSERT INTO nexus.rollup_invalid (layer, lo, hi) VALUES (1, lo, least(hi, h));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER points_inserted AFTER INSERT ON nexus.points
+    REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION nexus.points_changed();
+CREATE TRIGGER points_deleted AFTER DELETE ON nexus.points
+    REFERENCING OLD TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION nexus.points_changed();
+CREATE TRIGGER points_updated AFTER UPDATE ON nexus.points  -- by the new times (ingestion never updates)
+    REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT EXECUTE FUNCTION nexus.points_changed();
+
+-- Real time, like TimescaleDB's (materialized_only = false): the rollup below the watermark, the layer below
+-- aggregated at query time from it on. Same columns and types as 007's continuous aggregates.
+CREATE VIEW nexus.points_1m AS
+SELECT bucket, tag_id, min, max, avg, last, samples, value_sum, value_count FROM nexus.rollup_1m
+UNION ALL
+SELECT date_bin('1 minute', time, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,
+       min(value) AS min, max(value) AS max, avg(value) AS avg,
+       (array_agg(value ORDER BY time DESC))[1] AS last, count(*) AS samples,
+       sum(value) AS value_sum, count(value) AS value_count
+FROM nexus.points
+WHERE time >= (SELECT watermark FROM nexus.rollup_state WHERE layer = 1)
+GROUP BY 1, 2;
+
+CREATE VIEW nexus.points_1h AS
+SELECT bucket, tag_id, min, max, avg, last, samples, value_sum, value_count FROM nexus.rollup_1h
+UNION ALL
+SELECT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,
+       min(min) AS min, max(max) AS max, sum(value_sum) / nullif(sum(value_count), 0)::double precision AS avg,
+       (array_agg(last ORDER BY bucket DESC))[1] AS last, sum(samples)::bigint AS samples,
+       sum(value_sum) AS value_sum, sum(value_count)::bigint AS value_count
+FROM nexus.points_1m
+WHERE bucket >= (SELECT watermark FROM nexus.rollup_state WHERE layer = 2)
+GROUP BY 1, 2;
