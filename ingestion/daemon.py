@@ -5,7 +5,8 @@ windows (``<root>/windows/v1/#``) and alarm events (``<root>/events/v1/#``); the
 together, stored in one transaction and confirmed in the same acks.
 
 Tasks (one TaskGroup): ``ingestion[<id>].mqtt_loop`` keeps the broker session, ``.flush_loop``
-writes batches. After each COMMIT the batch's messages are acknowledged to the broker (PUBACK) and
+writes batches, and on plain PostgreSQL ``.upkeep`` keeps partitions and rollups when this worker is the
+leader (:mod:`ingestion.upkeep`). After each COMMIT the batch's messages are acknowledged to the broker (PUBACK) and
 confirmed to their gateways on ``<root>/ack/v1/<gateway>`` (:mod:`proto.delivery`): a gateway keeps
 a batch until it is confirmed, so a message left unacknowledged here is re-sent, never lost.
 
@@ -26,6 +27,7 @@ from ingestion import metrics as m
 from ingestion.errors import DbError, DbStopped, PermanentError
 from ingestion.items import OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
 from ingestion.settings import Settings
+from ingestion.upkeep import Upkeep
 from ingestion.writer import Writer, WriteResult
 from nexus import pg
 from nexus.mqtt import NO_MATCHING_SUBSCRIBERS, Message, MqttClient, MqttError
@@ -304,6 +306,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
         async with asyncio.TaskGroup() as tg:
             mqtt_task = tg.create_task(mqtt.run_loop(mqtt_stop), name=f"ingestion[{wid}].mqtt_loop")
             flush = tg.create_task(ingestor.flush_loop(stop), name=f"ingestion[{wid}].flush_loop")
+            upkeep = None if state.timescale else tg.create_task(
+                Upkeep(settings.db, worker=wid).run(stop), name=f"ingestion[{wid}].upkeep")
             await stop.wait()
             drain_started = time.monotonic()
             deadline = loop.time() + settings.drain_deadline
@@ -311,6 +315,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
             mqtt.pause_reading()  # stop intake; flush_loop writes what is buffered, then returns
             give_up_timer = loop.call_at(deadline - GIVE_UP_RESERVE, ingestor.give_up.set)
             await _finish(flush, deadline - MQTT_CLOSE_RESERVE)
+            if upkeep is not None:  # stopped by ``stop`` itself, its statement cancelled: a moment
+                await _finish(upkeep, deadline - MQTT_CLOSE_RESERVE)
             mqtt_stop.set()  # owed PUBACKs and acks are flushed before DISCONNECT (MqttClient._shutdown)
             await _finish(mqtt_task, deadline)
     finally:

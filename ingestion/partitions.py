@@ -79,8 +79,8 @@ async def ensure(conn: psycopg.AsyncConnection[Any], *, ahead_days: int, keep_da
                 moved = await conn.execute(sql.SQL(
                     "WITH moved AS (DELETE FROM nexus.points_default WHERE time >= %s AND time < %s RETURNING *)"
                     " INSERT INTO {} SELECT * FROM moved").format(ident), (day, day + DAY))
-                await conn.execute(sql.SQL("ALTER TABLE nexus.points ATTACH PARTITION {} FOR VALUES FROM (%s) TO (%s)")
-                                   .format(ident), (day, day + DAY))
+                await conn.execute(sql.SQL("ALTER TABLE nexus.points ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})")
+                                   .format(ident, sql.Literal(day.isoformat()), sql.Literal((day + DAY).isoformat())))
         except psycopg.errors.LockNotAvailable:
             log.warning("partition %s not created yet: a lock was busy for %d ms; next round", name, lock_timeout_ms)
             continue

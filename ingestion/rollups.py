@@ -78,15 +78,18 @@ async def present(conn: psycopg.AsyncConnection[Any]) -> bool:
     return bool(row and row[0])
 
 
-async def refresh(conn: psycopg.AsyncConnection[Any], *, keep_raw_days: int = 0, end_offset: timedelta = MINUTE,
-                  step: timedelta = timedelta(hours=6), now: datetime | None = None) -> RefreshResult:
+async def refresh(conn: psycopg.AsyncConnection[Any], *, keep_raw_days: int = 0, keep_1m_days: int = 0,
+                  end_offset: timedelta = MINUTE, step: timedelta = timedelta(hours=6),
+                  now: datetime | None = None) -> RefreshResult:
     """One bounded round of rollup upkeep (see the module's doc); ``conn`` in autocommit mode, one caller at
-    a time (the upkeep leader). Buckets are rolled up once they ended ``end_offset`` ago."""
+    a time (the upkeep leader). Buckets are rolled up once they ended ``end_offset`` ago; nothing is rolled
+    up again from a layer below past its retention (``keep_raw_days``, ``keep_1m_days``; 0 = forever)."""
     now = now or datetime.now(UTC)
-    cutoff = now - timedelta(days=keep_raw_days) if keep_raw_days > 0 else None
     res = RefreshResult()
     minutes_target = floor(now - end_offset, MINUTE)
     for layer in LAYERS:
+        keep = keep_raw_days if layer.number == 1 else keep_1m_days
+        cutoff = now - timedelta(days=keep) if keep > 0 else None
         if layer.number == 1:
             target = minutes_target
         else:  # hours only from minutes already rolled up

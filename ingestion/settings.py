@@ -16,10 +16,10 @@ from proto.uns import validate_level, validate_prefix
 class DbSettings:
     dsn: str = "postgresql://nexus@127.0.0.1:5432/nexus"  #: libpq connection string of the historian
     connect_timeout: float = 10.0  #: seconds
-    retention_days: int = 0  #: TimescaleDB retention policy of the raw points, days; 0 = keep forever
+    retention_days: int = 0  #: days raw points are kept (TimescaleDB policy; plain: partitions dropped); 0: forever
     compress_after_days: int = 7  #: TimescaleDB compression policy; 0 = no compression
-    retention_1m_days: int = 0  #: TimescaleDB: days nexus.points_1m keeps its buckets; 0 = forever
-    retention_1h_days: int = 0  #: TimescaleDB: days nexus.points_1h keeps its buckets; 0 = forever
+    retention_1m_days: int = 0  #: days nexus.points_1m keeps its buckets (both backends); 0 = forever
+    retention_1h_days: int = 0  #: days nexus.points_1h keeps its buckets (both backends); 0 = forever
     #: TimescaleDB: days a point may arrive late (a spool replay) and still reach the aggregates at their next
     #: refresh (the refresh policies' start_offset; cut to the raw retention). See docs/historian.md.
     late_data_days: int = 7
@@ -29,11 +29,20 @@ class DbSettings:
     query_timeout: float = 30.0
     #: seconds the start-up migrations may take (they wait for other workers' migrations: advisory lock)
     migrate_timeout: float = 300.0
+    #: plain PostgreSQL: seconds between the upkeep leader's rounds (partitions, retention, rollups); late
+    #: data is in the rollups at the next round. See docs/historian.md.
+    upkeep_interval: float = 30.0
+    upkeep_timeout: float = 300.0  #: seconds one upkeep statement may take (a rollup step of catching up)
+    partition_ahead_days: int = 3  #: plain PostgreSQL: day partitions created ahead of today
 
     def __post_init__(self) -> None:
         positive(self.connect_timeout, "db.connect_timeout")
         positive(self.query_timeout, "db.query_timeout")
         positive(self.migrate_timeout, "db.migrate_timeout")
+        positive(self.upkeep_interval, "db.upkeep_interval")
+        positive(self.upkeep_timeout, "db.upkeep_timeout")
+        if self.partition_ahead_days < 1:
+            raise SettingsError(f"must be >= 1 day, got {self.partition_ahead_days}", field="db.partition_ahead_days")
         for name in ("retention_days", "compress_after_days", "retention_1m_days", "retention_1h_days"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"must be >= 0 days (0: none), got {getattr(self, name)}", field=f"db.{name}")

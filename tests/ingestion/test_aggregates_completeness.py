@@ -14,48 +14,14 @@ import pytest
 import ingestion.schema as schema
 from ingestion.schema import migrate
 from tests.plugins.timescale import Historian, run_refresh_jobs
+from tests.support.historian import add_tag, assert_layers_match_raw, insert_series
 
 Conn = psycopg.AsyncConnection[tuple[object, ...]]
-
-# what each layer must equal: the raw points bucketed on the same origin (time_bucket's and date_bin's agree
-# for 1 minute and 1 hour); avg rounded, the hour's being a weighted mean of its minutes
-EXPECTED = (
-    "SELECT date_bin(%(w)s::interval, time, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id, min(value), max(value),"
-    " round(avg(value)::numeric, 6), (array_agg(value ORDER BY time DESC))[1], count(*), count(value)"
-    " FROM nexus.points GROUP BY 1, 2 ORDER BY 1, 2"
-)
-LAYER = ("SELECT bucket, tag_id, min, max, round(avg::numeric, 6), last, samples, value_count"
-         " FROM nexus.{} ORDER BY 1, 2")
-
 
 @pytest.fixture
 async def conn(historian: Historian) -> AsyncIterator[Conn]:
     async with await psycopg.AsyncConnection.connect(historian.dsn, autocommit=True) as c:
         yield c
-
-
-async def add_tag(conn: Conn, tag: str = "temp") -> int:
-    row = await (await conn.execute(
-        "INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag)"
-        " VALUES (%s, 'acme', 'berlin', 'stamping', 'line-1', 'press-1', %s) RETURNING id",
-        (f"acme/berlin/stamping/line-1/press-1/{tag}", tag))).fetchone()
-    assert row is not None
-    return int(str(row[0]))
-
-
-async def insert_series(conn: Conn, tag_id: int, start: datetime, end: datetime, step_s: int) -> int:
-    cur = await conn.execute(
-        "INSERT INTO nexus.points (time, tag_id, value)"
-        " SELECT t, %s, extract(epoch FROM t)::bigint %% 1000 FROM generate_series(%s, %s, %s::interval) t"
-        " WHERE t < %s", (tag_id, start, end, f"{step_s} seconds", end))
-    return cur.rowcount
-
-
-async def assert_layers_match_raw(conn: Conn) -> None:
-    for layer, width in (("points_1m", "1 minute"), ("points_1h", "1 hour")):
-        want = await (await conn.execute(EXPECTED, {"w": width})).fetchall()
-        got = await (await conn.execute(LAYER.format(layer))).fetchall()
-        assert got == want, layer
 
 
 def now_minute() -> datetime:
