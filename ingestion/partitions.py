@@ -75,6 +75,9 @@ async def ensure(conn: psycopg.AsyncConnection[Any], *, ahead_days: int, keep_da
             async with conn.transaction():
                 await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
                 ident = sql.Identifier("nexus", name)
+                # no insert into the DEFAULT partition between the move and the attach (which would then fail):
+                # writers wait for this transaction, a moment, readers do not
+                await conn.execute("LOCK TABLE nexus.points_default IN EXCLUSIVE MODE")
                 await conn.execute(sql.SQL("CREATE TABLE {} (LIKE nexus.points INCLUDING DEFAULTS)").format(ident))
                 moved = await conn.execute(sql.SQL(
                     "WITH moved AS (DELETE FROM nexus.points_default WHERE time >= %s AND time < %s RETURNING *)"

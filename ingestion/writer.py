@@ -227,15 +227,9 @@ class Writer:
                 new_tag_rows = await self._resolve_tags(fresh)
                 point_items = [it for it in fresh if it.batch is not None]
                 if point_items:
-                    chunks, new_reasons = await self._encode_points(point_items, new_tag_rows)
                     t0 = time.perf_counter()
-                    async with conn.cursor().copy(COPY_SQL) as copy:
-                        await copy.write(HEADER)
-                        for chunk in chunks:
-                            await copy.write(chunk)
-                        await copy.write(TRAILER)
+                    res.points, new_reasons = await self._copy_points(point_items, new_tag_rows)
                     res.copy_seconds = time.perf_counter() - t0
-                    res.points = sum(len(it.batch.points) for it in point_items if it.batch is not None)
                 if len(point_items) < len(fresh):
                     await self._store_aggregates(fresh, new_tag_rows, res)
                 res.stored_messages = len(fresh)
@@ -257,32 +251,40 @@ class Writer:
             res.new_tags += len(tags)
         return res
 
-    async def _encode_points(self, items: list[Item], new_tag_rows: dict[str, dict[str, tuple[int, str | None]]],
-                             ) -> tuple[list[bytes], dict[str, int]]:
-        """The COPY rows of ``items`` (tags resolved), one chunk per item, and the ids of the reasons not
-        cached yet (created if new, in the open transaction)."""
-        reasons = self._reasons
-        unknown: list[tuple[list[bytes], int, str]] = []  # rows, index, reason: the id is patched in below
-        per_item: list[list[bytes]] = []
-        for it in items:
-            device, batch = it.decoded()
-            ids = self._tags.get(device.path, {})
-            extra = new_tag_rows.get(device.path, {})
-            rows: list[bytes] = []
-            for tag, value, ts, status, _unit, reason in batch.points:
-                row = encode_row(ts, (ids.get(tag) or extra[tag])[0], value, status)
-                if reason:
-                    rid = reasons.get(reason)
-                    if rid is None:
-                        unknown.append((rows, len(rows), reason))
-                    else:
+    async def _copy_points(self, items: list[Item], new_tag_rows: dict[str, dict[str, tuple[int, str | None]]],
+                           ) -> tuple[int, dict[str, int]]:
+        """COPY the points of ``items`` (tags resolved), each item's rows sent while the next are encoded
+        (the server works while Python does); how many, and the ids of reasons not cached yet. A row whose
+        reason has no id yet is held back, the reasons are created after the COPY and those rows follow in a
+        second one: the common path never waits for a lookup."""
+        conn, reasons = self._connection(), self._reasons
+        held: list[tuple[bytes, str]] = []
+        n = 0
+        async with conn.cursor().copy(COPY_SQL) as copy:
+            await copy.write(HEADER)
+            for it in items:
+                device, batch = it.decoded()
+                ids = self._tags.get(device.path, {})
+                extra = new_tag_rows.get(device.path, {})
+                rows: list[bytes] = []
+                for tag, value, ts, status, _unit, reason in batch.points:
+                    row = encode_row(ts, (ids.get(tag) or extra[tag])[0], value, status)
+                    if reason:
+                        rid = reasons.get(reason)
+                        if rid is None:
+                            held.append((row, reason))
+                            continue
                         row = with_reason(row, rid)
-                rows.append(row)
-            per_item.append(rows)
-        new = await self._resolve_reasons({r for _, _, r in unknown}) if unknown else {}
-        for rows, i, reason in unknown:
-            rows[i] = with_reason(rows[i], new[reason])
-        return [b"".join(rows) for rows in per_item], new
+                    rows.append(row)
+                await copy.write(b"".join(rows))
+                n += len(batch.points)
+            await copy.write(TRAILER)
+        if not held:
+            return n, {}
+        new = await self._resolve_reasons({r for _, r in held})
+        async with conn.cursor().copy(COPY_SQL) as copy:
+            await copy.write(HEADER + b"".join(with_reason(row, new[r]) for row, r in held) + TRAILER)
+        return n, new
 
     async def _resolve_reasons(self, texts: set[str]) -> dict[str, int]:
         """``nexus.reasons`` ids of ``texts``, created where new."""
