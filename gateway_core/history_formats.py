@@ -1,9 +1,10 @@
 """The history API's answer as JSON (whole, in memory) or streamed as CSV, JSON lines or Parquet.
 
-Rows come from :mod:`gateway_core.history_query`: raw points ``(time, value, value_text, status)``
-or buckets ``(time, <stats...>)``. Times are ISO 8601 UTC strings with milliseconds in JSON, CSV and
-JSON lines, ``timestamp[us, UTC]`` in Parquet. A request for several tags (or a prefix) puts the tag
-in every row (``tag`` column) of the flat formats, and one ``series`` entry per tag in JSON.
+Rows come from :mod:`gateway_core.history_query`: raw points ``(time, value, value_text, status,
+reason)`` (written with their quality between status and reason) or buckets ``(time, <stats...>)``. Times
+are ISO 8601 UTC strings with milliseconds in JSON, CSV and JSON lines, ``timestamp[us, UTC]`` in
+Parquet. A request for several tags (or a prefix) puts the tag in every row (``tag`` column) of the flat
+formats, and one ``series`` entry per tag in JSON.
 
 Parquet needs pyarrow (``pip install 'nexus-edge[parquet]'``); it is imported only when asked for.
 """
@@ -24,7 +25,7 @@ import orjson
 from fastapi.responses import StreamingResponse
 from starlette.types import Send
 
-from gateway_core.history_query import Query, Row, Series, iso
+from gateway_core.history_query import COUNTS, Query, Row, Series, iso
 from proto.points import Quality
 
 Batches = AsyncGenerator[tuple[Series, list[Row]], None]
@@ -66,8 +67,8 @@ _QUALITY = tuple(Quality.of(top << 30).name.lower() for top in range(4))
 def record(q: Query, row: Row) -> dict[str, Any]:
     """One point or bucket as the JSON answer spells it (without its tag)."""
     if q.bucket is None:
-        t, v, vt, s = row
-        return {"time": iso(t), "value": v, "value_text": vt, "status": s, "quality": quality(s)}
+        t, v, vt, s, why = row
+        return {"time": iso(t), "value": v, "value_text": vt, "status": s, "quality": quality(s), "reason": why}
     return {"time": iso(row[0]), **dict(zip(q.stats, row[1:], strict=True))}
 
 
@@ -88,9 +89,11 @@ def json_body(q: Query, fetched: list[tuple[Series, list[Row]]]) -> dict[str, An
 
 def _flat(q: Query, s: Series, row: Row) -> list[Any]:
     """One row's cells in the order of ``q.columns``."""
-    cells = [iso(row[0]), *row[1:]]
     if q.bucket is None:
-        cells.append(quality(row[3]))
+        t, v, vt, st, why = row
+        cells = [iso(t), v, vt, st, quality(st), why]
+    else:
+        cells = [iso(row[0]), *row[1:]]
     return [s.path, *cells] if q.multi else cells
 
 
@@ -157,9 +160,9 @@ def _schema(pa: Any, q: Query) -> Any:
     ts = pa.timestamp("us", tz="UTC")
     if q.bucket is None:
         fields = [("time", ts), ("value", pa.float64()), ("value_text", pa.string()), ("status", pa.int64()),
-                  ("quality", pa.string())]
+                  ("quality", pa.string()), ("reason", pa.string())]
     else:
-        fields = [("time", ts), *((s, pa.int64() if s == "count" else pa.float64()) for s in q.stats)]
+        fields = [("time", ts), *((s, pa.int64() if s in COUNTS else pa.float64()) for s in q.stats)]
     if q.multi:
         fields.insert(0, ("tag", pa.string()))
     units = orjson.dumps({s.path: s.unit for s in q.series}).decode()
@@ -186,11 +189,10 @@ async def parquet_chunks(q: Query, batches: Batches, pa: Any) -> AsyncIterator[b
         async with contextlib.aclosing(batches):
             async for s, rows in batches:
                 for row in rows:
-                    vals = [s.path, *row] if q.multi else list(row)
-                    for c, v in zip(columns, vals, strict=False):  # raw points: quality is the last
+                    if q.bucket is None:  # quality between status and reason
+                        row = (*row[:4], quality(row[3]), row[4])
+                    for c, v in zip(columns, [s.path, *row] if q.multi else row, strict=True):
                         c.append(v)
-                    if q.bucket is None:
-                        columns[-1].append(quality(row[3]))
                 if len(columns[0]) >= ROW_GROUP:
                     await asyncio.to_thread(write)
                     yield sink.take()

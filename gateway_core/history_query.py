@@ -13,7 +13,8 @@ Per bucket (``[b, b + width)``, only buckets with at least one point):
 
 * ``count`` points (BAD ones included), ``min``/``max``/``avg``/``stddev`` (sample standard deviation,
   NULL for one value) of the points' numbers, ``first``/``last``: the number of the bucket's
-  first/last point (NULL when that point has none, e.g. a BAD point);
+  first/last point (NULL when that point has none, e.g. a BAD point); ``bad``/``uncertain``: how many
+  of the bucket's points are of that quality (the StatusCode's top two bits);
 * ``twa``, the time-weighted average: each point holds its value from its time until the next point
   of the tag (the last point in range until ``to``); a BAD point or one without a number holds
   "unknown", which has no weight. A bucket's ``twa`` is the integral of the held value over the
@@ -21,6 +22,8 @@ Per bucket (``[b, b + width)``, only buckets with at least one point):
   (the previous point's, when it lies in range) counts from the bucket's start. The time before the
   first point in range is unknown. NULL when nothing in the bucket is known. This is the rule of the
   gateways' edge windows (normalizer/windows.py).
+
+A raw point carries its quality reason (``nexus.reasons.text``, NULL when it has none).
 """
 
 from __future__ import annotations
@@ -38,13 +41,15 @@ from gateway_core.settings import HistorySettings
 from gateway_core.store import Pool
 
 #: statistics a bucket can carry, and those of a request that names none (the original answer's)
-STATS = ("count", "min", "max", "avg", "stddev", "first", "last", "twa")
+STATS = ("count", "min", "max", "avg", "stddev", "first", "last", "twa", "bad", "uncertain")
 DEFAULT_STATS = ("min", "max", "avg", "last", "count")
 #: most tags one request may name or match with a prefix
 MAX_TAGS = 100
 #: rows per round trip of the server-side cursor (streamed formats)
 FETCH = 5000
-POINT_COLUMNS = ("time", "value", "value_text", "status", "quality")
+POINT_COLUMNS = ("time", "value", "value_text", "status", "quality", "reason")
+#: statistics that are counts (int64 in Parquet)
+COUNTS = frozenset({"count", "bad", "uncertain"})
 
 _BUCKET = re.compile(r"^([1-9][0-9]{0,6})(ms|s|m|h|d)$")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -143,17 +148,22 @@ _STAT_SQL = {
     "stddev": "stddev_samp(value)",
     "first": "(array_agg(value ORDER BY time))[1]",
     "last": "(array_agg(value ORDER BY time DESC))[1]",
+    "bad": "count(*) FILTER (WHERE (status >> 30) >= 2)",
+    "uncertain": "count(*) FILTER (WHERE (status >> 30) = 1)",
     "twa": "(coalesce(sum(known * hold), 0) + coalesce(sum(carry_v * carry), 0))"
     " / nullif(coalesce(sum(hold) FILTER (WHERE known IS NOT NULL), 0)"
     " + coalesce(sum(carry) FILTER (WHERE carry_v IS NOT NULL), 0), 0)",
 }
 _RANGE = "FROM nexus.points WHERE tag_id = %(id)s AND time >= %(from)s AND time < %(to)s"
+# a correlated lookup rather than a join: the points stay in index order (no sort), and a point without a
+# reason (most of them) costs nothing
+_REASON = "CASE WHEN reason_id IS NOT NULL THEN (SELECT r.text FROM nexus.reasons r WHERE r.id = reason_id) END"
 
 
 def select(q: Query, timescale: bool) -> str:
     """The statement for one series (parameters ``id``, ``from``, ``to``, ``width``), ordered by time."""
     if q.bucket is None:
-        return f"SELECT time, value, value_text, status {_RANGE} ORDER BY time"
+        return f"SELECT time, value, value_text, status, {_REASON} {_RANGE} ORDER BY time"
     # the same origin on both: time_bucket's default (2000-01-03, a Monday) would shift 3d/7d buckets
     fn = (
         "time_bucket(%(width)s, time, origin => TIMESTAMPTZ '2000-01-01')"
@@ -168,7 +178,7 @@ def select(q: Query, timescale: bool) -> str:
     return (
         f"WITH p AS (SELECT time, value, status, {fn} AS bucket, lead(time) OVER w AS next_t,"
         f" lag(time) OVER w AS prev_t, lag({_KNOWN}) OVER w AS prev_known {_RANGE} WINDOW w AS (ORDER BY time)),"
-        f" q AS (SELECT time, value, bucket, {_KNOWN} AS known,"
+        f" q AS (SELECT time, value, status, bucket, {_KNOWN} AS known,"
         " EXTRACT(EPOCH FROM least(coalesce(next_t, %(to)s), bucket + %(width)s) - time)::float8 AS hold,"
         " CASE WHEN prev_t < bucket THEN prev_known END AS carry_v,"
         " CASE WHEN prev_t < bucket THEN EXTRACT(EPOCH FROM time - bucket)::float8 END AS carry FROM p)"

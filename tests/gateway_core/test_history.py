@@ -87,6 +87,7 @@ async def test_raw_points_json_and_csv(api: Api) -> None:
         "value_text": None,
         "status": 0,
         "quality": "good",
+        "reason": None,
     }
     assert body["points"][-1] == {
         "time": "2026-01-05T12:03:05.000Z",
@@ -94,6 +95,7 @@ async def test_raw_points_json_and_csv(api: Api) -> None:
         "value_text": None,
         "status": 0x800A0000,
         "quality": "bad",
+        "reason": None,
     }
     # the range is half-open, naive times are UTC, other time zones are converted
     r = await api.client.get(
@@ -104,8 +106,8 @@ async def test_raw_points_json_and_csv(api: Api) -> None:
     r = await api.client.get("/api/v1/history", params=params(format="csv"))
     assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(r.text)))
-    assert rows[0] == ["time", "value", "value_text", "status", "quality"]
-    assert rows[1] == ["2026-01-05T12:00:00.000Z", "10.0", "", "0", "good"] and len(rows) == 11
+    assert rows[0] == ["time", "value", "value_text", "status", "quality", "reason"]
+    assert rows[1] == ["2026-01-05T12:00:00.000Z", "10.0", "", "0", "good", ""] and len(rows) == 11
 
     r = await api.client.get(
         "/api/v1/history",
@@ -122,6 +124,7 @@ async def test_raw_points_json_and_csv(api: Api) -> None:
             "value_text": "R-7",
             "status": 0,
             "quality": "good",
+            "reason": None,
         }
     ]
 

@@ -81,7 +81,8 @@ async def test_several_tags_json(api: Api) -> None:
     assert [(s["tag"], s["unit"], len(s["points"])) for s in body["series"]] == [(PRESSURE, "bar", 4),
                                                                                  (TEMP, "degC", 10)]
     assert body["series"][0]["points"][1] == {
-        "time": "2026-01-05T12:00:10.000Z", "value": 3.0, "value_text": None, "status": 0, "quality": "good"}
+        "time": "2026-01-05T12:00:10.000Z", "value": 3.0, "value_text": None, "status": 0, "quality": "good",
+        "reason": None}
     assert body["series"][1]["points"][-1]["quality"] == "bad"
 
     r = await get(api, TEMP, PRESSURE, bucket="2m")
@@ -136,14 +137,15 @@ async def test_every_statistic(api: Api) -> None:
     r = await get(api, PRESSURE, bucket="1m", stats="all")
     assert r.status_code == 200, r.text
     b0, b2 = r.json()["buckets"]  # no point in 12:01: no bucket
-    assert list(b0) == ["time", "count", "min", "max", "avg", "stddev", "first", "last", "twa"]
+    assert list(b0) == ["time", "count", "min", "max", "avg", "stddev", "first", "last", "twa", "bad", "uncertain"]
     assert b0 == {"time": "2026-01-05T12:00:00.000Z", "count": 3, "min": 1.0, "max": 5.0, "avg": 3.0,
                   "stddev": pytest.approx(2.0), "first": 1.0, "last": 5.0,
                   # 1.0 for 10 s, 3.0 for 30 s, 5.0 for 20 s (until the bucket ends)
-                  "twa": pytest.approx((1 * 10 + 3 * 30 + 5 * 20) / 60)}
+                  "twa": pytest.approx((1 * 10 + 3 * 30 + 5 * 20) / 60), "bad": 0, "uncertain": 0}
     # 5.0 still held for 10 s, then 7.0 for 50 s (the range ends after the bucket)
     assert b2 == {"time": "2026-01-05T12:02:00.000Z", "count": 1, "min": 7.0, "max": 7.0, "avg": 7.0,
-                  "stddev": None, "first": 7.0, "last": 7.0, "twa": pytest.approx((5 * 10 + 7 * 50) / 60)}
+                  "stddev": None, "first": 7.0, "last": 7.0, "twa": pytest.approx((5 * 10 + 7 * 50) / 60),
+                  "bad": 0, "uncertain": 0}
     # the last point holds until 'to', not beyond
     r = await get(api, PRESSURE, bucket="1m", stats="twa", to="2026-01-05T12:02:30Z")
     assert r.json()["buckets"][-1]["twa"] == pytest.approx((5 * 10 + 7 * 20) / 30)
@@ -164,10 +166,10 @@ async def test_csv_and_jsonl(api: Api) -> None:
     r = await get(api, TEMP, PRESSURE, format="csv")
     assert r.status_code == 200 and r.headers["content-type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(r.text)))
-    assert rows[0] == ["tag", "time", "value", "value_text", "status", "quality"] and len(rows) == 15
-    assert rows[1] == [TEMP, "2026-01-05T12:00:00.000Z", "10.0", "", "0", "good"]
-    assert rows[10] == [TEMP, "2026-01-05T12:03:05.000Z", "", "", str(BAD), "bad"]
-    assert rows[11] == [PRESSURE, "2026-01-05T12:00:00.000Z", "1.0", "", "0", "good"]
+    assert rows[0] == ["tag", "time", "value", "value_text", "status", "quality", "reason"] and len(rows) == 15
+    assert rows[1] == [TEMP, "2026-01-05T12:00:00.000Z", "10.0", "", "0", "good", ""]
+    assert rows[10] == [TEMP, "2026-01-05T12:03:05.000Z", "", "", str(BAD), "bad", ""]
+    assert rows[11] == [PRESSURE, "2026-01-05T12:00:00.000Z", "1.0", "", "0", "good", ""]
 
     r = await get(api, PRESSURE, bucket="1m", stats="count,twa", format="csv")
     assert r.text.splitlines() == ["time,count,twa", "2026-01-05T12:00:00.000Z,3,3.3333333333333335",
@@ -177,7 +179,7 @@ async def test_csv_and_jsonl(api: Api) -> None:
     assert r.headers["content-type"] == "application/jsonl"
     lines = [orjson.loads(x) for x in r.content.splitlines()]
     assert lines[0] == {"time": "2026-01-05T12:00:00.000Z", "value": 1.0, "value_text": None, "status": 0,
-                        "quality": "good"} and len(lines) == 4
+                        "quality": "good", "reason": None} and len(lines) == 4
     r = await api.client.get("/api/v1/history", params={"prefix": DEVICE, "bucket": "4m", "stats": "count,max",
                                                         "format": "jsonl", **RANGE})
     assert [orjson.loads(x) for x in r.content.splitlines()] == [
@@ -192,11 +194,12 @@ async def test_parquet(api: Api) -> None:
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/vnd.apache.parquet"
     table = pq.read_table(io.BytesIO(r.content))
-    assert table.column_names == ["tag", "time", "value", "value_text", "status", "quality"]
+    assert table.column_names == ["tag", "time", "value", "value_text", "status", "quality", "reason"]
     assert str(table.schema.field("time").type) == "timestamp[us, tz=UTC]"
     assert table.num_rows == 44  # 4 + 10 + 30: not bound by max_rows (20)
     rows = table.to_pylist()
-    assert rows[4] == {"tag": TEMP, "time": T0, "value": 10.0, "value_text": None, "status": 0, "quality": "good"}
+    assert rows[4] == {"tag": TEMP, "time": T0, "value": 10.0, "value_text": None, "status": 0, "quality": "good",
+                       "reason": None}
     assert rows[13]["quality"] == "bad" and rows[13]["value"] is None
     meta = table.schema.metadata
     assert orjson.loads(meta[b"nexus.units"]) == {PRESSURE: "bar", TEMP: "degC", BULK: None}
@@ -288,7 +291,7 @@ async def test_client_gone_closes_the_cursor(api: Api, db: str, monkeypatch: pyt
     with contextlib.suppress(Exception):
         await app(scope, receive, send)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
-    assert sent[0]["status"] == 200 and sent[1]["body"] == b"time,value,value_text,status,quality\n"
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"time,value,value_text,status,quality,reason\n"
     pool = api.core.history.pool
     assert [c.info.transaction_status.name for c in pool._idle] == ["IDLE"]
     async with await psycopg.AsyncConnection.connect(db) as other:
