@@ -6,7 +6,8 @@ The request's parameters and errors are here; what is read and how is in
 cursor), the encodings in :mod:`gateway_core.history_formats`. JSON is built in memory and bounded
 by ``history.max_rows`` (a 422 before any byte is sent); the streamed formats read through a
 server-side cursor and are bounded by the range (``history.max_range_days``) and the tag count
-(:data:`MAX_TAGS`), not by ``max_rows``.
+(:data:`MAX_TAGS`), not by ``max_rows``. Buckets are read from an aggregate layer where it answers
+exactly (:mod:`gateway_core.history_layers`), which the answer names.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway_core import history_layers
 from gateway_core.auth import Principal, require
 from gateway_core.errors import ApiError
 from gateway_core.history_formats import (
+    LAYER_HEADER,
     MEDIA_TYPES,
     ClosingStream,
     csv_chunks,
@@ -88,6 +91,7 @@ def parse_tags(tags: list[str]) -> list[str]:
 router = APIRouter(tags=["history"])
 
 Format = Literal["json", "csv", "jsonl", "parquet"]
+Layer = Literal["auto", "raw"]
 
 
 @router.get(
@@ -124,6 +128,11 @@ async def history(
     format: Annotated[
         Format, Query(description="json (bounded by history.max_rows), or streamed: csv, jsonl, parquet")
     ] = "json",
+    layer: Annotated[
+        Layer, Query(description="auto: buckets of whole minutes / hours asking only count, min, max, avg, last "
+                     "are read from nexus.points_1m / points_1h (named in 'layer' and X-Nexus-Layer); raw: "
+                     "always from the raw points")
+    ] = "auto",
     _: Annotated[Principal, Depends(require("viewer"))],
 ) -> Response:
     if prefix is not None and tag:
@@ -144,11 +153,14 @@ async def history(
             "use csv or jsonl", field="format",
         )
     series = await core_history.resolve(tags, pfx)
+    src = (history_layers.choose(width, wanted, start_t, end_t, await core_history.layers())
+           if layer == "auto" else history_layers.RAW)
     q = HistoryQuery(series=tuple(series), start=start_t, end=end_t, bucket=width, stats=wanted,
-                     multi=pfx is not None or len(tags) > 1)
+                     multi=pfx is not None or len(tags) > 1, layer=src)
+    headers = {LAYER_HEADER: q.layer}
     if format == "json":
-        return JSONResponse(json_body(q, await core_history.fetch(q)))
+        return JSONResponse(json_body(q, await core_history.fetch(q)), headers=headers)
     batches = core_history.stream(q)
     body = (csv_chunks(q, batches) if format == "csv" else jsonl_chunks(q, batches) if format == "jsonl"
             else parquet_chunks(q, batches, pa))
-    return ClosingStream(body, media_type=MEDIA_TYPES[format])
+    return ClosingStream(body, media_type=MEDIA_TYPES[format], headers=headers)

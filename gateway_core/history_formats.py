@@ -4,7 +4,9 @@ Rows come from :mod:`gateway_core.history_query`: raw points ``(time, value, val
 reason)`` (written with their quality between status and reason) or buckets ``(time, <stats...>)``. Times
 are ISO 8601 UTC strings with milliseconds in JSON, CSV and JSON lines, ``timestamp[us, UTC]`` in
 Parquet. A request for several tags (or a prefix) puts the tag in every row (``tag`` column) of the flat
-formats, and one ``series`` entry per tag in JSON.
+formats, and one ``series`` entry per tag in JSON. What the buckets were read from (``raw``, ``1m``,
+``1h``) is the JSON's ``layer``, the ``X-Nexus-Layer`` header (:data:`LAYER_HEADER`) of every format and
+Parquet's ``nexus.layer`` metadata.
 
 Parquet needs pyarrow (``pip install 'nexus-edge[parquet]'``); it is imported only when asked for.
 """
@@ -36,6 +38,8 @@ MEDIA_TYPES = {
     "jsonl": "application/jsonl",
     "parquet": "application/vnd.apache.parquet",
 }
+#: the response header naming the layer the answer was read from
+LAYER_HEADER = "X-Nexus-Layer"
 #: rows per Parquet row group (what the encoder holds at most)
 ROW_GROUP = 65_536
 _MS = timedelta(milliseconds=1)
@@ -75,7 +79,7 @@ def record(q: Query, row: Row) -> dict[str, Any]:
 def json_body(q: Query, fetched: list[tuple[Series, list[Row]]]) -> dict[str, Any]:
     """One tag: ``{"tag", "unit", "from", "to", "points"|"buckets"}``; several: ``{..., "series": [...]}``."""
     key = "points" if q.bucket is None else "buckets"
-    span = {"from": iso(q.start), "to": iso(q.end)}
+    span = {"from": iso(q.start), "to": iso(q.end), "layer": q.layer}
     if not q.multi:
         ((s, rows),) = fetched
         return {"tag": s.path, "unit": s.unit, **span, key: [record(q, r) for r in rows]}
@@ -166,7 +170,7 @@ def _schema(pa: Any, q: Query) -> Any:
     if q.multi:
         fields.insert(0, ("tag", pa.string()))
     units = orjson.dumps({s.path: s.unit for s in q.series}).decode()
-    meta = {"nexus.from": iso(q.start), "nexus.to": iso(q.end), "nexus.units": units}
+    meta = {"nexus.from": iso(q.start), "nexus.to": iso(q.end), "nexus.units": units, "nexus.layer": q.layer}
     if q.bucket is not None:
         meta["nexus.bucket_ms"] = str(q.bucket // _MS)
     return pa.schema(fields, metadata=meta)

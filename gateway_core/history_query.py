@@ -23,7 +23,8 @@ Per bucket (``[b, b + width)``, only buckets with at least one point):
   first point in range is unknown. NULL when nothing in the bucket is known. This is the rule of the
   gateways' edge windows (normalizer/windows.py).
 
-A raw point carries its quality reason (``nexus.reasons.text``, NULL when it has none).
+A raw point carries its quality reason (``nexus.reasons.text``, NULL when it has none). Buckets whose
+statistics the aggregate layers give exactly are read from them (:mod:`gateway_core.history_layers`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 
 import psycopg
 
+from gateway_core import history_layers
 from gateway_core.errors import ApiError
 from gateway_core.settings import HistorySettings
 from gateway_core.store import Pool
@@ -131,6 +133,7 @@ class Query:
     bucket: timedelta | None  #: None: raw points
     stats: tuple[str, ...]  #: per bucket, in this order
     multi: bool  #: several tags or a prefix: rows carry their tag, JSON has one entry per series
+    layer: str = history_layers.RAW  #: what the buckets are read from: raw, 1m or 1h (history_layers)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -161,15 +164,19 @@ _REASON = "CASE WHEN reason_id IS NOT NULL THEN (SELECT r.text FROM nexus.reason
 
 
 def select(q: Query, timescale: bool) -> str:
-    """The statement for one series (parameters ``id``, ``from``, ``to``, ``width``), ordered by time."""
+    """The statement for one series (parameters ``id``, ``from``, ``to``, ``width``; from a layer also ``a``,
+    ``b``: :meth:`History._params`), ordered by time."""
     if q.bucket is None:
         return f"SELECT time, value, value_text, status, {_REASON} {_RANGE} ORDER BY time"
     # the same origin on both: time_bucket's default (2000-01-03, a Monday) would shift 3d/7d buckets
     fn = (
-        "time_bucket(%(width)s, time, origin => TIMESTAMPTZ '2000-01-01')"
+        "time_bucket(%(width)s, {}, origin => TIMESTAMPTZ '2000-01-01')"
         if timescale
-        else "date_bin(%(width)s, time, TIMESTAMPTZ '2000-01-01')"
+        else "date_bin(%(width)s, {}, TIMESTAMPTZ '2000-01-01')"
     )
+    if q.layer != history_layers.RAW:
+        return history_layers.select(q.layer, q.stats, fn.format("t"))
+    fn = fn.format("time")
     stats = ", ".join(_STAT_SQL[s] for s in q.stats)
     if "twa" not in q.stats:
         return f"SELECT {fn} AS bucket, {stats} {_RANGE} GROUP BY 1 ORDER BY 1"
@@ -193,6 +200,7 @@ class History:
         self.pool = pool
         self.settings = settings
         self._timescale: bool | None = None
+        self._layers: frozenset[str] | None = None
 
     async def resolve(self, tags: list[str], prefix: str | None) -> list[Series]:
         """The named tags in the order given, or those under ``prefix`` by path; 404/422 naming the field."""
@@ -233,8 +241,24 @@ class History:
             self._timescale = bool(await cur.fetchone())
         return self._timescale
 
+    async def layers(self) -> frozenset[str]:
+        """The aggregate layers this historian has (``1m``, ``1h``); remembered once both are there."""
+        if self._layers is None:
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(
+                    "SELECT to_regclass('nexus.points_1m') IS NOT NULL, to_regclass('nexus.points_1h') IS NOT NULL"
+                )).fetchone()
+            found = frozenset(n for n, there in zip(("1m", "1h"), row or (), strict=False) if there)
+            if len(found) < len(history_layers.LAYERS):
+                return found  # looked for again next time: the ingestion workers may migrate later
+            self._layers = found
+        return self._layers
+
     def _params(self, q: Query, s: Series) -> dict[str, Any]:
-        return {"id": s.tag_id, "from": q.start, "to": q.end, "width": q.bucket}
+        params: dict[str, Any] = {"id": s.tag_id, "from": q.start, "to": q.end, "width": q.bucket}
+        if q.layer != history_layers.RAW:
+            params["a"], params["b"] = history_layers.edges(q.start, q.end, history_layers.LAYERS[q.layer][1])
+        return params
 
     async def fetch(self, q: Query) -> list[tuple[Series, list[Row]]]:
         """Every row of every series; a 422 when more than ``max_rows`` would come back."""

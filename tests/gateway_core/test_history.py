@@ -97,6 +97,7 @@ async def test_raw_points_json_and_csv(api: Api) -> None:
         "quality": "bad",
         "reason": None,
     }
+    assert body["layer"] == "raw" and r.headers["x-nexus-layer"] == "raw"
     # the range is half-open, naive times are UTC, other time zones are converted
     r = await api.client.get(
         "/api/v1/history", params=params(**{"from": "2026-01-05T13:00:20+01:00", "to": "2026-01-05T12:01:00"})
@@ -138,12 +139,15 @@ async def test_buckets_json_and_csv(api: Api) -> None:
         {"time": "2026-01-05T12:02:00.000Z", "min": 16.0, "max": 18.0, "avg": 17.0, "last": 18.0, "count": 3},
         {"time": "2026-01-05T12:03:00.000Z", "min": None, "max": None, "avg": None, "last": None, "count": 1},
     ]
+    # whole minutes asking only what the minute layer holds: read from it (tests/gateway_core/test_history_layers.py)
+    assert r.json()["layer"] == "1m" and r.headers["x-nexus-layer"] == "1m"
     r = await api.client.get("/api/v1/history", params=params(bucket="2m", format="csv"))
     assert r.text.splitlines() == [
         "time,min,max,avg,last,count",
         "2026-01-05T12:00:00.000Z,10.0,15.0,12.5,15.0,6",
         "2026-01-05T12:02:00.000Z,16.0,18.0,17.0,,4",
     ]
+    assert r.headers["x-nexus-layer"] == "1m"
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,7 @@ async def test_every_statistic(api: Api) -> None:
     assert b2 == {"time": "2026-01-05T12:02:00.000Z", "count": 1, "min": 7.0, "max": 7.0, "avg": 7.0,
                   "stddev": None, "first": 7.0, "last": 7.0, "twa": pytest.approx((5 * 10 + 7 * 50) / 60),
                   "bad": 0, "uncertain": 0}
+    assert r.json()["layer"] == "raw"  # stddev, first, twa: not in the layers
     # the last point holds until 'to', not beyond
     r = await get(api, PRESSURE, bucket="1m", stats="twa", to="2026-01-05T12:02:30Z")
     assert r.json()["buckets"][-1]["twa"] == pytest.approx((5 * 10 + 7 * 20) / 30)

@@ -124,6 +124,7 @@ async def test_bad_and_uncertain_counts_per_bucket(api: Api) -> None:
         {"time": "2026-01-05T12:01:00.000Z", "count": 3, "bad": 2, "uncertain": 0},
         {"time": "2026-01-05T12:02:00.000Z", "count": 1, "bad": 1, "uncertain": 0},
     ]
+    assert r.json()["layer"] == "raw"  # the layers know no quality
     r = await api.client.get("/api/v1/history", params={"tag": TEMP, "bucket": "5m", "stats": "bad,uncertain,avg",
                                                         "format": "csv", **RANGE})
     # avg over the numbers, BAD or not (23.0 is a BAD point's value): the rule of the raw statistics
