@@ -6,7 +6,9 @@ Run: ``.venv/bin/python bench/query.py [--backend both|postgres|timescaledb] [--
 Per backend (plain PostgreSQL, then PostgreSQL with TimescaleDB preloaded and no job scheduler, so no policy
 job races the measurements and raw chunks stay uncompressed):
 
-1. A private cluster in a temp folder (removed afterwards); the schema made by ``ingestion.schema.migrate``.
+1. A private cluster in a temp folder (removed afterwards); the schema made by ``ingestion.schema.migrate``;
+   on plain PostgreSQL the day partitions of the history created first, as the upkeep leader would
+   (``ingestion.partitions.ensure``), so no point lands in the DEFAULT partition.
 2. A deterministic history: ``--tags`` tags (devices of 100 tags, UNS paths
    acme/bench/areaA/lineL/devDD/tagTTT), one point per tag every ``--interval-s`` seconds for ``--days`` days,
    ending at the hour the run started, time-major as ingestion writes it; a value is a per-tag sine plus a
@@ -14,8 +16,9 @@ job races the measurements and raw chunks stay uncompressed):
    ``(time, tag_id, value, status)`` in transactions of ``--copy-rows`` rows; the load time and the size on
    disk are printed.
 3. The aggregate layers brought up to date: TimescaleDB refreshes ``nexus.points_1m`` then ``nexus.points_1h``
-   over the whole history; plain PostgreSQL calls ``nexus.rollup_refresh()`` until it returns 0 where that
-   function exists (else the layers are views and nothing is needed). Then ``VACUUM ANALYZE``.
+   over the whole history; plain PostgreSQL rolls ``nexus.rollup_1m`` and ``nexus.rollup_1h`` up with the
+   upkeep's own code (``ingestion.rollups.refresh_all``; where there are no rollups the layers are plain views
+   and nothing is needed). Then ``VACUUM ANALYZE``.
 4. The questions, each asked ``--repeat`` times (fewer when a variant has used up ``--budget-s``) after one
    untimed warm-up whose result is compared between the two variants (same rows, same values):
    Q1 a 20-tag, 8-hour trend panel in 1-minute buckets (``points_1m`` vs ``date_bin`` over ``points``);
@@ -52,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools.local import Postgres, free_port  # noqa: E402
+from ingestion import partitions, rollups  # noqa: E402
 from ingestion.rows import HEADER, TRAILER  # noqa: E402
 from ingestion.schema import migrate  # noqa: E402
 
@@ -97,11 +101,16 @@ def tag_rows(n: int) -> list[tuple[str, ...]]:
     return out
 
 
-def create(dsn: str) -> bool:
-    """Migrate like ingestion does (an autocommit async connection); True when the TimescaleDB path is active."""
-    async def run() -> bool:
+def create(dsn: str, hist: History) -> tuple[bool, int]:
+    """Migrate like ingestion does (an autocommit async connection): whether the TimescaleDB path is active, and
+    how many day partitions were created for the history (plain PostgreSQL)."""
+    async def run() -> tuple[bool, int]:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            return (await migrate(conn)).timescale
+            timescale = (await migrate(conn)).timescale
+            if timescale or not await partitions.present(conn):
+                return timescale, 0
+            made = await partitions.ensure(conn, ahead_days=hist.days, now=hist.start)
+            return timescale, len(made.created)
     return asyncio.run(run())
 
 
@@ -131,22 +140,19 @@ def load(conn: Conn, hist: History, ids: list[int], copy_rows: int) -> float:
 
 def refresh(dsn: str, timescale: bool) -> str:
     """Bring points_1m and points_1h up to date; what was done."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        if timescale:
+    if timescale:
+        with psycopg.connect(dsn, autocommit=True) as conn:
             for view in ("nexus.points_1m", "nexus.points_1h"):
                 conn.execute("CALL refresh_continuous_aggregate(%s::regclass, NULL, NULL)", (view,))
-            return "refresh_continuous_aggregate(points_1m), then (points_1h), whole history"
-        row = conn.execute("SELECT to_regprocedure('nexus.rollup_refresh()') IS NOT NULL").fetchone()
-        if not (row and row[0]):
-            return "no nexus.rollup_refresh(): points_1m and points_1h are views over nexus.points"
-        calls = buckets = 0
-        while True:
-            calls += 1
-            got = conn.execute("SELECT nexus.rollup_refresh()").fetchone()
-            n = int(got[0]) if got and got[0] is not None else 0
-            buckets += n
-            if n == 0:
-                return f"nexus.rollup_refresh(): {calls} calls, {buckets:,} buckets written"
+        return "refresh_continuous_aggregate(points_1m), then (points_1h), whole history"
+
+    async def run() -> str:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            if not await rollups.present(conn):
+                return "no rollups: points_1m and points_1h are views over nexus.points"
+            res = await rollups.refresh_all(conn)
+            return f"ingestion.rollups.refresh_all: {res.buckets:,} buckets rolled up (minutes, then hours)"
+    return asyncio.run(run())
 
 
 def mb(n: int | None) -> str:
@@ -166,12 +172,16 @@ def sizes(conn: Conn, timescale: bool) -> list[str]:
                 " WHERE view_schema = 'nexus' ORDER BY view_name").fetchall():
             out.append(f"nexus.{view}: continuous aggregate, materialized {mb(size)}")
     else:
-        for name, kind, size in conn.execute(
-                "SELECT c.relname, c.relkind, pg_total_relation_size(c.oid) FROM pg_class c"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'nexus'"
+        for name, kind, size, parts in conn.execute(
+                "SELECT c.relname, c.relkind, CASE c.relkind WHEN 'p' THEN (SELECT"
+                " sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i WHERE i.inhparent = c.oid)::bigint"
+                " ELSE pg_total_relation_size(c.oid) END,"
+                " (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'nexus' AND NOT c.relispartition"
                 " AND (c.relname IN ('points', 'points_1m', 'points_1h') OR (c.relkind IN ('r', 'm')"
                 " AND pg_total_relation_size(c.oid) > 1048576)) ORDER BY c.relname").fetchall():
-            what = {"v": "view (computed at query time)", "m": "materialized view"}.get(kind, "table")
+            what = {"v": "view", "m": "materialized view",
+                    "p": f"partitioned table, {parts} partitions"}.get(kind, "table")
             out.append(f"nexus.{name}: {what}" + ("" if kind == "v" else f", {mb(size)} (table + indexes)"))
     row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     out.append(f"database: {mb(row[0] if row else 0)}")
@@ -307,8 +317,11 @@ def bench_backend(backend: str, hist: History, args: argparse.Namespace) -> list
     try:
         pg.start()
         dsn = pg.create_database("bench")
-        if create(dsn) != timescale:
+        active, made = create(dsn, hist)
+        if active != timescale:
             raise SystemExit(f"{backend}: the schema's TimescaleDB path is {'in' if not timescale else ''}active")
+        if made:
+            print(f"{made} day partitions created for the history (ingestion.partitions.ensure)")
         with psycopg.connect(dsn, prepare_threshold=None) as conn:
             version = conn.execute("SELECT version(), (SELECT extversion FROM pg_extension WHERE extname ="
                                    " 'timescaledb'), current_setting('jit'), pg_jit_available(),"
