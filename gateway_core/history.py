@@ -1,5 +1,6 @@
 """GET /api/v1/history: raw points or per-bucket statistics of one or more tags from the historian,
-as JSON, or streamed as CSV, JSON lines or Parquet.
+as JSON, or streamed as CSV, JSON lines or Parquet; GET /api/v1/history/latest: the newest point of
+each tag and whether it is stale (:mod:`gateway_core.history_latest`).
 
 The request's parameters and errors are here; what is read and how is in
 :mod:`gateway_core.history_query` (the statistics, the time-weighted average, the server-side
@@ -30,7 +31,10 @@ from gateway_core.history_formats import (
     jsonl_chunks,
     parquet_chunks,
     pyarrow,
+    to_csv,
 )
+from gateway_core.history_latest import COLUMNS as LATEST_COLUMNS
+from gateway_core.history_latest import MAX_LATEST_TAGS, query_latest
 from gateway_core.history_query import (
     MAX_TAGS,
     STATS,
@@ -73,11 +77,12 @@ def parse_prefix(text: str) -> str:
     return text
 
 
-def parse_tags(tags: list[str]) -> list[str]:
-    """Six-level UNS paths, duplicates dropped (first one kept), at most :data:`MAX_TAGS`."""
+def parse_tags(tags: list[str], limit: int | None = None) -> list[str]:
+    """Six-level UNS paths, duplicates dropped (first one kept), at most ``limit`` (:data:`MAX_TAGS`)."""
     out = list(dict.fromkeys(tags))
-    if len(out) > MAX_TAGS:
-        raise ApiError(422, f"{len(out)} tags in one request; the limit is {MAX_TAGS}", field="tag")
+    limit = MAX_TAGS if limit is None else limit
+    if len(out) > limit:
+        raise ApiError(422, f"{len(out)} tags in one request; the limit is {limit}", field="tag")
     for tag in out:
         if len(tag) > 1024:
             raise ApiError(422, f"tag {tag[:64]!r}... is longer than 1024 characters", field="tag")
@@ -135,12 +140,7 @@ async def history(
     ] = "auto",
     _: Annotated[Principal, Depends(require("viewer"))],
 ) -> Response:
-    if prefix is not None and tag:
-        raise ApiError(422, "give tag (one or more) or prefix, not both", field="prefix")
-    if prefix is None and not tag:
-        raise ApiError(422, "tag: Field required (one or more tag=, or prefix=)", field="tag")
-    tags = parse_tags(tag or [])
-    pfx = parse_prefix(prefix) if prefix is not None else None
+    tags, pfx = _tags_or_prefix(tag, prefix)
     width = parse_bucket(bucket) if bucket is not None else None
     wanted = parse_stats(stats, width)
     start_t, end_t = time_range(start, end)
@@ -164,3 +164,47 @@ async def history(
     body = (csv_chunks(q, batches) if format == "csv" else jsonl_chunks(q, batches) if format == "jsonl"
             else parquet_chunks(q, batches, pa))
     return ClosingStream(body, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+def _tags_or_prefix(tag: list[str] | None, prefix: str | None,
+                    limit: int | None = None) -> tuple[list[str], str | None]:
+    if prefix is not None and tag:
+        raise ApiError(422, "give tag (one or more) or prefix, not both", field="prefix")
+    if prefix is None and not tag:
+        raise ApiError(422, "tag: Field required (one or more tag=, or prefix=)", field="tag")
+    return parse_tags(tag or [], limit), parse_prefix(prefix) if prefix is not None else None
+
+
+@router.get(
+    "/history/latest",
+    summary="The newest point of each tag (value, quality, reason, age) and whether the tag is stale",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def latest(
+    request: Request,
+    *,
+    tag: Annotated[
+        list[str] | None,
+        Query(description=f"UNS path of a tag; repeat for several (at most {MAX_LATEST_TAGS})"),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        Query(description=f"instead of tag: every tag under this UNS path (1 to 6 levels, at most "
+              f"{MAX_LATEST_TAGS} tags), by path", max_length=1024),
+    ] = None,
+    stale_after_s: Annotated[
+        float, Query(gt=0, le=366 * 86400, description="seconds without a point after which a tag is stale "
+                     "(about three poll intervals)")
+    ] = 300.0,
+    stale: Annotated[
+        bool | None, Query(description="true: only the stale tags; false: only the fresh ones; absent: all")
+    ] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    _: Annotated[Principal, Depends(require("viewer"))],
+) -> Response:
+    tags, pfx = _tags_or_prefix(tag, prefix, MAX_LATEST_TAGS)
+    core_history: History = request.app.state.core.history
+    result = await query_latest(core_history.pool, tags, pfx, stale_after_s, stale, MAX_LATEST_TAGS)
+    if format == "csv":
+        return Response(to_csv(result.tags, LATEST_COLUMNS), media_type=MEDIA_TYPES["csv"])
+    return JSONResponse(result.body())

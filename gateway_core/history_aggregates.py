@@ -14,8 +14,6 @@ Reads ``nexus.tags``, ``nexus.windows`` and the view ``nexus.alarms`` (ingestion
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -26,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from gateway_core.auth import Principal, require
 from gateway_core.errors import ApiError
 from gateway_core.history import check_range, iso, parse_bucket, time_range
+from gateway_core.history_formats import to_csv
 from gateway_core.settings import HistorySettings
 from gateway_core.store import Pool
 from proto.aggregates import ALARM_KINDS
@@ -136,14 +135,6 @@ async def query_alarms(pool: Pool, settings: HistorySettings, prefix: str, start
             for path, kind, r, c, on, rv, rl, sev, cv in rows
         ],
     }
-
-
-def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 router = APIRouter(tags=["history"])

@@ -18,7 +18,7 @@ import contextlib
 import csv
 import importlib
 import io
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -121,6 +121,15 @@ async def jsonl_chunks(q: Query, batches: Batches) -> AsyncIterator[bytes]:
                 yield b"".join(orjson.dumps({"tag": s.path, **record(q, r)}) + b"\n" for r in rows)
             else:
                 yield b"".join(orjson.dumps(record(q, r)) + b"\n" for r in rows)
+
+
+def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """Rows already built in memory (the small answers: windows, alarms, latest) as CSV with a header."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
 
 
 def pyarrow() -> Any | None:
