@@ -195,18 +195,25 @@ SELECT concat_ws('/', 'acme', 'plant-1', 'molding', line, device, tag), 'acme', 
 FROM (VALUES ('line-1', 'press-1', 'temp', 'degC'), ('line-1', 'press-1', 'pressure', 'bar'),
              ('line-1', 'press-1', 'recipe', NULL), ('line-2', 'oven-1', 'temp', 'degC'),
              ('line-2', 'oven-1', 'door', NULL), ('line-2', 'oven-1', 'fan', NULL)) v(line, device, tag, unit);
--- numbers every 10 s over the last 3 h; every 50th BadTimeout, every 77th Uncertain
-INSERT INTO nexus.points (time, tag_id, value, status)
+INSERT INTO nexus.reasons (text) VALUES ('timeout'), ('clamped to the range maximum 100'), ('connection refused');
+-- numbers every 10 s over the last 3 h; every 50th BadTimeout (reason timeout), every 77th Uncertain (every
+-- other one clamped, the rest without a reason)
+INSERT INTO nexus.points (time, tag_id, value, status, reason_id)
 SELECT date_trunc('second', now()) - g * interval '10 seconds', t.id,
        CASE WHEN g % 50 = 0 THEN NULL ELSE 20 + 10 * sin(g / 30.0) + t.id END,
-       CASE WHEN g % 50 = 0 THEN 2148139008 WHEN g % 77 = 0 THEN 1073741824 ELSE 0 END
+       CASE WHEN g % 50 = 0 THEN 2148139008 WHEN g % 77 = 0 THEN 1073741824 ELSE 0 END,
+       (SELECT r.id FROM nexus.reasons r
+        WHERE r.text = CASE WHEN g % 50 = 0 THEN 'timeout' WHEN g % 154 = 0 THEN 'clamped to the range maximum 100' END)
 FROM generate_series(1, 1080) g, nexus.tags t WHERE t.tag IN ('temp', 'pressure');
 INSERT INTO nexus.points (time, tag_id, value_text, status)
 SELECT date_trunc('second', now()) - g * interval '15 minutes', t.id, 'MOLD-' || g, 0
 FROM generate_series(1, 12) g, nexus.tags t WHERE t.tag = 'recipe';
--- the door stopped reporting 2 h ago (a stale tag); the fan only ever appears in windows
-INSERT INTO nexus.points (time, tag_id, value, status)
-SELECT date_trunc('second', now()) - interval '2 hours' - g * interval '1 minute', t.id, g % 2, 0
+-- the door stopped reporting 2 h ago (a stale tag), its last point BadNotConnected; the fan only ever appears
+-- in windows
+INSERT INTO nexus.points (time, tag_id, value, status, reason_id)
+SELECT date_trunc('second', now()) - interval '2 hours' - g * interval '1 minute', t.id,
+       CASE WHEN g > 0 THEN g % 2 END, CASE WHEN g > 0 THEN 0 ELSE 2156527616 END,
+       CASE WHEN g = 0 THEN (SELECT r.id FROM nexus.reasons r WHERE r.text = 'connection refused') END
 FROM generate_series(0, 59) g, nexus.tags t WHERE t.tag = 'door';
 INSERT INTO nexus.windows (tag_id, width_ms, start, count, min, max, avg, twa, first, last, status, complete)
 SELECT t.id, 60000, date_bin('1 minute', now(), TIMESTAMPTZ '2000-01-01') - g * interval '1 minute',
@@ -305,8 +312,9 @@ def _has_relation(dsn: str, name: str) -> bool:
 
 
 async def test_panels_show_the_values_stored(backend: str) -> None:
-    """Not only rows: the overview shows each tag's newest point, quality and age; the quality board the stale
-    tag; the alarms board the alarm still active; the trend over the raw layer the stored average."""
+    """Not only rows: the overview shows each tag's newest point, quality, reason and age; the quality board the
+    stale tags with the reason of their newest point, the points per reason; the alarms board the alarm still
+    active; the trend over each layer the stored average."""
     await populate(backend)
     end = datetime.now(UTC)
     with psycopg.connect(backend) as conn:
@@ -327,13 +335,27 @@ async def test_panels_show_the_values_stored(backend: str) -> None:
         assert newest is not None and current["press-1", "temp"]["value"] == newest[0]
         assert current["press-1", "temp"]["quality"] == "good" and 10 <= current["press-1", "temp"]["age"] < 60
         assert current["press-1", "recipe"]["text"] == "MOLD-1" and current["oven-1", "fan"]["age"] is None
-        stale = {(r["device"], r["tag"]) for r in run("quality", "Stale tags (no point for longer than $stale_after)",
-                                                      RANGES["1h"])}
+        assert current["press-1", "temp"]["reason"] is None
+        door = current["oven-1", "door"]
+        assert (door["quality"], door["status"], door["reason"]) == ("bad", "BadNotConnected", "connection refused")
+        assert 7200 <= door["age"] < 7300
+        stale = {(r["device"], r["tag"]): r["reason"] for r in run(
+            "quality", "Stale tags (no point for longer than $stale_after)", RANGES["1h"])}
         # the recipe's newest point is 15 min old (it changes rarely): stale at the default 5 min as well
-        assert stale == {("oven-1", "door"), ("oven-1", "fan"), ("press-1", "recipe")}
+        assert stale == {("oven-1", "door"): "connection refused", ("oven-1", "fan"): None, ("press-1", "recipe"): None}
         codes = {r["status"]: r["points"] for r in run("quality", "Status codes seen", RANGES["2d"])}
-        # 3 numeric tags; g in 1..1080: 21 multiples of 50, 14 of 77
-        assert codes == {"BadTimeout": 3 * 21, "Uncertain": 3 * 14}
+        # 3 numeric tags; g in 1..1080: 21 multiples of 50, 14 of 77 (7 of them of 154); the door's last point
+        assert codes == {"BadTimeout": 3 * 21, "Uncertain": 3 * 14, "BadNotConnected": 1}
+        reasons = {(r["reason"], r["quality"]): (r["points"], r["tags"]) for r in run(
+            "quality", "Reasons of bad and uncertain points", RANGES["2d"])}
+        assert reasons == {("timeout", "bad"): (3 * 21, 3), ("(none given)", "uncertain"): (3 * 7, 3),
+                           ("clamped to the range maximum 100", "uncertain"): (3 * 7, 3),
+                           ("connection refused", "bad"): (1, 1)}
+        per_interval = run("quality", "Bad and uncertain points per reason", RANGES["2d"])
+        assert sum(r["value"] for r in per_interval if r["metric"] == "timeout") == 3 * 21
+        latest = run("quality", "Latest bad and uncertain points", RANGES["1h"])
+        assert {(r["status"], r["reason"]) for r in latest} == {
+            ("BadTimeout", "timeout"), ("Uncertain", "clamped to the range maximum 100"), ("Uncertain", None)}
         active = run("alarms", "Active now", RANGES["1h"])
         assert [(r["device"], r["tag"], r["alarm"], r["severity"]) for r in active] == [("oven-1", "temp", "high", 800)]
         summary = {(r["device"], r["tag"]): r for r in run("trends", "Selected tags over the range", RANGES["1h"])}
@@ -342,3 +364,13 @@ async def test_panels_show_the_values_stored(backend: str) -> None:
         assert raw is not None and summary["oven-1", "temp"]["layer"] == "raw"
         assert summary["oven-1", "temp"]["samples"] == raw[0]
         assert summary["oven-1", "temp"]["avg"] == pytest.approx(raw[1])
+        # from the minute and the hour layer: value_sum / value_count, the raw average (BAD points without a value
+        # count in samples, not in it)
+        everything = conn.execute("SELECT avg(value) FROM nexus.metrics WHERE device = 'oven-1' AND tag = 'temp'"
+                                  ).fetchone()
+        assert everything is not None
+        for label, layer in (("2d", "1m"), ("60d", "1h" if _has_relation(backend, "nexus.points_1h") else "1m")):
+            row = {(r["device"], r["tag"]): r for r in run("trends", "Selected tags over the range", RANGES[label])}
+            assert row["oven-1", "temp"]["layer"] == layer
+            assert row["oven-1", "temp"]["avg"] == pytest.approx(everything[0], rel=1e-12)
+            assert row["oven-1", "temp"]["samples"] == 1080
