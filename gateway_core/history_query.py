@@ -157,17 +157,18 @@ _STAT_SQL = {
     " / nullif(coalesce(sum(hold) FILTER (WHERE known IS NOT NULL), 0)"
     " + coalesce(sum(carry) FILTER (WHERE carry_v IS NOT NULL), 0), 0)",
 }
-_RANGE = "FROM nexus.points WHERE tag_id = %(id)s AND time >= %(from)s AND time < %(to)s"
-# a correlated lookup rather than a join: the points stay in index order (no sort), and a point without a
-# reason (most of them) costs nothing
-_REASON = "CASE WHEN reason_id IS NOT NULL THEN (SELECT r.text FROM nexus.reasons r WHERE r.id = reason_id) END"
+_WHERE = "WHERE tag_id = %(id)s AND time >= %(from)s AND time < %(to)s"
+_RANGE = f"FROM nexus.points {_WHERE}"
+# a nested loop over the points in index order, the few reasons memoized: about 10 % over the points alone
+# when streaming 300k of them, where a correlated sub-select per point costs 50 %
+_WITH_REASON = f"FROM nexus.points LEFT JOIN nexus.reasons r ON r.id = reason_id {_WHERE}"
 
 
 def select(q: Query, timescale: bool) -> str:
     """The statement for one series (parameters ``id``, ``from``, ``to``, ``width``; from a layer also ``a``,
     ``b``: :meth:`History._params`), ordered by time."""
     if q.bucket is None:
-        return f"SELECT time, value, value_text, status, {_REASON} {_RANGE} ORDER BY time"
+        return f"SELECT time, value, value_text, status, r.text {_WITH_REASON} ORDER BY time"
     # the same origin on both: time_bucket's default (2000-01-03, a Monday) would shift 3d/7d buckets
     fn = (
         "time_bucket(%(width)s, {}, origin => TIMESTAMPTZ '2000-01-01')"
