@@ -193,6 +193,7 @@ class Ingestor:
         m.WINDOWS_STORED.inc(res.windows)
         m.ALARM_EVENTS_STORED.inc(res.events)
         m.ALARM_EVENTS_REPEATED.inc(res.repeated_events)
+        m.PARTITIONS_CREATED.inc(res.partitions)
         m.BATCH_POINTS.observe(res.points)
         m.COPY_SECONDS.observe(res.copy_seconds)
         m.COMMIT_SECONDS.observe(elapsed)

@@ -36,16 +36,16 @@ ALARM_EVENTS_STORED = Counter("nexus_ingest_alarm_events_stored_total", "Alarm e
 ALARM_EVENTS_REPEATED = Counter("nexus_ingest_alarm_events_repeated_total",
                                 "Alarm events skipped: already stored (same tag, alarm, ts and raise/clear)")
 
-# the plain-PostgreSQL historian's upkeep (ingestion/upkeep.py): set by the leader only
+# the plain-PostgreSQL historian's upkeep (ingestion/upkeep.py): set by the leader only (partitions for a
+# backfill by any worker)
 UPKEEP_LEADER = Gauge("nexus_ingest_upkeep_leader", "1 while this worker is the historian upkeep leader")
 UPKEEP_ROUNDS = Counter("nexus_ingest_upkeep_rounds_total", "Upkeep rounds done as the leader")
 UPKEEP_ERRORS = Counter("nexus_ingest_upkeep_errors_total", "Upkeep rounds that failed (retried on a new connection)")
 UPKEEP_SECONDS = Histogram("nexus_ingest_upkeep_seconds", "Time of one upkeep round",
                            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300))
-PARTITIONS_CREATED = Counter("nexus_ingest_partitions_created_total", "Day partitions of nexus.points created")
+PARTITIONS_CREATED = Counter("nexus_ingest_partitions_created_total",
+                             "Day partitions of nexus.points made (ahead by the leader, for backfills by any worker)")
 PARTITIONS_DROPPED = Counter("nexus_ingest_partitions_dropped_total", "Day partitions dropped by retention")
-UNPARTITIONED_POINTS = Gauge("nexus_ingest_unpartitioned_points",
-                             "Points in the DEFAULT partition (days beyond those created ahead: a clock far off)")
 ROLLUP_BUCKETS = Counter("nexus_ingest_rollup_buckets_total", "Rollup rows written (minutes and hours)")
 ROLLUP_LAG = Gauge("nexus_ingest_rollup_lag_seconds",
                    "Seconds from the 1-minute rollup's watermark to now (newer buckets are computed at query time)")

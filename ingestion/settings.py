@@ -34,6 +34,9 @@ class DbSettings:
     upkeep_interval: float = 30.0
     upkeep_timeout: float = 300.0  #: seconds one upkeep statement may take (a rollup step of catching up)
     partition_ahead_days: int = 3  #: plain PostgreSQL: day partitions created ahead of today
+    #: plain PostgreSQL: a point up to this many days ahead of today gets a partition made for it when needed;
+    #: a message with a point further ahead (a clock years off) goes to the dead letters, its error naming it
+    partition_future_days: int = 7
 
     def __post_init__(self) -> None:
         positive(self.connect_timeout, "db.connect_timeout")
@@ -41,6 +44,9 @@ class DbSettings:
         positive(self.migrate_timeout, "db.migrate_timeout")
         positive(self.upkeep_interval, "db.upkeep_interval")
         positive(self.upkeep_timeout, "db.upkeep_timeout")
+        if self.partition_future_days < self.partition_ahead_days:
+            raise SettingsError(f"must be >= db.partition_ahead_days ({self.partition_ahead_days}), got "
+                                f"{self.partition_future_days}", field="db.partition_future_days")
         if self.partition_ahead_days < 1:
             raise SettingsError(f"must be >= 1 day, got {self.partition_ahead_days}", field="db.partition_ahead_days")
         for name in ("retention_days", "compress_after_days", "retention_1m_days", "retention_1h_days"):

@@ -4,8 +4,8 @@ Every worker runs :meth:`Upkeep.run` beside its flush loop, on a connection of i
 statement never holds a batch up). It tries for a session-level advisory lock (:data:`LEADER_LOCK`); the
 worker holding it is the leader and, every ``db.upkeep_interval`` seconds:
 
-1. creates the day partitions ahead and for points that went to the DEFAULT partition
-   (:func:`ingestion.partitions.ensure`), and drops the ones past the raw retention
+1. creates the day partitions of today and the days ahead (:func:`ingestion.partitions.ensure`; a worker
+   makes those of a backfill itself when its COPY needs them), and drops the ones past the raw retention
    (:func:`ingestion.partitions.drop_expired`);
 2. rolls the 1-minute and 1-hour layers up, late data included (:func:`ingestion.rollups.refresh`, in
    bounded steps, until caught up or ``ROUND_STEPS`` steps), and deletes rollup buckets past their retention.
@@ -89,8 +89,7 @@ class Upkeep:
     async def round(self, conn: psycopg.AsyncConnection[Any], stop: Any) -> rollups.RefreshResult:
         """One round of upkeep (the leader's; also called directly by tests)."""
         db, t0 = self.db, time.perf_counter()
-        parts = await self._bounded(partitions.ensure(conn, ahead_days=db.partition_ahead_days,
-                                                      keep_days=db.retention_days), stop)
+        parts = await self._bounded(partitions.ensure(conn, ahead_days=db.partition_ahead_days), stop)
         await self._bounded(partitions.drop_expired(conn, keep_days=db.retention_days, res=parts), stop)
         total = rollups.RefreshResult()
         for _ in range(ROUND_STEPS):
@@ -107,17 +106,14 @@ class Upkeep:
         self.rounds += 1
         m.UPKEEP_ROUNDS.inc()
         m.UPKEEP_SECONDS.observe(time.perf_counter() - t0)
-        m.PARTITIONS_CREATED.inc(len(parts.created))
+        m.PARTITIONS_CREATED.inc(parts.created)
         m.PARTITIONS_DROPPED.inc(len(parts.dropped))
-        m.UNPARTITIONED_POINTS.set(parts.unpartitioned_rows)
         m.ROLLUP_BUCKETS.inc(total.buckets)
         m.ROLLUP_LAG.set(lag)
-        if parts.created or parts.dropped or total.ranges or expired or parts.expired_default_rows:
-            log.info("upkeep: %d partitions created (%d rows moved in), %d dropped, %d old rows of the default "
-                     "partition deleted; %d rollup buckets written, %d late ranges re-aggregated, %d expired "
-                     "buckets deleted%s", len(parts.created), parts.moved_rows, len(parts.dropped),
-                     parts.expired_default_rows, total.buckets, total.ranges, expired,
-                     "; still catching up" if total.behind else "")
+        if parts.created or parts.dropped or total.ranges or expired:
+            log.info("upkeep: %d partitions created, %d dropped; %d rollup buckets written, %d late ranges "
+                     "re-aggregated, %d expired buckets deleted%s", parts.created, len(parts.dropped),
+                     total.buckets, total.ranges, expired, "; still catching up" if total.behind else "")
         return total
 
 

@@ -18,12 +18,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
 
+from ingestion import partitions
 from ingestion.aggregates import store_events, store_windows
 from ingestion.errors import DbError, DbStopped
 from ingestion.items import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
@@ -57,13 +58,21 @@ class WriteResult:
     repeated_events: int = 0  #: alarm events already stored (or twice in the transaction): skipped
     copy_seconds: float = 0.0
     new_tags: int = 0
+    partitions: int = 0  #: day partitions made for these points (plain PostgreSQL: a backfill)
     dead: list[Item] = field(default_factory=list)
 
     def add(self, other: WriteResult) -> None:
         for name in ("stored_messages", "duplicate_messages", "dead_letters", "points", "windows", "events",
-                     "repeated_events", "copy_seconds", "new_tags"):
+                     "repeated_events", "copy_seconds", "new_tags", "partitions"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dead += other.dead
+
+
+def _point_times(items: list[Item]) -> Iterator[int]:
+    for it in items:
+        if it.batch is not None and it.error is None:
+            for p in it.batch.points:
+                yield p.ts
 
 
 def _describe(exc: BaseException) -> str:
@@ -82,6 +91,7 @@ class Writer:
         # device path -> tag name -> (tag id, unit); filled after commits only, kept across reconnects
         self._tags: dict[str, dict[str, tuple[int, str | None]]] = {}
         self._reasons: dict[str, int] = {}  # reason text -> nexus.reasons id; the same
+        self._unit_changes: list[tuple[str, str, int, str]] = []  # (device, tag, id, unit) of the open transaction
 
 
     @property
@@ -182,21 +192,36 @@ class Writer:
             (self.db.dedup_window_hours,))
         return cur.rowcount
 
-    async def _write_or_split(self, items: list[Item]) -> WriteResult:
+    async def _write_or_split(self, items: list[Item], *, partition_tries: int = 3) -> WriteResult:
         """On a data error, fall back to one transaction per message so that only the offending
-        message becomes a dead letter."""
+        message becomes a dead letter. Points of a day without a partition (plain PostgreSQL: a backfill)
+        get it made, and the transaction is tried again (a few times: another worker may be making the
+        same days); a point too far ahead for one makes its message a dead letter."""
         try:
             return await self._write(items)
+        except psycopg.errors.CheckViolation as exc:
+            if not partitions.is_missing_partition(exc) or partition_tries == 0:
+                return await self._split(items, exc)
+            days, made = await partitions.add_for_points(self._connection(), _point_times(items),
+                                                         future_days=self.db.partition_future_days)
+            if not days:
+                return await self._split(items, exc)
+            res = await self._write_or_split(items, partition_tries=partition_tries - 1)
+            res.partitions += made
+            return res
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as exc:
-            if len(items) == 1:
-                items[0].fail(exc, "rejected by database: ")
-                return await self._write(items)
-            log.warning("batch of %d messages rejected (%s); retrying message by message", len(items),
-                        bounded_text(str(exc)))
-            total = WriteResult()
-            for item in items:
-                total.add(await self._write_or_split([item]))
-            return total
+            return await self._split(items, exc)
+
+    async def _split(self, items: list[Item], exc: psycopg.Error) -> WriteResult:
+        if len(items) == 1:
+            items[0].fail(exc, "rejected by database: ")
+            return await self._write(items)
+        log.warning("batch of %d messages rejected (%s); retrying message by message", len(items),
+                    bounded_text(str(exc)))
+        total = WriteResult()
+        for item in items:
+            total.add(await self._write_or_split([item]))
+        return total
 
     async def _write(self, items: list[Item]) -> WriteResult:
         res = WriteResult()
@@ -211,6 +236,7 @@ class Writer:
         conn = self._connection()
         new_tag_rows: dict[str, dict[str, tuple[int, str | None]]] = {}
         new_reasons: dict[str, int] = {}
+        self._unit_changes = []
         async with conn.transaction():
             fresh: list[Item] = []
             if good:
@@ -246,6 +272,8 @@ class Writer:
         if len(self._reasons) + len(new_reasons) > MAX_CACHED_REASONS:
             self._reasons.clear()  # reasons are categories, so this is rare; the next batches look them up again
         self._reasons.update(new_reasons)
+        for dev, tag, tag_id, unit in self._unit_changes:
+            self._tags[dev][tag] = (tag_id, unit)
         for dev, tags in new_tag_rows.items():
             self._tags.setdefault(dev, {}).update(tags)
             res.new_tags += len(tags)
@@ -326,9 +354,9 @@ class Writer:
                     path = f"{dev.path}/{tag}"
                     if path not in missing or (unit and not missing[path][2]):  # windows/events name no unit
                         missing[path] = (dev, tag, unit)
-                elif unit and unit != entry[1]:
+                elif unit and unit != entry[1] and unit_changes.get(entry[0]) != unit:
                     unit_changes[entry[0]] = unit
-                    known[tag] = (entry[0], unit)
+                    self._unit_changes.append((dev.path, tag, entry[0], unit))  # cached once committed
         conn = self._connection()
         if unit_changes:
             await conn.execute(

@@ -28,6 +28,7 @@ BEGIN
         LEFT JOIN nexus.reasons r ON r.id = p.reason_id;
         DROP TABLE nexus.rollup_1m, nexus.rollup_1h, nexus.rollup_state, nexus.rollup_invalid;
         DROP FUNCTION nexus.points_changed();
+        DROP FUNCTION nexus.add_partitions(timestamptz, timestamptz);
         DROP FUNCTION nexus.day_start(timestamptz);
     END IF;
 END

@@ -1,9 +1,11 @@
 -- requires: plain
 -- Plain PostgreSQL that does not slow down as history grows (TimescaleDB has its own: 002 and 007; there this
 -- migration is not needed and recorded as done without running, see ingestion/schema.py):
--- * nexus.points partitioned by day (UTC), partitions created ahead and dropped for retention by one worker at
---   a time (ingestion/partitions.py, run by the upkeep leader, ingestion/upkeep.py); a DEFAULT partition takes
---   what no day partition covers yet (a clock far off, a backfill), so a COPY never fails for want of one;
+-- * nexus.points partitioned by day (UTC), partitions created ahead by the upkeep leader and on demand by a
+--   worker whose COPY meets a day without one (a backfill, a clock off), all through nexus.add_partitions
+--   under an advisory lock, and dropped for retention by the leader (ingestion/partitions.py, upkeep.py).
+--   No DEFAULT partition: with one, PostgreSQL cannot read the day partitions newest first, and the newest
+--   point of a tag (ORDER BY time DESC LIMIT 1) would cost one probe per day kept;
 -- * the 1-minute and 1-hour layers as rollup tables maintained by the same leader (ingestion/rollups.py),
 --   behind views with the names and columns of TimescaleDB's continuous aggregates (nexus.points_1m,
 --   nexus.points_1h) which, like them, are real time: buckets not rolled up yet are computed from the layer
@@ -33,7 +35,6 @@ CREATE INDEX points_tag_time_idx ON nexus.points (tag_id, time DESC);
 -- all tags over a recent range (the layers' newest buckets, pipeline health): a BRIN index is tiny and
 -- costs next to nothing per insert on time-ordered data
 CREATE INDEX points_time_brin ON nexus.points USING brin (time);
-CREATE TABLE nexus.points_default PARTITION OF nexus.points DEFAULT;
 
 DO $$
 DECLARE
@@ -50,13 +51,40 @@ BEGIN
 END
 $$;
 
--- the partitions and their bounds, from the catalog (the DEFAULT partition is not listed)
+-- the partitions and their bounds, from the catalog
 CREATE VIEW nexus.point_partitions AS
 SELECT c.relname::text AS name, b[1]::timestamptz AS lo, b[2]::timestamptz AS hi
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
 CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') b
 WHERE i.inhparent = 'nexus.points'::regclass AND b IS NOT NULL;
+
+-- The day partitions covering [lo, hi) that are missing, created (alone, then attached: ATTACH locks
+-- nexus.points only against other DDL, where CREATE TABLE ... PARTITION OF would lock out every writer);
+-- how many. One caller at a time (advisory lock "nxup"); whoever needs a day calls it: the upkeep leader
+-- for the days ahead, a worker for a backfill, an operator before loading by hand.
+CREATE FUNCTION nexus.add_partitions(lo timestamptz, hi timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    d timestamptz := nexus.day_start(lo);
+    made integer := 0;
+    name text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1853388144);
+    WHILE d < hi LOOP
+        IF NOT EXISTS (SELECT 1 FROM nexus.point_partitions p WHERE p.lo <= d AND d < p.hi) THEN
+            name := 'points_' || to_char(d AT TIME ZONE 'UTC', 'YYYYMMDD');
+            EXECUTE format('CREATE TABLE nexus.%I (LIKE nexus.points INCLUDING DEFAULTS)', name);
+            EXECUTE format('ALTER TABLE nexus.points ATTACH PARTITION nexus.%I FOR VALUES FROM (%L) TO (%L)',
+                           name, d, d + interval '1 day');
+            made := made + 1;
+        END IF;
+        d := d + interval '1 day';
+    END LOOP;
+    RETURN made;
+END
+$$;
+SELECT nexus.add_partitions(nexus.day_start(now()), nexus.day_start(now()) + interval '4 days');  -- today, 3 ahead
 
 -- views over the old table followed it (a view refers to a table, not to its name): over the new one now
 CREATE OR REPLACE VIEW nexus.metrics AS
@@ -106,17 +134,13 @@ CREATE TABLE nexus.rollup_invalid (
 
 -- Statement level, so once per COPY; the shared advisory lock (key 0x6e787275, "nxru") orders it against the
 -- leader moving the horizon (exclusive, for a moment): a change either is seen by the leader's read or
--- sees the new horizon and is recorded. The upkeep's own deletes (retention of the DEFAULT partition) set
--- nexus.upkeep and are not changes of the history's content.
+-- sees the new horizon and is recorded. (Retention drops whole partitions: no trigger, the rollups keep them.)
 CREATE FUNCTION nexus.points_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     lo timestamptz;
     hi timestamptz;
     h timestamptz;
 BEGIN
-    IF current_setting('nexus.upkeep', true) = 'on' THEN
-        RETURN NULL;
-    END IF;
     PERFORM pg_advisory_xact_lock_shared(1853387381);
     SELECT horizon INTO h FROM nexus.rollup_state WHERE layer = 1;
     SELECT min(time), max(time) INTO lo, hi FROM changed_rows;

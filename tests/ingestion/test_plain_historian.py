@@ -1,8 +1,8 @@
 """Plain PostgreSQL that does not degrade (migration 009, ingestion/partitions.py, rollups.py, upkeep.py): day
-partitions created ahead and for backfills, a DEFAULT partition for what no day covers, retention by dropping
-partitions while the rollups keep their buckets, rollups that equal the raw points exactly even while writers
-race the leader's watermark, one upkeep leader at a time (and a new one when it goes), a real worker leading,
-and a partitioned historian upgraded to TimescaleDB with its data."""
+partitions made ahead and by the writer for a backfill, a far clock dead-lettered, a tag's newest point read
+from one partition, retention by dropping partitions while the rollups keep their buckets, rollups equal to
+the raw points even while writers race the leader's watermark, one upkeep leader at a time (and a new one
+when it goes), a real worker leading, and a partitioned historian upgraded to TimescaleDB with its data."""
 
 from __future__ import annotations
 
@@ -18,16 +18,20 @@ import pytest
 import ingestion.schema as schema
 from devtools.local import free_port
 from ingestion import partitions, rollups
+from ingestion.items import decode_item
 from ingestion.schema import migrate
 from ingestion.settings import DbSettings
 from ingestion.upkeep import Upkeep
+from ingestion.writer import Writer
+from proto import DevicePath, Point, batch_topic, encode_batch
 from tests.plugins.timescale import run_refresh_jobs
 from tests.support.daemons import http_get, ingestion_env
-from tests.support.historian import EXPECTED, LAYER, add_tag, assert_layers_match_raw
+from tests.support.historian import EXPECTED, LAYER, add_tag, assert_layers_match_raw, cover
 from tests.support.wait import until, wait_for
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 DAY = timedelta(days=1)
+DEVICE = DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
 
 
 @pytest.fixture
@@ -51,35 +55,57 @@ def today() -> datetime:
     return partitions.day_start(datetime.now(UTC))
 
 
-async def test_partitions_ahead_a_backfill_moved_in_and_a_far_clock_kept(db: str, conn: Conn) -> None:
+async def test_partitions_ahead_and_a_backfill_gets_its_days_and_a_far_clock_a_dead_letter(
+        db: str, conn: Conn) -> None:
     assert await count(conn, "SELECT count(*) FROM pg_partitioned_table WHERE partrelid = 'nexus.points'::regclass")
-    await upkeep_round(db, conn, partition_ahead_days=3)
     names = [p[0] for p in await partitions.partitions(conn)]
-    assert names == [partitions.partition_name(today() + i * DAY) for i in range(4)]
-    tag = await add_tag(conn)
-    backfill = today() - 10 * DAY + timedelta(hours=5)
-    far = datetime(2099, 1, 1, tzinfo=UTC)
-    await conn.execute("INSERT INTO nexus.points (time, tag_id, value) SELECT %s + n * interval '1 second', %s, n"
-                       " FROM generate_series(0, 99) n", (backfill, tag))
-    await conn.execute("INSERT INTO nexus.points (time, tag_id, value) VALUES (%s, %s, 1), (now(), %s, 2)",
-                       (far, tag, tag))
-    assert await count(conn, "SELECT count(*) FROM nexus.points_default") == 101  # never a failed COPY
-    await upkeep_round(db, conn, partition_ahead_days=3)
-    assert partitions.partition_name(today() - 10 * DAY) in [p[0] for p in await partitions.partitions(conn)]
-    assert await count(conn, "SELECT count(*) FROM nexus.points_default") == 1  # 2099: beyond the days ahead
-    assert await count(conn, "SELECT count(*) FROM nexus.points") == 102
-    assert await count(conn, "SELECT count(DISTINCT (tag_id, time)) FROM nexus.points") == 102
+    assert names == [partitions.partition_name(today() + i * DAY) for i in range(4)]  # by the migration
+    await upkeep_round(db, conn, partition_ahead_days=5)
+    assert len(await partitions.partitions(conn)) == 6
+    # through the writer: a spool replay of 10 and 9 days ago, and a message from a clock 70 years ahead
+    writer = Writer(DbSettings(dsn=db), worker="w1")
+    assert await writer.open(asyncio.Event()) is not None
+    old = int((today() - 10 * DAY).timestamp() * 1000) + 3_600_000
+    msgs = [encode_batch([Point("t", float(i), old + i * 86_400_000 // 4) for i in range(8)], seq=1),
+            encode_batch([Point("t", 1.0, int(datetime(2096, 1, 1, tzinfo=UTC).timestamp() * 1000))], seq=2),
+            encode_batch([Point("t", 2.0, int(datetime.now(UTC).timestamp() * 1000))], seq=3)]
+    items = [decode_item(batch_topic(DEVICE, "t"), m, root="t") for m in msgs]
+    try:
+        res = await writer.write(items, stop=asyncio.Event())
+    finally:
+        await writer.close()
+    assert (res.points, res.partitions, res.dead_letters) == (9, 2, 1)
+    assert "no partition of relation" in (res.dead[0].error or "")
+    names = {p[0] for p in await partitions.partitions(conn)}
+    assert {partitions.partition_name(today() - 10 * DAY), partitions.partition_name(today() - 9 * DAY)} <= names
+    assert await count(conn, "SELECT count(*) FROM nexus.points") == 9
+    assert await count(conn, "SELECT count(DISTINCT (tag_id, time)) FROM nexus.points") == 9
+    assert await count(conn, "SELECT count(*) FROM nexus.dead_letters WHERE error LIKE '%%no partition%%'") == 1
     await run_refresh_jobs(conn)
     await assert_layers_match_raw(conn)
+
+
+async def test_the_newest_point_of_a_tag_reads_one_partition(conn: Conn) -> None:
+    """Without a DEFAULT partition the day partitions are read newest first: a tag's last point is found in
+    the newest partition and the older ones are never read, however many days are kept."""
+    tag = await add_tag(conn)
+    await cover(conn, today() - 20 * DAY, today())
+    await conn.execute("INSERT INTO nexus.points (time, tag_id, value) SELECT t, %s, 1.0"
+                       " FROM generate_series(%s, now(), interval '6 hours') t", (tag, today() - 20 * DAY))
+    await conn.execute("ANALYZE nexus.points")
+    plan = "\n".join(r[0] for r in await (await conn.execute(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) SELECT time FROM nexus.points WHERE tag_id = %s"
+        " ORDER BY time DESC LIMIT 1", (tag,))).fetchall())
+    assert "Merge Append" not in plan, plan
+    assert plan.count("never executed") >= 20, plan
 
 
 async def test_retention_drops_whole_days_and_the_rollups_keep_their_buckets(db: str, conn: Conn) -> None:
     tag = await add_tag(conn)
     start = today() - 5 * DAY
-    await upkeep_round(db, conn)
+    await cover(conn, start, today())
     await conn.execute("INSERT INTO nexus.points (time, tag_id, value) SELECT t, %s, 1.0"
                        " FROM generate_series(%s, now(), interval '10 minutes') t", (tag, start))
-    await upkeep_round(db, conn)  # the five past days get their partitions, the rollups are built
     await run_refresh_jobs(conn)
     before = await (await conn.execute(LAYER.format("points_1h"))).fetchall()
     kept_from = today() - 2 * DAY  # retention 2 days: a day goes once all of it is older than that
@@ -100,7 +126,7 @@ async def test_the_layers_equal_the_raw_points_while_writers_race_the_watermark(
     """A clock 120x real time: the minute watermark moves every half second while two writers insert points
     a few (simulated) seconds old; every point ends up in exactly its buckets."""
     tags = [await add_tag(conn, f"t{i}") for i in range(5)]
-    await upkeep_round(db, conn)
+    await cover(conn, datetime.now(UTC) - timedelta(hours=2), datetime.now(UTC))
     t0, real0, speed = datetime.now(UTC) - timedelta(hours=1), asyncio.get_running_loop().time(), 120
 
     def sim_now() -> datetime:
@@ -155,6 +181,7 @@ async def test_a_writer_in_flight_when_the_watermark_moves_is_waited_for(db: str
     not committed when the leader moves the watermark over its points. The leader waits for it."""
     tag = await add_tag(conn)
     base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    await cover(conn, base, base + timedelta(minutes=5))
     await conn.execute("INSERT INTO nexus.points (time, tag_id, value) VALUES (%s, %s, 1.0)", (base, tag))
     await rollups.refresh_all(conn, end_offset=timedelta(0), now=base + timedelta(minutes=1))
     async with await psycopg.AsyncConnection.connect(db) as w:  # a transaction left open
@@ -199,7 +226,7 @@ def test_a_real_worker_leads_the_upkeep(db: str, broker: Any, prefix: str, daemo
     wait_for(lambda: metric("nexus_ingest_upkeep_rounds_total") or 0 >= 2, 30,
              what=f"upkeep rounds\n{ing.output()}")
     assert metric("nexus_ingest_upkeep_leader") == 1.0
-    assert (metric("nexus_ingest_partitions_created_total") or 0) >= 4
+    assert metric("nexus_ingest_partitions_created_total") is not None
 
 
 async def test_a_partitioned_historian_upgraded_to_timescaledb_keeps_its_data(
@@ -209,7 +236,7 @@ async def test_a_partitioned_historian_upgraded_to_timescaledb_keeps_its_data(
         state = await migrate(c)
         assert not state.timescale and 9 in state.applied
         tag = await add_tag(c)
-        await upkeep_round(tsdb, c)
+        await cover(c, datetime.now(UTC) - 2 * DAY, datetime.now(UTC))
         cur = await c.execute("INSERT INTO nexus.points (time, tag_id, value) SELECT t, %s, extract(minute FROM t)"
                               " FROM generate_series(now() - interval '2 days', now(), interval '1 minute') t", (tag,))
         n = cur.rowcount

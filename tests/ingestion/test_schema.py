@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg
 
 from ingestion.schema import migrate, migrations
+from tests.support.historian import cover
 
 
 async def test_migrations_apply_once_and_skip_timescale_on_plain_postgres(db: str) -> None:
@@ -21,6 +24,7 @@ async def test_migrations_apply_once_and_skip_timescale_on_plain_postgres(db: st
         assert [m.version for m in migrations() if m.requires_plain] == [9]
         await conn.execute("INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
                            " VALUES ('e/s/a/l/d/t', 'e', 's', 'a', 'l', 'd', 't', 'bar')")
+        await cover(conn, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
         await conn.execute("INSERT INTO nexus.points (time, tag_id, value, status) VALUES"
                            " ('2026-01-01 00:00:10+00', 1, 1.0, 0), ('2026-01-01 00:00:50+00', 1, 3.0, 0),"
                            " ('2026-01-01 00:01:10+00', 1, 5.0, 2150236160),"

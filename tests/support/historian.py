@@ -8,6 +8,8 @@ from typing import Any
 
 import psycopg
 
+from ingestion import partitions
+
 Conn = psycopg.AsyncConnection[Any]
 
 # what each layer must equal: the raw points bucketed on the same origin (time_bucket's and date_bin's agree
@@ -31,6 +33,7 @@ async def add_tag(conn: Conn, tag: str = "temp") -> int:
 
 
 async def insert_series(conn: Conn, tag_id: int, start: datetime, end: datetime, step_s: int) -> int:
+    await cover(conn, start, end)
     cur = await conn.execute(
         "INSERT INTO nexus.points (time, tag_id, value)"
         " SELECT t, %s, extract(epoch FROM t)::bigint %% 1000 FROM generate_series(%s, %s, %s::interval) t"
@@ -45,3 +48,19 @@ async def assert_layers_match_raw(conn: Conn) -> None:
         assert got == want, layer
 
 
+
+
+async def cover(conn: Conn, lo: datetime, hi: datetime) -> None:
+    """Make the day partitions of [lo, hi) on plain PostgreSQL (nexus.points has no DEFAULT partition: a hand
+    insert into a day without one fails, as it would for an operator; ingestion makes its own). A no-op on
+    TimescaleDB, whose chunks come by themselves."""
+    if await partitions.present(conn):
+        await conn.execute("SELECT nexus.add_partitions(%s, %s)", (lo, hi))
+
+
+def cover_sync(conn: psycopg.Connection[Any], lo: datetime, hi: datetime) -> None:
+    """:func:`cover` for a synchronous connection."""
+    row = conn.execute("SELECT to_regprocedure('nexus.add_partitions(timestamptz, timestamptz)') IS NOT NULL"
+                       ).fetchone()
+    if row and row[0]:
+        conn.execute("SELECT nexus.add_partitions(%s, %s)", (lo, hi))
