@@ -1,0 +1,1 @@
+"""The gateway as a Sparkplug B edge node (docs/sparkplug.md): :mod:`gateway.sparkplug.node`."""
