@@ -1,0 +1,1 @@
+"""The Sparkplug B host application of ingestion (docs/sparkplug.md): :mod:`ingestion.sparkplug.host`."""
