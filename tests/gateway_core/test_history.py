@@ -13,17 +13,14 @@ import pytest
 
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
-from tests.plugins.timescale import Historian
+from tests.plugins.timescale import historian_db
 from tests.support.core import Api, open_api
+from tests.support.historian import cover
 
 PATH = "acme/berlin/stamping/line-1/press-1/temp"
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
-
-@pytest.fixture
-def db(historian: Historian) -> str:
-    """Every test here runs on plain PostgreSQL and on TimescaleDB (the ``historian`` fixture's backends)."""
-    return historian.dsn
+db = historian_db  # every test here on plain PostgreSQL and on TimescaleDB (tests/plugins/timescale.py)
 
 
 @pytest.fixture
@@ -49,6 +46,7 @@ async def api(db: str) -> AsyncIterator[Api]:
                 )
             ).fetchone()
         )[0]  # type: ignore[index]
+        await cover(conn, T0, T0 + timedelta(minutes=11))  # the points here and test_row_limit's: one day
         # one point every 20 s for 3 minutes: 10, 11, ... 18; one BAD point without value
         async with conn.cursor() as cur:
             await cur.executemany(

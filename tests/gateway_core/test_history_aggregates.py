@@ -14,7 +14,7 @@ import pytest
 
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
-from tests.plugins.timescale import Historian
+from tests.plugins.timescale import historian_db
 from tests.support.core import Api, open_api
 
 DEVICE = "acme/berlin/stamping/line-1/press-1"
@@ -30,10 +30,7 @@ def tag_row(path: str, unit: str | None = None) -> tuple[object, ...]:
     return path, e, s, a, li, d, t, unit
 
 
-@pytest.fixture
-def db(historian: Historian) -> str:
-    """Every test here runs on plain PostgreSQL and on TimescaleDB (nexus.windows a hypertable there)."""
-    return historian.dsn
+db = historian_db  # every test here on plain PostgreSQL and on TimescaleDB (tests/plugins/timescale.py)
 
 
 @pytest.fixture

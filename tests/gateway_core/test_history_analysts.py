@@ -22,8 +22,9 @@ from gateway_core import history, history_formats, history_query
 from gateway_core.history_query import Query, Series
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
-from tests.plugins.timescale import Historian
+from tests.plugins.timescale import historian_db
 from tests.support.core import ADMIN, Api, open_api
+from tests.support.historian import cover
 
 DEVICE = "acme/berlin/stamping/line-1/press-1"
 TEMP = f"{DEVICE}/temp"
@@ -34,11 +35,7 @@ S = timedelta(seconds=1)
 BAD = 0x800A0000
 RANGE = {"from": "2026-01-05T12:00:00Z", "to": "2026-01-05T12:04:00Z"}
 
-
-@pytest.fixture
-def db(historian: Historian) -> str:
-    """Every test here runs on plain PostgreSQL and on TimescaleDB (nexus.points a hypertable there)."""
-    return historian.dsn
+db = historian_db  # every test here on plain PostgreSQL and on TimescaleDB (tests/plugins/timescale.py)
 
 
 @pytest.fixture
@@ -59,6 +56,7 @@ async def api(db: str) -> AsyncIterator[Api]:
         # irregular: the time-weighted average is not the average
         points += [(T0 + t * S, ids[PRESSURE], v, 0) for t, v in ((0, 1.0), (10, 3.0), (40, 5.0), (130, 7.0))]
         points += [(T0 + 5 * n * S, ids[BULK], float(n), 0) for n in range(30)]  # 12:00:00 .. 12:02:25
+        await cover(conn, min(p[0] for p in points), max(p[0] for p in points) + S)
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO nexus.points (time, tag_id, value, status) VALUES (%s, %s, %s, %s)", points

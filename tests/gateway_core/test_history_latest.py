@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,20 +17,17 @@ import pytest
 
 from gateway_core import history, history_latest
 from gateway_core.settings import HistorySettings
-from ingestion import partitions
 from ingestion.schema import migrate as migrate_historian
-from tests.plugins.timescale import Historian
+from tests.plugins.timescale import historian_db
 from tests.support.core import Api, open_api
+from tests.support.historian import cover
 
 DEVICE = "acme/berlin/stamping/line-1/press-1"
 FRESH, STALE, FAILING, RECIPE, SILENT = (f"{DEVICE}/{t}" for t in ("temp", "door", "pressure", "recipe", "fan"))
 BAD_TIMEOUT = 0x800A0000
 S = timedelta(seconds=1)
 
-
-@pytest.fixture
-def db(historian: Historian) -> str:
-    return historian.dsn
+db = historian_db  # every test here on plain PostgreSQL and on TimescaleDB (tests/plugins/timescale.py)
 
 
 async def add_tags(conn: psycopg.AsyncConnection[Any], paths: list[str]) -> dict[str, int]:
@@ -48,6 +45,8 @@ async def api(db: str) -> AsyncIterator[Api]:
         await migrate_historian(conn)
         ids = await add_tags(conn, [FRESH, STALE, FAILING, RECIPE, SILENT])
         await conn.execute("INSERT INTO nexus.reasons (text) VALUES ('timeout')")
+        now = datetime.now(UTC)
+        await cover(conn, now - 7300 * S, now)  # the points below: up to 7300 s old
         await conn.execute(
             "INSERT INTO nexus.points (time, tag_id, value, value_text, status, reason_id)"
             " SELECT now() - x.ago * interval '1 s', x.id, x.value, x.text, x.status,"
@@ -161,18 +160,17 @@ def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from plan_nodes(child)
 
 
-async def test_a_thousand_tags_one_index_probe_each(api: Api, db: str, historian: Historian) -> None:
+async def test_a_thousand_tags_one_index_probe_each(api: Api, db: str) -> None:
     paths = [f"acme/plant-2/area-{i // 250}/line-{i // 50 % 5}/dev-{i // 10 % 5}/t{i % 10}" for i in range(1000)]
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         ids = await add_tags(conn, paths)
         # three days of points, one every 10 minutes per tag; every 7th tag silent for the last 2 hours
+        end = (await (await conn.execute("SELECT date_trunc('minute', now())")).fetchone())[0]  # type: ignore[index]
+        await cover(conn, end - 431 * timedelta(minutes=10) - timedelta(hours=2), end + S)  # 4 or 5 days
         await conn.execute(
-            "INSERT INTO nexus.points (time, tag_id, value) SELECT date_trunc('minute', now()) - g * interval"
+            "INSERT INTO nexus.points (time, tag_id, value) SELECT %s - g * interval"
             " '10 min' - CASE WHEN t.id %% 7 = 0 THEN interval '2 hours' ELSE interval '0' END, t.id, t.id + g"
-            " FROM generate_series(0, 431) g, nexus.tags t WHERE t.id = ANY(%s)", (list(ids.values()),))
-        if not historian.timescale:  # into day partitions, as the upkeep leader does
-            made = await partitions.ensure(conn, ahead_days=1)
-            assert len(made.created) >= 4 and made.unpartitioned_rows == 0
+            " FROM generate_series(0, 431) g, nexus.tags t WHERE t.id = ANY(%s)", (end, list(ids.values())))
         await conn.execute("ANALYZE nexus.points")
         cur = await conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + history_latest.BY_PREFIX,
                                  {"prefix": "acme/plant-2", "under": "acme/plant-2/", "limit": 10_001})

@@ -19,8 +19,9 @@ from gateway_core.history_layers import choose, edges
 from gateway_core.history_query import iso
 from gateway_core.settings import HistorySettings
 from ingestion.schema import migrate as migrate_historian
-from tests.plugins.timescale import Historian, run_refresh_jobs
+from tests.plugins.timescale import historian_db, run_refresh_jobs
 from tests.support.core import Api, open_api
+from tests.support.historian import cover
 
 DEVICE = "acme/berlin/stamping/line-1/press-1"
 FAST = f"{DEVICE}/temp"
@@ -30,10 +31,7 @@ T = NOW.replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)  # an h
 H, M, S = timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1)
 BAD = 0x800A0000
 
-
-@pytest.fixture
-def db(historian: Historian) -> str:
-    return historian.dsn
+db = historian_db  # every test here on plain PostgreSQL and on TimescaleDB (tests/plugins/timescale.py)
 
 
 @pytest.fixture
@@ -44,6 +42,7 @@ async def api(db: str) -> AsyncIterator[Api]:
             e, s, a, li, d, t = path.split("/")
             await conn.execute("INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag)"
                                " VALUES (%s, %s, %s, %s, %s, %s, %s)", (path, e, s, a, li, d, t))
+        await cover(conn, T, NOW)  # 30 h back: the points here, and the late one of a test below
         # every 37 s from T until now, values that do not add up exactly in floats; every 23rd BAD without a
         # value, every 31st uncertain
         await conn.execute(
@@ -123,13 +122,15 @@ async def test_several_tags_every_exact_statistic_and_bad_lasts(api: Api, db: st
     # the hour whose newest point is BAD without a value: last is null (its value), count has it
     assert slow[iso(T + 5 * H)]["last"] is None and slow[iso(T + 5 * H)]["count"] == 10
     assert list(slow[iso(T)]) == ["time", "last", "avg", "count", "max", "min"]
-    # a prefix, and a streamed format: the same rows
-    r = await api.client.get("/api/v1/history", params=[("prefix", DEVICE), ("bucket", "3h"), ("from", iso(T)),
-                                                        ("to", iso(T + 12 * H)), ("format", "jsonl")])
+    # a prefix, and a streamed format: the same rows; 12 h from the first 3-hour boundary (UTC) from T on: 4
+    # buckets of each tag whatever the hour the test runs at
+    t3 = T + (-T.hour % 3) * H
+    r = await api.client.get("/api/v1/history", params=[("prefix", DEVICE), ("bucket", "3h"), ("from", iso(t3)),
+                                                        ("to", iso(t3 + 12 * H)), ("format", "jsonl")])
     assert r.headers["x-nexus-layer"] == "1h"
     lines = [orjson.loads(x) for x in r.content.splitlines()]
-    raw = await api.client.get("/api/v1/history", params=[("prefix", DEVICE), ("bucket", "3h"), ("from", iso(T)),
-                                                          ("to", iso(T + 12 * H)), ("format", "jsonl"),
+    raw = await api.client.get("/api/v1/history", params=[("prefix", DEVICE), ("bucket", "3h"), ("from", iso(t3)),
+                                                          ("to", iso(t3 + 12 * H)), ("format", "jsonl"),
                                                           ("layer", "raw")])
     assert raw.headers["x-nexus-layer"] == "raw"
     expected = [orjson.loads(x) for x in raw.content.splitlines()]

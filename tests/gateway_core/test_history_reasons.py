@@ -21,8 +21,9 @@ from ingestion.settings import DbSettings
 from ingestion.writer import Writer
 from proto import DevicePath, Point, batch_topic, encode_batch
 from proto.points import Status
-from tests.plugins.timescale import Historian
+from tests.plugins.timescale import historian_db
 from tests.support.core import Api, open_api
+from tests.support.historian import cover
 
 DEVICE = DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
 TEMP = "acme/berlin/stamping/line-1/press-1/temp"
@@ -32,10 +33,7 @@ MS = int(T0.timestamp() * 1000)
 CLAMP = "clamped to the range maximum 100"
 RANGE = {"from": "2026-01-05T12:00:00Z", "to": "2026-01-05T12:05:00Z"}
 
-
-@pytest.fixture
-def db(historian: Historian) -> str:
-    return historian.dsn
+db = historian_db  # every test here on plain PostgreSQL and on TimescaleDB (tests/plugins/timescale.py)
 
 
 async def write(writer: Writer, seq: int, points: list[Point]) -> None:
@@ -145,6 +143,7 @@ async def test_reason_of_a_point_inserted_by_hand(api: Api, db: str) -> None:
     """A backfill by hand: the reason row and the point's reason_id written with SQL."""
     async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
         await conn.execute("INSERT INTO nexus.reasons (text) VALUES ('sensor wire broken')")
+        await cover(conn, T0, T0 + timedelta(minutes=5))  # a backfill by hand makes its days (the writer its own)
         await conn.execute(
             "INSERT INTO nexus.points (time, tag_id, value, status, reason_id)"
             " SELECT %s, t.id, NULL, %s, r.id FROM nexus.tags t, nexus.reasons r"

@@ -19,6 +19,7 @@ import yaml
 
 from ingestion.schema import migrate
 from tests.support.grafana import Expander, Variable, format_duration, parse_duration, variable_from_rows
+from tests.support.historian import cover
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -246,6 +247,8 @@ async def populate(dsn: str) -> bool:
     aggregates' own completeness is tested with them."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         state = await migrate(conn)
+        now = datetime.now(UTC)
+        await cover(conn, now - timedelta(hours=3, minutes=1), now + timedelta(minutes=1))  # POPULATE's points
         await conn.execute(POPULATE)
         if state.timescale:
             caggs = await (await conn.execute(

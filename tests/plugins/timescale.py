@@ -115,11 +115,19 @@ class Historian:
 @pytest.fixture(params=["postgres", "timescaledb"])
 def historian(request: pytest.FixtureRequest) -> Historian:
     """A fresh, not yet migrated database on each backend: plain PostgreSQL, then TimescaleDB. A module whose
-    tests all take ``db`` runs them on both by overriding it: ``def db(historian): return historian.dsn``."""
+    tests all take ``db`` runs them on both with ``db = historian_db`` (below)."""
     if request.param == "postgres":  # not through ``db``: a test module may define ``db`` as this fixture's dsn
         pg: Postgres = request.getfixturevalue("postgres")
         return Historian("postgres", pg.create_database(f"t_{uuid.uuid4().hex[:12]}"))
     return Historian("timescaledb", request.getfixturevalue("tsdb"))
+
+
+@pytest.fixture
+def historian_db(historian: Historian) -> str:
+    """The ``historian``'s DSN. A module whose tests and fixtures all take ``db`` runs them on both backends by
+    naming this fixture so, once: ``from tests.plugins.timescale import historian_db`` then
+    ``db = historian_db`` (pytest registers a module's fixture under the name it is bound to)."""
+    return historian.dsn
 
 
 async def run_refresh_jobs(conn: psycopg.AsyncConnection[Any]) -> list[int]:
