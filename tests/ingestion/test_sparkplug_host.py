@@ -17,8 +17,8 @@ G, N = "plant1", "gw-1"
 T0 = 1_790_000_000_000
 TYPES = ["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64",
          "string"]
-VALUES: list[float | int | bool | str] = [True, -128, 255, -32768, 65535, -2**31, 2**32 - 1, -2**63, 2**64 - 1, 1.5, 2.0**60 + 0.5,
-                        "Grüße"]
+VALUES: list[float | int | bool | str] = [True, -128, 255, -32768, 65535, -2**31, 2**32 - 1, -2**63, 2**64 - 1,
+                                          1.5, 2.0**60 + 0.5, "Grüße"]
 
 
 def edge(tmp_path: Path) -> EdgeNode:
