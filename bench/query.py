@@ -7,8 +7,8 @@ Per backend (plain PostgreSQL, then PostgreSQL with TimescaleDB preloaded and no
 job races the measurements and raw chunks stay uncompressed):
 
 1. A private cluster in a temp folder (removed afterwards); the schema made by ``ingestion.schema.migrate``;
-   on plain PostgreSQL the day partitions of the history created first, as the upkeep leader would
-   (``ingestion.partitions.ensure``), so no point lands in the DEFAULT partition.
+   on plain PostgreSQL the day partitions of the history made before the load (``nexus.add_partitions``, or
+   ``ingestion.partitions.ensure`` where an older migration 009 has a DEFAULT partition instead).
 2. A deterministic history: ``--tags`` tags (devices of 100 tags, UNS paths
    acme/bench/areaA/lineL/devDD/tagTTT), one point per tag every ``--interval-s`` seconds for ``--days`` days,
    ending at the hour the run started, time-major as ingestion writes it; a value is a per-tag sine plus a
@@ -103,14 +103,21 @@ def tag_rows(n: int) -> list[tuple[str, ...]]:
 
 def create(dsn: str, hist: History) -> tuple[bool, int]:
     """Migrate like ingestion does (an autocommit async connection): whether the TimescaleDB path is active, and
-    how many day partitions were created for the history (plain PostgreSQL)."""
+    how many day partitions the history has (plain PostgreSQL; 0 where nexus.points is not partitioned)."""
     async def run() -> tuple[bool, int]:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             timescale = (await migrate(conn)).timescale
             if timescale or not await partitions.present(conn):
                 return timescale, 0
-            made = await partitions.ensure(conn, ahead_days=hist.days, now=hist.start)
-            return timescale, len(made.created)
+            # the days of the history, made before the load as an operator loading by hand would
+            fn = await (await conn.execute(
+                "SELECT to_regprocedure('nexus.add_partitions(timestamptz, timestamptz)') IS NOT NULL")).fetchone()
+            if fn and fn[0]:
+                await conn.execute("SELECT nexus.add_partitions(%s, %s)", (hist.start, hist.end))
+            else:  # an older 009 (a DEFAULT partition, no nexus.add_partitions): the upkeep's own call
+                await partitions.ensure(conn, ahead_days=hist.days, now=hist.start)
+            row = await (await conn.execute("SELECT count(*) FROM nexus.point_partitions")).fetchone()
+            return timescale, int(row[0]) if row else 0
     return asyncio.run(run())
 
 
@@ -321,7 +328,7 @@ def bench_backend(backend: str, hist: History, args: argparse.Namespace) -> list
         if active != timescale:
             raise SystemExit(f"{backend}: the schema's TimescaleDB path is {'in' if not timescale else ''}active")
         if made:
-            print(f"{made} day partitions created for the history (ingestion.partitions.ensure)")
+            print(f"nexus.points partitioned by day: {made} day partitions before the load")
         with psycopg.connect(dsn, prepare_threshold=None) as conn:
             version = conn.execute("SELECT version(), (SELECT extversion FROM pg_extension WHERE extname ="
                                    " 'timescaledb'), current_setting('jit'), pg_jit_available(),"
