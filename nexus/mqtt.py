@@ -8,6 +8,10 @@ The supervisor coroutine :meth:`MqttClient.run_loop` owns the connection: it con
 reconnects with capped backoff, and drives paho's timers. Acks of messages received on an earlier
 connection are never sent on a newer one (their packet ids mean something else there); the broker
 redelivers those messages instead, and the historian's idempotent writes absorb the duplicates.
+
+Secured brokers (TLS, client certificates, user names, ACLs) are settings (:class:`MqttSettings`); a
+refused connect, subscription or publish is one log line naming its cause (:mod:`nexus.mqtt_failures`)
+and is retried with the same backoff, never an exception that ends the daemon.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
-import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +32,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter, Gauge
 
 from nexus.common import MqttSettings
+from nexus.mqtt_failures import FailureLog, connack_refusal
+from nexus.mqtt_failures import MqttError as MqttError  # re-exported: every caller catches it from here
+from nexus.mqtt_socket import SocketOnLoop
 from nexus.report import bounded, describe
 from nexus.runtime import Backoff, sleep_or_stop, wait_first
 
@@ -41,16 +47,6 @@ CALLBACK_ERRORS = Counter("nexus_mqtt_callback_errors_total",
 #: PUBACK reason 0x10 (MQTT 5): the broker took the message but no subscription matched it, so
 #: nobody will receive it. A future returned by :meth:`MqttClient.publish` resolves to the reason code.
 NO_MATCHING_SUBSCRIBERS = 0x10
-
-
-class MqttError(Exception):
-    """A publish or connect failed; ``reason`` is the MQTT reason code text (or "stopped",
-    "disconnected"), ``code`` the broker's numeric reason code (0 when it was not the broker's)."""
-
-    def __init__(self, message: str, *, reason: str = "", code: int = 0) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +91,17 @@ class MqttClient:
         self._clean_start = clean_start
         self._session_expiry = session_expiry
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
         self._connack: asyncio.Future[None] | None = None
-        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[int], str]] = {}  # mid -> (PUBACK future, topic)
         self._window = asyncio.Semaphore(settings.max_inflight)
-        self._sock: socket.socket | None = None
-        self._reading_paused = False
-        self._writer_on = False
+        self._sub_mids: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE packet id -> its filters
+        #: filters the broker refused on this connection (filter -> QoS), subscribed again with backoff
+        self.refused_subscriptions: dict[str, int] = {}
+        self._resubscribe = Backoff(first=settings.reconnect_min, cap=settings.reconnect_max)
+        self._resubscribe_at = 0.0
+        self._failures = FailureLog(settings, client_id)
         self.generation = 0
         self._closed = False  # after run_loop ends: publish() fails fast instead of waiting for room
         self.reconnects = 0
@@ -116,16 +114,23 @@ class MqttClient:
         c.max_queued_messages_set(0)  # our own window bounds what is queued
         if settings.username:
             c.username_pw_set(settings.username, settings.password)
+        elif settings.password:
+            log.warning("mqtt.password is set without mqtt.username: not sent", extra={"client_id": client_id})
+        if settings.tls_enabled:
+            c.tls_set_context(settings.tls_context())
+            if settings.tls_insecure_no_hostname_check:
+                log.warning("mqtt TLS host name check is OFF (setting mqtt.tls_insecure_no_hostname_check): any "
+                            "certificate from %s is accepted for %s", settings.ca_file or "the system's CAs",
+                            settings.host, extra={"client_id": client_id})
+        c.enable_logger(self._failures.paho)
         if will:
             c.will_set(will.topic, will.payload, will.qos, will.retain)
         c.on_connect = self._cb_connect
         c.on_disconnect = self._cb_disconnect
         c.on_publish = self._cb_publish
         c.on_message = self._cb_message
-        c.on_socket_open = self._cb_socket_open
-        c.on_socket_close = self._cb_socket_close
-        c.on_socket_register_write = self._cb_register_write
-        c.on_socket_unregister_write = self._cb_unregister_write
+        c.on_subscribe = self._cb_subscribe
+        self._io = SocketOnLoop(self._loop, c)
         self._client = c
 
     # -- state ----------------------------------------------------------------------------------
@@ -145,7 +150,7 @@ class MqttClient:
     async def run_loop(self, stop: asyncio.Event) -> None:
         """Connect and stay connected until ``stop``; then disconnect cleanly."""
         backoff = Backoff(first=self.settings.reconnect_min, cap=self.settings.reconnect_max)
-        first = True
+        first, failures = True, 0
         # wake the connected wait below at once on stop, not at its next 1 s tick
         stop_watch = asyncio.ensure_future(stop.wait())
         stop_watch.add_done_callback(lambda _: self._disconnected.set())
@@ -154,18 +159,21 @@ class MqttClient:
                 try:
                     await self._connect_once()
                 except (OSError, TimeoutError, MqttError) as exc:
-                    log.warning("mqtt connect to %s:%s failed: %s", self.settings.host, self.settings.port, exc,
-                                extra={"client_id": self.client_id})
-                    if await backoff.wait(stop):
+                    failures += 1
+                    delay = backoff.next_delay()
+                    self._failures.connect_failed(exc, delay, failures)
+                    if await sleep_or_stop(delay, stop):
                         break
                     continue
                 if not first:
                     self.reconnects += 1
                     RECONNECTS.inc()
-                first = False
+                self._failures.connected(failures)
+                first, failures = False, 0
                 backoff.reset()
                 while self.connected and not stop.is_set():
                     self._client.loop_misc()  # keepalive pings, retransmission timers
+                    self._subscribe_refused_again()
                     await sleep_or_stop(1.0, self._disconnected)
                     if stop.is_set():
                         break
@@ -175,6 +183,7 @@ class MqttClient:
 
     async def _connect_once(self) -> None:
         self._disconnected.clear()
+        self._failures.paho.take()
         self._connack = self._loop.create_future()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         props.ReceiveMaximum = self.settings.max_inflight
@@ -203,7 +212,7 @@ class MqttClient:
         self._client._sock_close()  # noqa: SLF001
         self._connected.clear()
         self._closed = True
-        for fut in self._pending.values():
+        for fut, _ in self._pending.values():
             self._window.release()  # wakes a publish() waiting for room; it sees _closed and fails
             if not fut.done():
                 fut.set_exception(MqttError("client stopped before PUBACK", reason="stopped"))
@@ -261,7 +270,7 @@ class MqttClient:
             else:
                 fut.set_exception(MqttError("not connected: QoS 0 message not sent", reason="disconnected"))
             return fut
-        self._pending[info.mid] = fut
+        self._pending[info.mid] = (fut, topic)
         return fut
 
     async def _acquire_while_connected(self) -> bool:
@@ -287,24 +296,36 @@ class MqttClient:
 
     def pause_reading(self) -> None:
         """Stop reading the socket (the broker's window and TCP then hold the rest back)."""
-        if not self._reading_paused and self._sock is not None:
-            self._loop.remove_reader(self._sock)
-        self._reading_paused = True
+        self._io.pause()
 
     def resume_reading(self) -> None:
-        if self._reading_paused and self._sock is not None:
-            self._loop.add_reader(self._sock, self._client.loop_read)
-        self._reading_paused = False
+        self._io.resume()
+
+    def _subscribe(self, subscriptions: Sequence[tuple[str, int]]) -> None:
+        rc, mid = self._client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subscriptions])
+        if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
+            self._sub_mids[mid] = list(subscriptions)
+
+    def _subscribe_refused_again(self) -> None:
+        """The operator may fix an ACL while we run (mosquitto reloads it on SIGHUP): ask again, backing off."""
+        if self.refused_subscriptions and time.monotonic() >= self._resubscribe_at:
+            self._resubscribe_at = time.monotonic() + self._resubscribe.next_delay()
+            self._subscribe(list(self.refused_subscriptions.items()))
 
     # -- paho callbacks (run on the loop thread, except socket-open during connect) ---------------
     def _cb_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             if self._connack and not self._connack.done():
-                self._connack.set_exception(MqttError(f"broker refused connection: {reason}", reason=str(reason)))
+                code = int(getattr(reason, "value", 0x80))
+                self._connack.set_exception(MqttError(connack_refusal(code, str(reason), self.settings.username),
+                                                      reason=str(reason), code=code))
             return
         self.generation += 1
+        self._sub_mids.clear()
+        self.refused_subscriptions.clear()
+        self._resubscribe.reset()
         if self.subscriptions:
-            client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in self.subscriptions])
+            self._subscribe(self.subscriptions)
         self._connected.set()
         log.info("mqtt connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
                  flags.session_present, extra={"client_id": self.client_id})
@@ -318,20 +339,41 @@ class MqttClient:
         self._connected.clear()
         self._disconnected.set()
         if was:
-            log.warning("mqtt disconnected: %s", reason, extra={"client_id": self.client_id})
+            note = self._failures.disconnect_note() if getattr(reason, "value", 1) else ""  # 0: we said goodbye
+            log.warning("mqtt disconnected: %s%s", reason, note, extra={"client_id": self.client_id})
         if self._connack and not self._connack.done():
             self._connack.set_exception(MqttError(f"disconnected during connect: {reason}", reason=str(reason)))
 
-    def _cb_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        fut = self._pending.pop(mid, None)
-        if fut is None:
+    def _cb_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+        subscriptions = self._sub_mids.pop(mid, None)
+        if subscriptions is None:
             return
+        refused = []
+        for (topic, qos), rc in zip(subscriptions, codes, strict=False):
+            if rc.is_failure:
+                self.refused_subscriptions[topic] = qos
+                refused.append((topic, rc))
+            elif self.refused_subscriptions.pop(topic, None) is not None:
+                log.info("mqtt subscription to %s granted now", bounded(topic), extra={"client_id": self.client_id})
+        if not refused:
+            return
+        if self._resubscribe_at <= time.monotonic():
+            self._resubscribe_at = time.monotonic() + self._resubscribe.next_delay()
+        for topic, rc in refused:
+            self._failures.subscription_refused(topic, rc, max(0.0, self._resubscribe_at - time.monotonic()))
+
+    def _cb_publish(self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        entry = self._pending.pop(mid, None)
+        if entry is None:
+            return
+        fut, topic = entry
         self._window.release()
         if fut.done():
             return
         if reason is not None and getattr(reason, "is_failure", False):
-            fut.set_exception(MqttError(f"broker rejected publish: {reason}", reason=str(reason),
-                                        code=int(getattr(reason, "value", 0x80))))
+            code = int(getattr(reason, "value", 0x80))
+            text = self._failures.publish_refused(topic, reason, code)
+            fut.set_exception(MqttError(text, reason=str(reason), code=code))
         else:
             fut.set_result(int(getattr(reason, "value", 0) or 0))
 
@@ -348,49 +390,3 @@ class MqttClient:
             CALLBACK_ERRORS.inc()
             log.error("message handler failed on %s: %s", bounded(msg.topic), describe(exc, 300),
                       extra={"client_id": self.client_id})
-
-    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        if threading.get_ident() == self._loop_thread:
-            fn(*args)
-        else:
-            self._loop.call_soon_threadsafe(fn, *args)
-
-    def _cb_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # paho never sets TCP_NODELAY: Nagle + delayed ACK held small control messages (status,
-        # first batch after a reload) ~40 ms (measured by bench/reload.py)
-        with contextlib.suppress(OSError, AttributeError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def attach() -> None:
-            self._sock = sock
-            if not self._reading_paused:
-                self._loop.add_reader(sock, client.loop_read)
-        self._on_loop(attach)
-
-    def _cb_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        fd = sock.fileno()
-
-        def detach() -> None:
-            if self._sock is sock:
-                self._sock = None
-            if fd >= 0:
-                self._loop.remove_reader(fd)
-                self._loop.remove_writer(fd)
-            self._writer_on = False
-        self._on_loop(detach)
-
-    def _cb_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        def on() -> None:
-            if not self._writer_on:
-                self._writer_on = True
-                self._loop.add_writer(sock, client.loop_write)
-        self._on_loop(on)
-
-    def _cb_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        fd = sock.fileno()
-
-        def off() -> None:
-            if self._writer_on and fd >= 0:
-                self._loop.remove_writer(fd)
-            self._writer_on = False
-        self._on_loop(off)
