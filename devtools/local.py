@@ -6,14 +6,21 @@ PostgreSQL refuses to run as root; when we are root it runs as ``nobody`` (setpr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -71,13 +78,67 @@ def _read_tail(path: Path, n: int = 2000) -> str:
     return ""
 
 
-class Mosquitto:
-    """A private mosquitto on 127.0.0.1:``port``, configured for no-loss QoS 1."""
+@dataclass(frozen=True, kw_only=True)
+class BrokerTls:
+    """A TLS listener's PEM files; ``require_certificate``: clients must show one signed by ``cafile``."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+    tls_version: str = "tlsv1.2"  #: the lowest TLS version the listener accepts
+
+
+def dynsec_password(password: str, iterations: int = 101) -> dict[str, Any]:
+    """A dynamic-security client's password fields, hashed as the plugin stores them (PBKDF2-SHA512)."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return {"password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
+            "iterations": iterations}
+
+
+def write_password_file(path: Path, users: Mapping[str, str]) -> None:
+    """A mosquitto password file (name -> password), hashed by ``mosquitto_passwd``."""
+    exe = shutil.which("mosquitto_passwd")
+    if not exe:
+        raise LocalServerError("mosquitto_passwd is not installed (it comes with the mosquitto package)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    for name, password in users.items():
+        res = subprocess.run([exe, "-b", str(path), name, password], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise LocalServerError(f"mosquitto_passwd failed: {res.stderr.strip() or res.stdout.strip()}")
+
+
+class Mosquitto:
+    """A private mosquitto on 127.0.0.1:``port``, configured for no-loss QoS 1.
+
+    By default one plain listener that lets anyone in (the tests and ``make demo``). Secured, for the
+    security tests: ``tls`` makes the listener TLS; ``users`` (name -> password) writes a password file
+    with ``mosquitto_passwd``; ``acl`` is an ACL file's text; ``dynsec`` a dynamic-security plugin
+    document (roles, clients with a plain ``password``, hashed when written): unlike an ACL file, the
+    plugin refuses a subscription it denies (SUBACK 0x87). With users or dynsec, anonymous clients are
+    refused. :meth:`set_users` and :meth:`reload` (SIGHUP) change the password file of a running broker.
+    """
+
+    def __init__(self, folder: Path, port: int, *, tls: BrokerTls | None = None,
+                 users: Mapping[str, str] | None = None, acl: str | None = None,
+                 dynsec: Mapping[str, Any] | None = None) -> None:
         self.folder = Path(folder)
         self.port = port
+        self.tls = tls
+        self.users = dict(users) if users is not None else None
+        self.acl = acl
+        self.dynsec = dynsec
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def secured(self) -> bool:
+        return any(x is not None for x in (self.tls, self.users, self.acl, self.dynsec))
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "mosquitto.log"
 
     @staticmethod
     def binary() -> str:
@@ -86,6 +147,42 @@ class Mosquitto:
         if not exe:
             raise LocalServerError("mosquitto is not installed; run `make deps` (apt-get install mosquitto)")
         return exe
+
+    def set_users(self, users: Mapping[str, str]) -> None:
+        """Write the password file; a running broker reads it at :meth:`reload`."""
+        self.users = dict(users)
+        write_password_file(self.folder / "passwords", users)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password and ACL files again."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def _security_conf(self) -> str:
+        lines = []
+        if self.tls is not None:
+            t = self.tls
+            lines += [f"cafile {t.cafile}", f"certfile {t.certfile}", f"keyfile {t.keyfile}",
+                      f"tls_version {t.tls_version}", f"require_certificate {str(t.require_certificate).lower()}"]
+        if self.users is not None:
+            self.set_users(self.users)
+            lines.append(f"password_file {self.folder / 'passwords'}")
+        if self.acl is not None:
+            (self.folder / "acl").write_text(self.acl)
+            lines.append(f"acl_file {self.folder / 'acl'}")
+        if self.dynsec is not None:
+            plugin = next(iter(sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so"))), None)
+            if plugin is None:
+                raise LocalServerError("mosquitto's dynamic security plugin (mosquitto_dynamic_security.so) is missing")
+            doc = dict(self.dynsec)
+            doc["clients"] = [{k: v for k, v in c.items() if k != "password"} | dynsec_password(c["password"])
+                              if "password" in c else dict(c) for c in self.dynsec.get("clients", ())]
+            (self.folder / "dynsec.json").write_text(json.dumps(doc))
+            lines += [f"plugin {plugin}", f"plugin_opt_config_file {self.folder / 'dynsec.json'}"]
+        lines.append(f"allow_anonymous {'false' if self.users is not None or self.dynsec is not None else 'true'}")
+        if os.geteuid() == 0:  # as root mosquitto would become user mosquitto, who cannot read root's 0600 keys
+            lines.append("user root")
+        return "\n".join(lines) + "\n"
 
     def start(self, timeout: float = 10.0) -> None:
         ensure_port_free(self.port, "mosquitto")
@@ -96,8 +193,8 @@ class Mosquitto:
         # confirmed; persistence is off, as a broker that forgets everything on a crash must not lose points.)
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
+            + (self._security_conf() if self.secured else "allow_anonymous true\n")
+            + "persistence false\n"
             "max_queued_messages 0\n"
             "max_queued_bytes 0\n"
             "max_inflight_messages 0\n"
@@ -105,13 +202,13 @@ class Mosquitto:
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
         )
-        with open(self.folder / "mosquitto.log", "ab") as log:
+        with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([self.binary(), "-c", str(conf)], stdout=log, stderr=log,
                                          start_new_session=True)
         try:
             wait_port(self.port, timeout, self.proc, "mosquitto")
         except LocalServerError as exc:
-            raise LocalServerError(f"{exc}\n{_read_tail(self.folder / 'mosquitto.log')}") from exc
+            raise LocalServerError(f"{exc}\n{_read_tail(self.log_path)}") from exc
 
     def stop(self) -> None:
         stop_process(self.proc)
