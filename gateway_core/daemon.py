@@ -119,6 +119,7 @@ class Service:
                 log_config=None,
                 access_log=False,
                 lifespan="off",
+                **s.http.uvicorn_tls(),
             )
         )
         try:
@@ -131,7 +132,7 @@ class Service:
                     await asyncio.sleep(0.02)
                 if server.started:
                     self.port = server.servers[0].sockets[0].getsockname()[1]
-                    log.info("REST API on http://%s:%s/docs", s.http.host, self.port)
+                    log.info("REST API on %s://%s:%s/docs", s.http.scheme, s.http.host, self.port)
                     self.started.set()
                 else:
                     self.stop.set()

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, port, positive
+from nexus.tls import check_server_files
 from proto.config import DEFAULT_CONTROL_ROOT, HEARTBEAT_TIMEOUT, validate_control_root
 
 
@@ -29,9 +33,29 @@ class DbSettings:
 class HttpSettings:
     host: str = "127.0.0.1"  #: address of the REST API
     port: int = 8080  #: its TCP port (0 = any free port)
+    tls_cert_file: Path | None = None  #: PEM certificate (chain); set: the API serves HTTPS only
+    tls_key_file: Path | None = None  #: PEM private key of tls_cert_file
+    tls_key_password: str | None = field(default=None, repr=False)  #: passphrase of an encrypted key (never logged)
+    #: PEM CA of client certificates; set: every client must show a certificate it signed (mutual TLS)
+    tls_ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         port(self.port, "http.port")
+        check_server_files(cert_file=self.tls_cert_file, key_file=self.tls_key_file, key_password=self.tls_key_password,
+                           ca_file=self.tls_ca_file, prefix="http")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file is not None else "http"
+
+    def uvicorn_tls(self) -> dict[str, Any]:
+        """uvicorn.Config's ssl_* arguments (TLS 1.2 or newer: Python's default minimum); none without TLS."""
+        if self.tls_cert_file is None:
+            return {}
+        return {"ssl_certfile": str(self.tls_cert_file), "ssl_keyfile": str(self.tls_key_file),
+                "ssl_keyfile_password": self.tls_key_password,
+                "ssl_ca_certs": str(self.tls_ca_file) if self.tls_ca_file else None,
+                "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls_ca_file else ssl.CERT_NONE}
 
 
 @dataclass(frozen=True, kw_only=True)
