@@ -1,0 +1,171 @@
+"""deploy/mosquitto/ as shipped, in a real mosquitto: the config loads (TLS, password file, ACL file), each
+role may publish and read what it needs and is refused the rest, and real daemons work through it: the
+normalizer (its own user, TLS) and ingestion (a gateway's batch in, the row in PostgreSQL, the
+confirmation back to that gateway only)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from devtools.local import free_port
+from nexus.common import MqttSettings
+from nexus.mqtt import Message, MqttClient, MqttError
+from proto import DevicePath, Point, batch_topic, decode_batch, encode_batch
+from proto.delivery import ack_topic, decode_ack
+from tests.nexus.certs import Certs
+from tests.nexus.example_broker import PASSWORDS, ExampleBroker, example_broker
+from tests.support.daemons import http_get
+from tests.support.db import query
+from tests.support.wait import until, wait_for
+
+DEVICE = DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
+BATCH = batch_topic(DEVICE)  # nexus/batch/v1/acme/berlin/stamping/line-1/press-1
+T0 = 1_790_000_000_000
+#: the tests' own user, beside the example's roles: writes third-party input, reads all output
+TESTER = "\nuser tester\ntopic write raw/#\ntopic read nexus/#\n"
+IDS = itertools.count()
+
+
+def settings(b: ExampleBroker, user: str) -> MqttSettings:
+    return MqttSettings(port=b.port, username=user, password=PASSWORDS[user], ca_file=b.ca_file,
+                        reconnect_min=0.05, reconnect_max=0.2)
+
+
+@contextlib.asynccontextmanager
+async def client(b: ExampleBroker, user: str, subscriptions: Sequence[str] = (),
+                 got: list[Message] | None = None) -> AsyncIterator[MqttClient]:
+    stop = asyncio.Event()
+    c = MqttClient(settings(b, user), client_id=f"{user}-{next(IDS)}",  # one id each: a second one kicks the first
+                   subscriptions=[(t, 1) for t in subscriptions], on_message=got.append if got is not None else None)
+    task = asyncio.create_task(c.run_loop(stop))
+    try:
+        await c.wait_connected(5)
+        await until(lambda: not c._sub_mids, 5, what="SUBACK")
+        yield c
+    finally:
+        stop.set()
+        await task
+
+
+#: (user, topic) each role must be able to publish
+ALLOWED = [
+    ("gw-a", BATCH), ("gw-a", "nexus/windows/v1/acme/berlin/stamping/line-1/press-1"),
+    ("gw-a", "nexus/events/v1/acme/berlin/stamping/line-1/press-1"),
+    ("gw-a", "nexus/alarms/v1/acme/berlin/stamping/line-1/press-1/temp/high"),
+    ("gw-a", "acme/berlin/stamping/line-1/press-1/temp"), ("gw-a", "$nexus/status/gateways/gw-a"),
+    ("gw-a", "$nexus/config/sync/request"), ("gw-a", "$nexus/cmd/press-1/setpoint/response"),
+    ("ingestion", "nexus/ack/v1/gw-a"),
+    ("core", "$nexus/config/devices/press-1"), ("core", "$nexus/config/sync/response/gw-a"),
+    ("core", "$nexus/status/gateways/gw-a"), ("core", "$nexus/cmd/press-1/setpoint/set"),
+    ("normalizer", BATCH), ("normalizer", "nexus/windows/v1/acme/berlin/stamping/line-1/press-1"),
+    ("normalizer", "nexus/deadletter/v1/normalizer/nz-1"), ("normalizer", "raw/ack/v1/gw-a"),
+]
+#: (user, topic) each role must be refused
+REFUSED = [
+    ("gw-a", "nexus/ack/v1/gw-a"), ("gw-a", "$nexus/status/gateways/gw-b"), ("gw-a", "$nexus/config/devices/press-1"),
+    ("gw-a", "$nexus/cmd/press-1/setpoint/set"), ("gw-b", "$nexus/status/gateways/gw-a"),
+    ("ingestion", BATCH), ("ingestion", "$nexus/config/devices/press-1"),
+    ("core", BATCH), ("core", "nexus/ack/v1/gw-a"),
+    ("normalizer", "nexus/ack/v1/gw-a"), ("normalizer", "$nexus/status/gateways/gw-a"),
+]
+
+
+async def publish_code(b: ExampleBroker, user: str, topic: str) -> int:
+    async with client(b, user) as c:
+        try:
+            return await (await c.publish(topic, b"{}"))
+        except MqttError as exc:
+            return exc.code
+
+
+async def test_the_example_config_loads_and_each_role_may_do_only_what_it_needs(tmp_path: Path,
+                                                                                 certs: Certs) -> None:
+    with example_broker(tmp_path / "mq", certs) as b:
+        codes = await asyncio.gather(*(publish_code(b, u, t) for u, t in ALLOWED + REFUSED))
+        got = dict(zip(ALLOWED + REFUSED, codes, strict=True))
+        assert {k: v for k, v in got.items() if k in ALLOWED and v not in (0, 0x10)} == {}
+        assert {k: v for k, v in got.items() if k in REFUSED and v != 0x87} == {}
+
+        # reading: the ACL file lets a subscription through but delivers only what the user may read
+        ing: list[Message] = []
+        gw_a: list[Message] = []
+        gw_b: list[Message] = []
+        core: list[Message] = []
+        async with client(b, "ingestion", ["$share/ingestion/nexus/batch/v1/#"], ing) as i, \
+                client(b, "gw-a", ["nexus/ack/v1/gw-a", "$nexus/config/devices/+"], gw_a) as a, \
+                client(b, "gw-b", ["nexus/ack/v1/+", "nexus/batch/v1/#"], gw_b), \
+                client(b, "core", ["$nexus/status/gateways/+"], core) as cc:
+            assert await (await a.publish(BATCH, b"batch")) == 0
+            assert await (await a.publish("$nexus/status/gateways/gw-a", b"status")) == 0
+            assert await (await i.publish("nexus/ack/v1/gw-a", b"ack-a")) == 0
+            assert await (await cc.publish("$nexus/config/devices/press-1", b"device")) == 0
+            assert await (await i.publish("nexus/ack/v1/gw-b", b"ack-b")) == 0  # after the others: a marker
+            await until(lambda: [m.payload for m in gw_b] == [b"ack-b"], 5, what=lambda: f"gw-b's ack: {gw_b}")
+            await until(lambda: len(gw_a) == 2 and ing and core, 5, what="deliveries")
+        assert [m.payload for m in ing] == [b"batch"] and [m.payload for m in core] == [b"status"]
+        assert sorted(m.payload for m in gw_a) == [b"ack-a", b"device"]
+        assert [m.payload for m in gw_b] == [b"ack-b"]  # neither gw-a's ack nor the batch it subscribed to
+
+
+@pytest.mark.slow
+async def test_the_normalizer_through_the_example_broker(tmp_path: Path, certs: Certs, daemons: Any) -> None:
+    with example_broker(tmp_path / "mq", certs, extra_acl=TESTER) as b:
+        ops = free_port()
+        nz = daemons("normalizer", {
+            "NEXUS_NORMALIZER_NORMALIZER_ID": "nz-1", "NEXUS_NORMALIZER_OPS_PORT": str(ops),
+            "NEXUS_NORMALIZER_MQTT_PORT": str(b.port), "NEXUS_NORMALIZER_MQTT_USERNAME": "normalizer",
+            "NEXUS_NORMALIZER_MQTT_PASSWORD": PASSWORDS["normalizer"],
+            "NEXUS_NORMALIZER_MQTT_CA_FILE": str(b.ca_file), "NEXUS_NORMALIZER_LOG_JSON": "false"})
+        wait_for(lambda: http_get(ops, "/readyz")[0] == 200, 20, what=lambda: f"normalizer ready\n{nz.output()}")
+        out: list[Message] = []
+        async with client(b, "tester", ["nexus/batch/v1/#"], out) as tester:
+            async def through() -> bool:  # until its shared subscription is in place, input is dropped
+                await tester.publish(f"raw/uns/{DEVICE.path}/temp", orjson.dumps({"value": 21.5, "ts": T0}))
+                await asyncio.sleep(0.2)
+                return bool(out)
+            await until(through, 20, interval=0, what=lambda: f"normalized output\n{nz.output()}")
+        points = decode_batch(out[0].payload).points
+        assert out[0].topic == BATCH and [(p.tag, p.value, p.ts) for p in points][:1] == [("temp", 21.5, T0)]
+        assert nz.stop() == 0
+        assert PASSWORDS["normalizer"] not in nz.output()
+
+
+@pytest.mark.slow
+async def test_ingestion_through_the_example_broker_confirms_to_its_gateway_only(tmp_path: Path, certs: Certs,
+                                                                                 daemons: Any, db: str) -> None:
+    with example_broker(tmp_path / "mq", certs) as b:
+        ops = free_port()
+        ing = daemons("ingestion", {
+            "NEXUS_INGESTION_WORKER_ID": "w1", "NEXUS_INGESTION_DB_DSN": db, "NEXUS_INGESTION_OPS_PORT": str(ops),
+            "NEXUS_INGESTION_MQTT_PORT": str(b.port), "NEXUS_INGESTION_MQTT_USERNAME": "ingestion",
+            "NEXUS_INGESTION_MQTT_PASSWORD": PASSWORDS["ingestion"], "NEXUS_INGESTION_MQTT_CA_FILE": str(b.ca_file),
+            "NEXUS_INGESTION_LOG_JSON": "false"})
+        wait_for(lambda: http_get(ops, "/readyz")[0] == 200, 30, what=lambda: f"ingestion ready\n{ing.output()}")
+        acks: list[Message] = []
+        seq = 0
+        async with client(b, "gw-a", [ack_topic("gw-a")], acks) as gw:
+            async def confirmed() -> bool:  # until the worker's shared subscription is in place
+                nonlocal seq
+                seq += 1
+                payload = encode_batch([Point("temp", 20.0 + seq, T0 + seq, 0, "degC")], seq=seq, gateway="gw-a",
+                                       run=1)
+                await (await gw.publish(BATCH, payload))
+                await asyncio.sleep(0.2)
+                return bool(acks)
+            await until(confirmed, 30, interval=0, what=lambda: f"a confirmation\n{ing.output()}")
+        ack = decode_ack(acks[0].payload)
+        assert ack.run == 1 and ack.seqs and acks[0].topic == "nexus/ack/v1/gw-a"
+        first = ack.seqs[0][0]
+        rows = query(db, "SELECT t.tag, p.value FROM nexus.points p JOIN nexus.tags t ON t.id = p.tag_id "
+                         "WHERE p.time = to_timestamp(%s / 1000.0)", (T0 + first,))
+        assert rows == [("temp", 20.0 + first)]
+        assert ing.stop() == 0
+        assert PASSWORDS["ingestion"] not in ing.output()
