@@ -8,7 +8,8 @@ the rest from the layer below at query time) and a *horizon* (where the leader i
 1. **advances** each layer in steps of at most ``step``: announce the new horizon (a moment under the
    exclusive advisory lock that the points trigger takes shared: every writer either committed before the
    read below or sees the new horizon and records its rows as late), aggregate ``[watermark, horizon)``
-   from the layer below and move the watermark, in one transaction;
+   from the layer below, move the watermark and redefine the layer's view with it (:func:`define_views`),
+   in one transaction;
 2. **re-aggregates** the ranges in ``nexus.rollup_invalid`` (changes below the horizon: late points, a
    spool replay, a backfill, a delete), whole buckets from the layer below, each range in one transaction
    with its invalidation rows deleted; a minute range re-done below the hour's horizon invalidates its hours.
@@ -57,6 +58,30 @@ _FROM_MINUTES = (
 )
 LAYERS = (Layer(1, MINUTE, "nexus.rollup_1m", _FROM_RAW, 2), Layer(2, HOUR, "nexus.rollup_1h", _FROM_MINUTES, None))
 
+#: the real-time views, the layer's watermark written in as a constant ({w}): the planner prunes and
+#: estimates with it. Same columns and types as TimescaleDB's continuous aggregates (migration 007).
+_VIEWS = {
+    1: ("CREATE OR REPLACE VIEW nexus.points_1m AS"
+        " SELECT bucket, tag_id, min, max, avg, last, samples, value_sum, value_count FROM nexus.rollup_1m"
+        " WHERE bucket < {w}"
+        " UNION ALL"
+        " SELECT date_bin('1 minute', time, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,"
+        " min(value) AS min, max(value) AS max, avg(value) AS avg,"
+        " (array_agg(value ORDER BY time DESC))[1] AS last, count(*) AS samples,"
+        " sum(value) AS value_sum, count(value) AS value_count"
+        " FROM nexus.points WHERE time >= {w} GROUP BY 1, 2"),
+    2: ("CREATE OR REPLACE VIEW nexus.points_1h AS"
+        " SELECT bucket, tag_id, min, max, avg, last, samples, value_sum, value_count FROM nexus.rollup_1h"
+        " WHERE bucket < {w}"
+        " UNION ALL"
+        " SELECT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,"
+        " min(min) AS min, max(max) AS max, sum(value_sum) / nullif(sum(value_count), 0)::double precision AS avg,"
+        " (array_agg(last ORDER BY bucket DESC))[1] AS last, sum(samples)::bigint AS samples,"
+        " sum(value_sum) AS value_sum, sum(value_count)::bigint AS value_count"
+        " FROM nexus.points_1m WHERE bucket >= {w} GROUP BY 1, 2"),
+}
+VIEW_LOCK_TIMEOUT_MS = 2000  #: a view is redefined only when no query holds it longer than this (next round)
+
 
 def floor(t: datetime, width: timedelta) -> datetime:
     return _EPOCH + (t - _EPOCH) // width * width
@@ -70,6 +95,16 @@ class RefreshResult:
 
     def __bool__(self) -> bool:
         return self.buckets > 0 or self.ranges > 0
+
+
+async def define_views(conn: psycopg.AsyncConnection[Any], layers: tuple[int, ...] = (1, 2)) -> None:
+    """(Re)define the views of ``layers`` with their current watermarks; in the caller's transaction when
+    there is one (the watermark's), so a reader sees the rollup rows and the view that counts them together."""
+    for layer in layers:
+        row = await (await conn.execute(
+            "SELECT quote_literal(watermark::text) FROM nexus.rollup_state WHERE layer = %s", (layer,))).fetchone()
+        assert row is not None, "migration 009 inserts both layers"
+        await conn.execute(_VIEWS[layer].format(w=f"{row[0]}::timestamptz"))
 
 
 async def present(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -137,11 +172,18 @@ async def _advance(conn: psycopg.AsyncConnection[Any], layer: Layer, target: dat
             await conn.execute("UPDATE nexus.rollup_state SET horizon = greatest(horizon, %s) WHERE layer = 1", (hi,))
     else:
         await conn.execute("UPDATE nexus.rollup_state SET horizon = greatest(horizon, %s) WHERE layer = 2", (hi,))
-    async with conn.transaction():
-        await conn.execute(f"DELETE FROM {layer.table} WHERE bucket >= %s AND bucket < %s", (mark, hi))
-        cur = await conn.execute(f"INSERT INTO {layer.table} {layer.source}", {"lo": mark, "hi": hi})
-        res.buckets += max(cur.rowcount, 0)
-        await conn.execute("UPDATE nexus.rollup_state SET watermark = %s WHERE layer = %s", (hi, layer.number))
+    try:
+        async with conn.transaction():
+            await conn.execute(f"DELETE FROM {layer.table} WHERE bucket >= %s AND bucket < %s", (mark, hi))
+            cur = await conn.execute(f"INSERT INTO {layer.table} {layer.source}", {"lo": mark, "hi": hi})
+            await conn.execute("UPDATE nexus.rollup_state SET watermark = %s WHERE layer = %s", (hi, layer.number))
+            await conn.execute(f"SET LOCAL lock_timeout = '{VIEW_LOCK_TIMEOUT_MS}ms'")
+            await define_views(conn, (layer.number,))
+    except psycopg.errors.LockNotAvailable:  # a long query on the view: nothing moved, the next round tries
+        log.info("rollup of %s not advanced: a query held its view for %d ms", layer.table, VIEW_LOCK_TIMEOUT_MS)
+        res.behind = False
+        return
+    res.buckets += max(cur.rowcount, 0)
 
 
 async def _oldest(conn: psycopg.AsyncConnection[Any], layer: Layer) -> datetime | None:

@@ -16,6 +16,7 @@ from importlib import resources
 
 import psycopg
 
+from ingestion import rollups
 from ingestion.errors import PermanentError
 
 log = logging.getLogger("ingestion.schema")
@@ -125,6 +126,8 @@ async def migrate(
             else:
                 log.info("migration %s not needed on TimescaleDB: recorded as done", m.name)
         timescale = await is_hypertable(conn)
+        if not timescale and await rollups.present(conn):
+            await rollups.define_views(conn)
         if timescale:
             await refresh_pending(conn)
             await apply_policies(conn, policies)

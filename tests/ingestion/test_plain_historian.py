@@ -100,6 +100,20 @@ async def test_the_newest_point_of_a_tag_reads_one_partition(conn: Conn) -> None
     assert plan.count("never executed") >= 20, plan
 
 
+async def test_the_views_carry_their_watermark_so_the_planner_reads_only_the_live_partitions(conn: Conn) -> None:
+    tag = await add_tag(conn)
+    await cover(conn, today() - 3 * DAY, today())
+    await conn.execute("INSERT INTO nexus.points (time, tag_id, value) SELECT t, %s, 1.0"
+                       " FROM generate_series(%s, now(), interval '5 minutes') t", (tag, today() - 3 * DAY))
+    await run_refresh_jobs(conn)
+    old = partitions.partition_name(today() - 2 * DAY)
+    for layer in ("points_1m", "points_1h"):
+        plan = "\n".join(r[0] for r in await (await conn.execute(
+            f"EXPLAIN (COSTS OFF) SELECT * FROM nexus.{layer} WHERE tag_id = %s", (tag,))).fetchall())
+        assert old not in plan and "Gather" not in plan, plan  # pruned when planned; no parallel scan
+    await assert_layers_match_raw(conn)
+
+
 async def test_retention_drops_whole_days_and_the_rollups_keep_their_buckets(db: str, conn: Conn) -> None:
     tag = await add_tag(conn)
     start = today() - 5 * DAY
