@@ -2,7 +2,7 @@
 
 Reads ``nexus.tags``, ``nexus.points`` and ``nexus.reasons`` through the history pool. Per tag one index
 probe on ``points_tag_time_idx`` ``(tag_id, time DESC)`` (a ``LEFT JOIN LATERAL ... ORDER BY time DESC
-LIMIT 1``; on plain PostgreSQL one per day partition, on TimescaleDB the newest chunk that has one), so the
+LIMIT 1``; the day partitions or chunks are read newest first and the first that has one answers), so the
 cost grows with the tag count, not with the history: no scan of the raw points, whatever the range kept.
 
 A tag is *stale* when its newest point (of any quality: a BAD point says the gateway is still reporting)
