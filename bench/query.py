@@ -7,8 +7,7 @@ Per backend (plain PostgreSQL, then PostgreSQL with TimescaleDB preloaded and no
 job races the measurements and raw chunks stay uncompressed):
 
 1. A private cluster in a temp folder (removed afterwards); the schema made by ``ingestion.schema.migrate``;
-   on plain PostgreSQL the day partitions of the history made before the load (``nexus.add_partitions``, or
-   ``ingestion.partitions.ensure`` where an older migration 009 has a DEFAULT partition instead).
+   on plain PostgreSQL the day partitions of the history made before the load (``nexus.add_partitions``).
 2. A deterministic history: ``--tags`` tags (devices of 100 tags, UNS paths
    acme/bench/areaA/lineL/devDD/tagTTT), one point per tag every ``--interval-s`` seconds for ``--days`` days,
    ending at the hour the run started, time-major as ingestion writes it; a value is a per-tag sine plus a
@@ -110,12 +109,7 @@ def create(dsn: str, hist: History) -> tuple[bool, int]:
             if timescale or not await partitions.present(conn):
                 return timescale, 0
             # the days of the history, made before the load as an operator loading by hand would
-            fn = await (await conn.execute(
-                "SELECT to_regprocedure('nexus.add_partitions(timestamptz, timestamptz)') IS NOT NULL")).fetchone()
-            if fn and fn[0]:
-                await conn.execute("SELECT nexus.add_partitions(%s, %s)", (hist.start, hist.end))
-            else:  # an older 009 (a DEFAULT partition, no nexus.add_partitions): the upkeep's own call
-                await partitions.ensure(conn, ahead_days=hist.days, now=hist.start)
+            await conn.execute("SELECT nexus.add_partitions(%s, %s)", (hist.start, hist.end))
             row = await (await conn.execute("SELECT count(*) FROM nexus.point_partitions")).fetchone()
             return timescale, int(row[0]) if row else 0
     return asyncio.run(run())
