@@ -20,7 +20,7 @@ async def test_migrations_apply_once_and_skip_timescale_on_plain_postgres(db: st
         assert rows == [(1, "001_core.sql"), (3, "003_dead_letter_size.sql"), (4, "004_windows_alarms.sql"),
                         (6, "006_points_1h.sql"), (8, "008_reasons.sql"), (9, "009_partitions_rollups.sql")]
         assert [m.requires_timescale for m in migrations()] == [False, True, False, False, True, False, True, False,
-                                                                False, True]
+                                                                False]
         assert [m.version for m in migrations() if m.requires_plain] == [9]
         await conn.execute("INSERT INTO nexus.tags (path, enterprise, site, area, line, device, tag, unit)"
                            " VALUES ('e/s/a/l/d/t', 'e', 's', 'a', 'l', 'd', 't', 'bar')")
