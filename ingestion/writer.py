@@ -91,7 +91,6 @@ class Writer:
         # device path -> tag name -> (tag id, unit); filled after commits only, kept across reconnects
         self._tags: dict[str, dict[str, tuple[int, str | None]]] = {}
         self._reasons: dict[str, int] = {}  # reason text -> nexus.reasons id; the same
-        self._unit_changes: list[tuple[str, str, int, str]] = []  # (device, tag, id, unit) of the open transaction
 
 
     @property
@@ -236,7 +235,7 @@ class Writer:
         conn = self._connection()
         new_tag_rows: dict[str, dict[str, tuple[int, str | None]]] = {}
         new_reasons: dict[str, int] = {}
-        self._unit_changes = []
+        units: list[tuple[str, str, int, str]] = []  # (device, tag, id, new unit): cached once committed
         async with conn.transaction():
             fresh: list[Item] = []
             if good:
@@ -250,7 +249,7 @@ class Writer:
                 fresh = [good[d] for d in digests if d in inserted]
                 res.duplicate_messages += len(good) - len(fresh)
             if fresh:
-                new_tag_rows = await self._resolve_tags(fresh)
+                new_tag_rows, units = await self._resolve_tags(fresh)
                 point_items = [it for it in fresh if it.batch is not None]
                 if point_items:
                     t0 = time.perf_counter()
@@ -272,7 +271,7 @@ class Writer:
         if len(self._reasons) + len(new_reasons) > MAX_CACHED_REASONS:
             self._reasons.clear()  # reasons are categories, so this is rare; the next batches look them up again
         self._reasons.update(new_reasons)
-        for dev, tag, tag_id, unit in self._unit_changes:
+        for dev, tag, tag_id, unit in units:
             self._tags[dev][tag] = (tag_id, unit)
         for dev, tags in new_tag_rows.items():
             self._tags.setdefault(dev, {}).update(tags)
@@ -340,10 +339,12 @@ class Writer:
         res.windows = await store_windows(conn, windows)
         res.events, res.repeated_events = await store_events(conn, events)
 
-    async def _resolve_tags(self, items: list[Item]) -> dict[str, dict[str, tuple[int, str | None]]]:
-        """Ids for tags not in the cache (created if new); unit changes update the tag row."""
+    async def _resolve_tags(self, items: list[Item]) -> tuple[dict[str, dict[str, tuple[int, str | None]]],
+                                                              list[tuple[str, str, int, str]]]:
+        """Ids for tags not in the cache (created if new), and the (device, tag, id, unit) of the cached tags
+        whose unit changed (their rows updated here; the cache only once the transaction commits)."""
         missing: dict[str, tuple[DevicePath, str, str | None]] = {}
-        unit_changes: dict[int, str] = {}
+        changed: dict[int, tuple[str, str, str]] = {}  # tag id -> (device, tag, new unit)
         for it in items:
             dev = it.device
             assert dev is not None, it.error
@@ -354,17 +355,17 @@ class Writer:
                     path = f"{dev.path}/{tag}"
                     if path not in missing or (unit and not missing[path][2]):  # windows/events name no unit
                         missing[path] = (dev, tag, unit)
-                elif unit and unit != entry[1] and unit_changes.get(entry[0]) != unit:
-                    unit_changes[entry[0]] = unit
-                    self._unit_changes.append((dev.path, tag, entry[0], unit))  # cached once committed
+                elif unit and unit != entry[1]:
+                    changed[entry[0]] = (dev.path, tag, unit)
         conn = self._connection()
-        if unit_changes:
+        units = [(d, tag, tag_id, unit) for tag_id, (d, tag, unit) in changed.items()]
+        if units:
             await conn.execute(
                 "UPDATE nexus.tags t SET unit = u.unit FROM unnest(%s::int[], %s::text[]) AS u(id, unit)"
-                " WHERE t.id = u.id", (list(unit_changes), list(unit_changes.values())))
+                " WHERE t.id = u.id", ([u[2] for u in units], [u[3] for u in units]))
         out: dict[str, dict[str, tuple[int, str | None]]] = {}
         if not missing:
-            return out
+            return out, units
         paths = list(missing)
         cols = list(zip(*[(path, d.enterprise, d.site, d.area, d.line, d.device, tag, unit)
                           for path, (d, tag, unit) in missing.items()], strict=True))
@@ -376,4 +377,4 @@ class Writer:
         for tag_id, path, unit in await cur.fetchall():
             dev, tag, _ = missing[path]
             out.setdefault(dev.path, {})[tag] = (tag_id, unit)
-        return out
+        return out, units
