@@ -25,6 +25,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from nexus import pg
+
 log = logging.getLogger("ingestion.partitions")
 
 DAY = timedelta(days=1)
@@ -63,7 +65,7 @@ async def _add(conn: psycopg.AsyncConnection[Any], spans: Iterable[tuple[datetim
     """``nexus.add_partitions`` over each span, in one transaction; how many partitions it made."""
     made = 0
     async with conn.transaction():
-        await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
+        await pg.lock_timeout(conn, lock_timeout_ms)
         for lo, hi in spans:
             row = await (await conn.execute("SELECT nexus.add_partitions(%s, %s)", (lo, hi))).fetchone()
             made += int(row[0]) if row else 0
@@ -117,7 +119,7 @@ async def drop_expired(conn: psycopg.AsyncConnection[Any], *, keep_days: int, lo
         ident = sql.Identifier("nexus", name)
         try:
             async with conn.transaction():
-                await conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
+                await pg.lock_timeout(conn, lock_timeout_ms)
                 await conn.execute(sql.SQL("ALTER TABLE nexus.points DETACH PARTITION {}").format(ident))
                 await conn.execute(sql.SQL("DROP TABLE {}").format(ident))
         except psycopg.errors.LockNotAvailable:

@@ -26,6 +26,8 @@ from typing import Any
 
 import psycopg
 
+from nexus import pg
+
 log = logging.getLogger("ingestion.rollups")
 
 #: the advisory lock key nexus.points_changed() takes shared ("nxru"); the leader takes it exclusive
@@ -45,40 +47,34 @@ class Layer:
     invalidates: int | None
 
 
-_FROM_RAW = (
-    "SELECT date_bin('1 minute', time, TIMESTAMPTZ '2000-01-01'), tag_id, min(value), max(value), avg(value),"
-    " (array_agg(value ORDER BY time DESC))[1], count(*), sum(value), count(value)"
-    " FROM nexus.points WHERE time >= %(lo)s AND time < %(hi)s GROUP BY 1, 2"
+#: one bucket of each layer from the layer below: the rollup's rows and the views' live part alike
+_MINUTE_OF = (
+    "SELECT date_bin('1 minute', time, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,"
+    " min(value) AS min, max(value) AS max, avg(value) AS avg,"
+    " (array_agg(value ORDER BY time DESC))[1] AS last, count(*) AS samples,"
+    " sum(value) AS value_sum, count(value) AS value_count FROM nexus.points WHERE time >= {lo}"
 )
-_FROM_MINUTES = (
-    "SELECT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01'), tag_id, min(min), max(max),"
-    " sum(value_sum) / nullif(sum(value_count), 0)::double precision, (array_agg(last ORDER BY bucket DESC))[1],"
-    " sum(samples), sum(value_sum), sum(value_count)"
-    " FROM nexus.rollup_1m WHERE bucket >= %(lo)s AND bucket < %(hi)s GROUP BY 1, 2"
+_HOUR_OF = (
+    "SELECT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,"
+    " min(min) AS min, max(max) AS max, sum(value_sum) / nullif(sum(value_count), 0)::double precision AS avg,"
+    " (array_agg(last ORDER BY bucket DESC))[1] AS last, sum(samples)::bigint AS samples,"
+    " sum(value_sum) AS value_sum, sum(value_count)::bigint AS value_count FROM {source} WHERE bucket >= {lo}"
 )
-LAYERS = (Layer(1, MINUTE, "nexus.rollup_1m", _FROM_RAW, 2), Layer(2, HOUR, "nexus.rollup_1h", _FROM_MINUTES, None))
+_RANGE = " AND {col} < %(hi)s GROUP BY 1, 2"
+LAYERS = (
+    Layer(1, MINUTE, "nexus.rollup_1m", _MINUTE_OF.format(lo="%(lo)s") + _RANGE.format(col="time"), 2),
+    Layer(2, HOUR, "nexus.rollup_1h",
+          _HOUR_OF.format(source="nexus.rollup_1m", lo="%(lo)s") + _RANGE.format(col="bucket"), None),
+)
 
 #: the real-time views, the layer's watermark written in as a constant ({w}): the planner prunes and
 #: estimates with it. Same columns and types as TimescaleDB's continuous aggregates (migration 007).
+_COLUMNS = "bucket, tag_id, min, max, avg, last, samples, value_sum, value_count"
 _VIEWS = {
-    1: ("CREATE OR REPLACE VIEW nexus.points_1m AS"
-        " SELECT bucket, tag_id, min, max, avg, last, samples, value_sum, value_count FROM nexus.rollup_1m"
-        " WHERE bucket < {w}"
-        " UNION ALL"
-        " SELECT date_bin('1 minute', time, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,"
-        " min(value) AS min, max(value) AS max, avg(value) AS avg,"
-        " (array_agg(value ORDER BY time DESC))[1] AS last, count(*) AS samples,"
-        " sum(value) AS value_sum, count(value) AS value_count"
-        " FROM nexus.points WHERE time >= {w} GROUP BY 1, 2"),
-    2: ("CREATE OR REPLACE VIEW nexus.points_1h AS"
-        " SELECT bucket, tag_id, min, max, avg, last, samples, value_sum, value_count FROM nexus.rollup_1h"
-        " WHERE bucket < {w}"
-        " UNION ALL"
-        " SELECT date_bin('1 hour', bucket, TIMESTAMPTZ '2000-01-01') AS bucket, tag_id,"
-        " min(min) AS min, max(max) AS max, sum(value_sum) / nullif(sum(value_count), 0)::double precision AS avg,"
-        " (array_agg(last ORDER BY bucket DESC))[1] AS last, sum(samples)::bigint AS samples,"
-        " sum(value_sum) AS value_sum, sum(value_count)::bigint AS value_count"
-        " FROM nexus.points_1m WHERE bucket >= {w} GROUP BY 1, 2"),
+    1: (f"CREATE OR REPLACE VIEW nexus.points_1m AS SELECT {_COLUMNS} FROM nexus.rollup_1m WHERE bucket < {{w}}"
+        " UNION ALL " + _MINUTE_OF.format(lo="{w}") + " GROUP BY 1, 2"),
+    2: (f"CREATE OR REPLACE VIEW nexus.points_1h AS SELECT {_COLUMNS} FROM nexus.rollup_1h WHERE bucket < {{w}}"
+        " UNION ALL " + _HOUR_OF.format(source="nexus.points_1m", lo="{w}") + " GROUP BY 1, 2"),
 }
 VIEW_LOCK_TIMEOUT_MS = 2000  #: a view is redefined only when no query holds it longer than this (next round)
 
@@ -166,24 +162,30 @@ async def _advance(conn: psycopg.AsyncConnection[Any], layer: Layer, target: dat
         return
     hi = min(target, mark + max(step, layer.width))
     res.behind = res.behind or hi < target
-    if layer.number == 1:  # writers take the lock shared: after this, each either committed or sees hi
-        async with conn.transaction():
+    async with conn.transaction():
+        if layer.number == 1:  # writers take the lock shared: after this, each either committed or sees hi
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (HORIZON_LOCK,))
-            await conn.execute("UPDATE nexus.rollup_state SET horizon = greatest(horizon, %s) WHERE layer = 1", (hi,))
-    else:
-        await conn.execute("UPDATE nexus.rollup_state SET horizon = greatest(horizon, %s) WHERE layer = 2", (hi,))
+        await conn.execute("UPDATE nexus.rollup_state SET horizon = greatest(horizon, %s) WHERE layer = %s",
+                           (hi, layer.number))
     try:
         async with conn.transaction():
-            await conn.execute(f"DELETE FROM {layer.table} WHERE bucket >= %s AND bucket < %s", (mark, hi))
-            cur = await conn.execute(f"INSERT INTO {layer.table} {layer.source}", {"lo": mark, "hi": hi})
+            rows = await _rebuild(conn, layer, mark, hi)
             await conn.execute("UPDATE nexus.rollup_state SET watermark = %s WHERE layer = %s", (hi, layer.number))
-            await conn.execute(f"SET LOCAL lock_timeout = '{VIEW_LOCK_TIMEOUT_MS}ms'")
+            await pg.lock_timeout(conn, VIEW_LOCK_TIMEOUT_MS)
             await define_views(conn, (layer.number,))
     except psycopg.errors.LockNotAvailable:  # a long query on the view: nothing moved, the next round tries
         log.info("rollup of %s not advanced: a query held its view for %d ms", layer.table, VIEW_LOCK_TIMEOUT_MS)
         res.behind = False
         return
-    res.buckets += max(cur.rowcount, 0)
+    res.buckets += rows
+
+
+async def _rebuild(conn: psycopg.AsyncConnection[Any], layer: Layer, lo: datetime, hi: datetime) -> int:
+    """The layer's buckets of [lo, hi) aggregated again from the layer below (in the caller's transaction);
+    how many rows."""
+    await conn.execute(f"DELETE FROM {layer.table} WHERE bucket >= %s AND bucket < %s", (lo, hi))
+    cur = await conn.execute(f"INSERT INTO {layer.table} {layer.source}", {"lo": lo, "hi": hi})
+    return max(cur.rowcount, 0)
 
 
 async def _oldest(conn: psycopg.AsyncConnection[Any], layer: Layer) -> datetime | None:
@@ -209,9 +211,7 @@ async def _reaggregate(conn: psycopg.AsyncConnection[Any], layer: Layer, step: t
         async with conn.transaction():  # the range and its invalidations at once, in statements of one step
             while lo < hi:
                 part = min(hi, lo + max(step, layer.width))
-                await conn.execute(f"DELETE FROM {layer.table} WHERE bucket >= %s AND bucket < %s", (lo, part))
-                cur = await conn.execute(f"INSERT INTO {layer.table} {layer.source}", {"lo": lo, "hi": part})
-                res.buckets += max(cur.rowcount, 0)
+                res.buckets += await _rebuild(conn, layer, lo, part)
                 if layer.invalidates and next_mark is not None and lo < next_mark:
                     await conn.execute("INSERT INTO nexus.rollup_invalid (layer, lo, hi) VALUES (%s, %s, %s)",
                                        (layer.invalidates, lo, part - timedelta(microseconds=1)))

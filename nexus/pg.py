@@ -10,6 +10,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg.sql
 
 from nexus.report import describe
 from nexus.runtime import Backoff, wait_first
@@ -76,3 +77,9 @@ async def _cancel(task: asyncio.Future[Any]) -> None:
     if task.done() and not task.cancelled():
         with contextlib.suppress(Exception):
             task.exception()  # retrieved: its failure after the cancellation is of no interest
+
+
+async def lock_timeout(conn: psycopg.AsyncConnection[Any], ms: int) -> None:
+    """Bound the open transaction's lock waits (``SET LOCAL lock_timeout``): DDL gives up with
+    ``LockNotAvailable`` rather than queueing every other session behind it."""
+    await conn.execute(psycopg.sql.SQL("SET LOCAL lock_timeout = {}").format(psycopg.sql.Literal(f"{ms}ms")))
