@@ -80,7 +80,7 @@ class MqttClient:
         clean_start: bool = True,
         session_expiry: int = 0,
         manual_ack: bool = False,
-        will: Will | None = None,
+        will: Will | Callable[[], Will] | None = None,
         on_connect: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -123,8 +123,9 @@ class MqttClient:
                             "certificate from %s is accepted for %s", settings.ca_file or "the system's CAs",
                             settings.host, extra={"client_id": client_id})
         c.enable_logger(self._failures.paho)
-        if will:
-            c.will_set(will.topic, will.payload, will.qos, will.retain)
+        #: a callable gives the will of each CONNECT (Sparkplug: the NDEATH carries the session's bdSeq,
+        #: a host's offline STATE the timestamp of its online one); called before every attempt
+        self._will = will
         c.on_connect = self._cb_connect
         c.on_disconnect = self._cb_disconnect
         c.on_publish = self._cb_publish
@@ -190,6 +191,9 @@ class MqttClient:
         if self._session_expiry:
             props.SessionExpiryInterval = self._session_expiry
         s = self.settings
+        will = self._will() if callable(self._will) else self._will
+        if will is not None:
+            self._client.will_set(will.topic, will.payload, will.qos, will.retain)
         try:
             async with asyncio.timeout(s.connect_timeout):
                 await self._loop.run_in_executor(None, lambda: self._client.connect(
