@@ -61,8 +61,11 @@ from ingestion.schema import migrate  # noqa: E402
 Conn = psycopg.Connection[tuple[Any, ...]]
 Params = dict[str, Any]
 
+# a TimescaleDB server as its tuning tool (timescaledb-tune, run by the official image) sets it up on SSDs:
+# random_page_cost 1.1 lets the planner take the minute layer's (tag_id, bucket) index for a few tags' trend
+# (docs/historian.md, "Query planning on TimescaleDB")
 TS_SETTINGS = {"shared_preload_libraries": "timescaledb", "timescaledb.telemetry_level": "off",
-               "timescaledb.max_background_workers": "0"}
+               "timescaledb.max_background_workers": "0", "random_page_cost": "1.1"}
 COPY_SQL = "COPY nexus.points (time, tag_id, value, status) FROM STDIN (FORMAT BINARY)"
 # field count | time (len, int64 µs since 2000) | tag_id (len, int32) | value (len, float8) | status (len, int64)
 ROW = struct.Struct(">hiqiiidiq")
