@@ -5,11 +5,14 @@ Run: ``.venv/bin/python bench/ingest.py [--points 500000] [--per-message 100]`` 
 1. Starts a private PostgreSQL (fsync on, default settings) and mosquitto in a temp folder.
 2. Starts the worker once (creates schema and its persistent session), stops it.
 3. Publishes N points in batch messages to the broker; they queue for the worker's session.
-4. Starts the worker (a real subprocess) and times the drain: first stored point → all N stored (read
-   from the worker's /metrics every 50 ms; the table is counted once at the end, exactly).
+4. Starts the worker (a real subprocess) and times the drain: points committed between two reads of
+   the worker's /metrics (every 0.2 s; the table is counted once at the end, exactly).
 5. Raw limit, same run, same database: binary COPY of the very same rows (pre-encoded bytes, same
-   table shape and index) in transactions of the same batch size.
-Prints both rates and the ratio.
+   table shape and index) in transactions of the same batch size; on plain PostgreSQL also into a
+   table with nexus.points' late-data trigger (the same table the worker writes).
+6. Steps 3-5 ``--repeat`` times (default 3; the historian emptied between rounds): on 2 shared cores one
+   round moves by a third, so the medians are compared.
+Prints every round, the medians and the ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,6 +42,9 @@ from proto import DevicePath, Point, batch_topic, encode_batch  # noqa: E402
 
 #: today, 01:00 UTC: the points land in a day partition of plain PostgreSQL's nexus.points (created below)
 T0 = (int(time.time()) // 86400 * 86400 + 3600) * 1000
+#: seconds between two reads of the worker's /metrics during a drain (each read costs the worker a few ms of
+#: CPU: at 50 ms that was ~8 % of its time, so the measurement slowed what it measured)
+SAMPLE_EVERY = 0.2
 
 
 def worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -51,11 +58,11 @@ async def make_partitions(dsn: str) -> None:
         await partitions.ensure(c, ahead_days=1)
 
 
-def copy_rate(c: psycopg.Connection[Any], rows: list[bytes], batch: int) -> float:
-    """Points/s of binary COPY of ``rows`` into nexus.points_raw, ``batch`` rows per transaction."""
+def copy_rate(c: psycopg.Connection[Any], rows: list[bytes], batch: int, table: str) -> float:
+    """Points/s of binary COPY of ``rows`` into ``table``, ``batch`` rows per transaction."""
     t = time.perf_counter()
     for k in range(0, len(rows), batch):
-        with c.cursor().copy(f"COPY nexus.points_raw ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
+        with c.cursor().copy(f"COPY {table} ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as cp:
             cp.write(HEADER + b"".join(rows[k:k + batch]) + TRAILER)
         c.commit()
     return len(rows) / (time.perf_counter() - t)
@@ -69,6 +76,78 @@ def has_timescale(dsn: str) -> bool:
 def count(dsn: str) -> int:
     with psycopg.connect(dsn) as c:
         return c.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
+
+
+def publish(port: int, payloads: list[tuple[str, bytes]]) -> float:
+    """Publish ``payloads`` at QoS 1 from one paho client (they queue for the worker's session); seconds."""
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    t = time.perf_counter()
+    infos = [pub.publish(topic, payload, qos=1) for topic, payload in payloads]
+    for info in infos:
+        info.wait_for_publish(120)
+    pub_s = time.perf_counter() - t
+    pub.loop_stop()
+    pub.disconnect()
+    return pub_s
+
+
+def drain(env: dict[str, str], tmp: Path, ops_port: int, total: int) -> float:
+    """Start the worker on its queued session and time the drain: points/s committed between two samples of
+    its /metrics (the first with points stored, the last before all are), so a coarse sampling interval
+    costs no accuracy; the worker is stopped afterwards."""
+    p = worker(env, tmp / "worker.log")
+    samples: list[tuple[float, int]] = []
+    while True:
+        n = stored(ops_port)
+        now = time.perf_counter()
+        if n >= total:
+            break
+        if n > 0:
+            samples.append((now, n))
+        if p.poll() is not None:
+            raise SystemExit(f"worker died:\n{(tmp / 'worker.log').read_text()[-3000:]}")
+        time.sleep(SAMPLE_EVERY)
+    p.terminate()
+    p.wait()
+    if len(samples) < 2:
+        raise SystemExit(f"the drain took less than two samples ({SAMPLE_EVERY}s apart): give more --points")
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+def raw_tables(c: psycopg.Connection[Any], args: argparse.Namespace, devices: list[DevicePath], n_msgs: int,
+               per: int) -> list[bytes]:
+    """The raw limit's tables (like nexus.points: a hypertable, or partitioned by day without and with its
+    late-data trigger) and the worker's rows, pre-encoded."""
+    ids = dict(c.execute("SELECT path, id FROM nexus.tags").fetchall())
+    tables = ["nexus.points_raw"] if args.timescale else ["nexus.points_raw", "nexus.points_raw_trigger"]
+    for table in tables:
+        if args.timescale:  # the same kind of table: a hypertable of 1-day chunks
+            hyper = c.execute("SELECT count(*) FROM timescaledb_information.hypertables "
+                              "WHERE hypertable_name = 'points'").fetchone()
+            assert hyper and hyper[0] == 1, "nexus.points is not a hypertable: TimescaleDB not in use"
+            c.execute(f"CREATE TABLE {table} (LIKE nexus.points INCLUDING ALL)")
+            c.execute(f"SELECT create_hypertable('{table}', 'time', chunk_time_interval => interval '1 day')")
+            continue
+        c.execute(f"CREATE TABLE {table} (LIKE nexus.points INCLUDING DEFAULTS) PARTITION BY RANGE (time)")
+        c.execute(f"CREATE INDEX ON {table} (tag_id, time DESC)")
+        c.execute(f"CREATE INDEX ON {table} USING brin (time)")
+        c.execute(f"CREATE TABLE {table}_day PARTITION OF {table} FOR VALUES FROM "
+                  f"(to_timestamp({T0 // 1000 - 3600})) TO (to_timestamp({T0 // 1000 + 82800}))")
+    if not args.timescale:
+        c.execute("CREATE TRIGGER raw_inserted AFTER INSERT ON nexus.points_raw_trigger REFERENCING NEW TABLE AS"
+                  " changed_rows FOR EACH STATEMENT EXECUTE FUNCTION nexus.points_changed()")
+    c.commit()
+    rows = []
+    for i in range(n_msgs):
+        dev = devices[i % len(devices)]
+        for j in range(per):
+            rows.append(encode_row(T0 + (i // len(devices)) * 1000, ids[f"{dev.path}/tag{j}"], (i * per + j) * 0.5, 0))
+    return rows
 
 
 def stored(ops_port: int) -> int:
@@ -112,19 +191,19 @@ def drain_online(pg: Postgres, mq: Mosquitto, tmp: Path, payloads: list[tuple[st
     pub.loop_start()
     root = f"scale{workers}"
     infos = [pub.publish(root + topic[len("nexus"):], payload, qos=1) for topic, payload in payloads]
-    first_t = None
+    samples: list[tuple[float, int]] = []
     try:
         while True:
             n = sum(stored(port) for port in ports)
             now = time.perf_counter()
-            if first_t is None and n > 0:
-                first_t, first_n = now, n
             if n >= total:
                 break
+            if n > 0:
+                samples.append((now, n))
             for proc in procs:
                 if proc.poll() is not None:
                     raise SystemExit("a worker died; see the logs in " + str(tmp))
-            time.sleep(0.05)
+            time.sleep(SAMPLE_EVERY)
         for info in infos:
             info.wait_for_publish(120)
     finally:
@@ -133,7 +212,10 @@ def drain_online(pg: Postgres, mq: Mosquitto, tmp: Path, payloads: list[tuple[st
             proc.terminate()
             proc.wait()
     assert count(dsn) == total, "duplicates or loss"
-    return (total - first_n) / (now - first_t)  # type: ignore[operator]
+    if len(samples) < 2:
+        raise SystemExit(f"the drain took less than two samples ({SAMPLE_EVERY}s apart): give more --points")
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    return (n1 - n0) / (t1 - t0)
 
 
 def main() -> None:
@@ -144,6 +226,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="worker batch size (points) and raw COPY transaction size")
     ap.add_argument("--timescale", action="store_true",
                     help="PostgreSQL with TimescaleDB preloaded: nexus.points (and the raw table) hypertables")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of worker drain, raw COPY (and raw COPY + trigger);"
+                    " the medians are compared")
     ap.add_argument("--scale-out", action="store_true",
                     help="also: the same rows drained by 1 worker and by 2 workers of one share group (online)")
     args = ap.parse_args()
@@ -180,78 +264,46 @@ def main() -> None:
             dev = devices[i % len(devices)]
             pts = [Point(f"tag{j}", (i * per + j) * 0.5, T0 + (i // len(devices)) * 1000, 0) for j in range(per)]
             payloads.append((batch_topic(dev), encode_batch(pts, seq=i)))
-        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        pub.max_inflight_messages_set(1000)
-        pub.max_queued_messages_set(0)
-        pub.connect("127.0.0.1", mq.port)
-        pub.loop_start()
-        t = time.perf_counter()
-        infos = [pub.publish(topic, payload, qos=1) for topic, payload in payloads]
-        for info in infos:
-            info.wait_for_publish(120)
-        pub_s = time.perf_counter() - t
-        pub.loop_stop()
+        pub_s = publish(mq.port, payloads)
         print(f"published {n_msgs:,} messages ({total:,} points) in {pub_s:.2f}s "
               f"(broker accepts {n_msgs / pub_s:,.0f} msg/s = {total / pub_s:,.0f} points/s from one paho client)")
 
-        p = worker(env, tmp / "worker.log")
-        first_t = first_n = None
-        while True:
-            n = stored(ops_port)
-            now = time.perf_counter()
-            if first_t is None and n > 0:
-                first_t, first_n = now, n
-            if n >= total:
-                break
-            if p.poll() is not None:
-                raise SystemExit(f"worker died:\n{(tmp / 'worker.log').read_text()[-3000:]}")
-            time.sleep(0.05)
-        ours = (total - first_n) / (now - first_t)  # type: ignore[operator]
-        p.terminate()
-        p.wait()
-        assert count(dsn) == total, "duplicates or loss"
-
-        # raw limit: the same rows, pre-encoded, COPY'd in transactions of the same size
-        with psycopg.connect(dsn) as c:
-            ids = dict(c.execute("SELECT path, id FROM nexus.tags").fetchall())
-            if args.timescale:
-                c.execute("CREATE TABLE nexus.points_raw (LIKE nexus.points INCLUDING ALL)")
-            else:  # partitioned by day as nexus.points is (without its trigger: the stricter limit)
-                c.execute("CREATE TABLE nexus.points_raw (LIKE nexus.points INCLUDING DEFAULTS)"
-                          " PARTITION BY RANGE (time)")
-                c.execute("CREATE INDEX ON nexus.points_raw (tag_id, time DESC)")
-                c.execute("CREATE INDEX ON nexus.points_raw USING brin (time)")
-                c.execute(f"CREATE TABLE nexus.points_raw_day PARTITION OF nexus.points_raw FOR VALUES FROM "
-                          f"(to_timestamp({T0 // 1000 - 3600})) TO (to_timestamp({T0 // 1000 + 82800}))")
-            if args.timescale:  # the raw limit into the same kind of table: a hypertable of 1-day chunks
-                hyper = c.execute("SELECT count(*) FROM timescaledb_information.hypertables "
-                                  "WHERE hypertable_name = 'points'").fetchone()
-                assert hyper and hyper[0] == 1, "nexus.points is not a hypertable: TimescaleDB not in use"
-                c.execute("SELECT create_hypertable('nexus.points_raw', 'time', chunk_time_interval => "
-                          "interval '1 day')")
-            c.commit()
-            rows = []
-            for i in range(n_msgs):
-                dev = devices[i % len(devices)]
-                for j in range(per):
-                    rows.append(encode_row(T0 + (i // len(devices)) * 1000, ids[f"{dev.path}/tag{j}"],
-                                           (i * per + j) * 0.5, 0))
-            raw = copy_rate(c, rows, args.batch)
-            with_trigger = None
-            if not args.timescale:  # what the late-data trigger of nexus.points costs a COPY (same rows again)
+        rows = None
+        ours_runs: list[float] = []
+        raw_runs: list[float] = []
+        trig_runs: list[float] = []
+        for r in range(args.repeat):
+            if r:  # the same messages again, into an empty historian (the digests of the last round gone)
+                publish(mq.port, payloads)
+                with psycopg.connect(dsn, autocommit=True) as c:
+                    c.execute("TRUNCATE nexus.points, nexus.ingested_messages")
+            ours_runs.append(drain(env, tmp, ops_port, total))
+            assert count(dsn) == total, "duplicates or loss"
+            # raw limit: the same rows, pre-encoded, COPY'd in transactions of the same size
+            with psycopg.connect(dsn) as c:
+                if rows is None:
+                    rows = raw_tables(c, args, devices, n_msgs, per)
                 c.execute("TRUNCATE nexus.points_raw")
-                c.execute("CREATE TRIGGER raw_inserted AFTER INSERT ON nexus.points_raw REFERENCING NEW TABLE AS"
-                          " changed_rows FOR EACH STATEMENT EXECUTE FUNCTION nexus.points_changed()")
                 c.commit()
-                with_trigger = copy_rate(c, rows, args.batch)
-        print(f"ingestion worker : {ours:>10,.0f} points/s committed (1 worker, batches of {args.batch}, "
-              f"{per} points/message, dedup + ack after commit)")
+                raw_runs.append(copy_rate(c, rows, args.batch, "nexus.points_raw"))
+                if not args.timescale:  # nexus.points' own table, with its late-data trigger
+                    c.execute("TRUNCATE nexus.points_raw_trigger")
+                    c.commit()
+                    trig_runs.append(copy_rate(c, rows, args.batch, "nexus.points_raw_trigger"))
+            print(f"round {r + 1}: worker {ours_runs[-1]:,.0f}, raw COPY {raw_runs[-1]:,.0f}"
+                  + (f", raw COPY + trigger {trig_runs[-1]:,.0f}" if trig_runs else "") + " points/s", flush=True)
+        ours, raw = statistics.median(ours_runs), statistics.median(raw_runs)
+        print(f"ingestion worker : {ours:>10,.0f} points/s committed (median of {args.repeat}; 1 worker, batches of "
+              f"{args.batch}, {per} points/message, dedup + ack after commit)")
         kind = "hypertables (TimescaleDB)" if args.timescale else "tables partitioned by day"
-        print(f"raw binary COPY  : {raw:>10,.0f} points/s (same rows, same table shape, same transaction size; {kind})")
+        print(f"raw binary COPY  : {raw:>10,.0f} points/s (median; same rows, same table shape, same transaction "
+              f"size; {kind})")
         print(f"ratio            : {ours / raw:.2f} x raw COPY")
-        if with_trigger is not None:
-            print(f"raw COPY + trigger: {with_trigger:>9,.0f} points/s (the same, with nexus.points' late-data trigger:"
-                  f" {with_trigger / raw:.2f} x)")
+        if trig_runs:
+            trig = statistics.median(trig_runs)
+            print(f"raw COPY + trigger: {trig:>9,.0f} points/s (median; the same table with nexus.points' late-data "
+                  f"trigger, i.e. the same table the worker writes: trigger {trig / raw:.2f} x raw)")
+            print(f"ratio (same table): {ours / trig:.2f} x raw COPY into a table like nexus.points, trigger included")
         if args.scale_out:
             one = drain_online(pg, mq, tmp, payloads, total, 1, args.batch)
             two = drain_online(pg, mq, tmp, payloads, total, 2, args.batch)
