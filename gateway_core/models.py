@@ -102,6 +102,9 @@ class DeviceOut(BaseModel):
     id: str
     revision: int = Field(description="revision of the device's last change; also its ETag")
     gateway: str | None = Field(description="gateway assigned to poll it now (null: none)")
+    owner: str | None = Field(
+        None, description="who manages it besides the API's users (header X-Nexus-Owner; null: nobody)"
+    )
     device: dict[str, Any]
 
 

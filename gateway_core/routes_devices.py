@@ -33,6 +33,17 @@ TagName = Annotated[str, Path(description="tag name", examples=["setpoint"])]
 IfMatch = Annotated[
     str | None, Header(alias="If-Match", description='ETag of the version you changed, e.g. "12"')
 ]
+#: who manages the device besides the API's users (e.g. the Kubernetes operator, docs/operator.md): stored beside the
+#: document, never sent to a gateway; absent: unchanged, empty: cleared
+OwnerHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Nexus-Owner",
+        max_length=253,
+        pattern=r"^[\x21-\x7e]*$",
+        description="mark the device as managed by this owner (e.g. nexus-operator:plant-a/press-1); empty clears it",
+    ),
+]
 
 
 def _out(request: Request, row: DeviceRow) -> dict[str, Any]:
@@ -40,6 +51,7 @@ def _out(request: Request, row: DeviceRow) -> dict[str, Any]:
         "id": row.id,
         "revision": row.revision,
         "gateway": core(request).assigner.owner.get(row.id),
+        "owner": row.owner,
         "device": row.doc,
     }
 
@@ -93,7 +105,7 @@ async def list_devices(
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": [_out(request, DeviceRow(r.id, shown(who, r.doc), r.revision)) for r in rows],
+        "items": [_out(request, DeviceRow(r.id, shown(who, r.doc), r.revision, r.owner)) for r in rows],
         "total": total,
         "limit": limit,
         "offset": offset,
@@ -104,13 +116,17 @@ async def list_devices(
 
 @router.post("/devices", status_code=201, response_model=DeviceOut, summary="Create a device")
 async def create_device(
-    request: Request, *, device: DeviceIn, who: Annotated[Principal, Depends(require("engineer"))]
+    request: Request,
+    *,
+    device: DeviceIn,
+    owner: OwnerHeader = None,
+    who: Annotated[Principal, Depends(require("engineer"))],
 ) -> JSONResponse:
     c = core(request)
     doc = normalize_device(_body(device), {})
-    commit = await c.store.create_device(doc, actor=who.name)
+    commit = await c.store.create_device(doc, actor=who.name, owner=owner)
     c.control.committed(commit)
-    return _response(request, DeviceRow(doc["id"], doc, commit.revision), 201)
+    return _response(request, DeviceRow(doc["id"], doc, commit.revision, owner or None), 201)
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut, summary="One device")
@@ -120,7 +136,7 @@ async def get_device(
     row = await core(request).store.get_device(level_or_404(device_id, "device id"))
     if row is None:
         raise ApiError(404, f"device {device_id!r} not found", field="device_id")
-    return _response(request, DeviceRow(row.id, shown(who, row.doc), row.revision))
+    return _response(request, DeviceRow(row.id, shown(who, row.doc), row.revision, row.owner))
 
 
 @router.put("/devices/{device_id}", response_model=DeviceOut, summary="Replace a device")
@@ -130,6 +146,7 @@ async def put_device(
     device: DeviceIn,
     device_id: DeviceId,
     if_match: IfMatch = None,
+    owner: OwnerHeader = None,
     who: Annotated[Principal, Depends(require("engineer"))],
 ) -> JSONResponse:
     c = core(request)
@@ -143,7 +160,12 @@ async def put_device(
         )
     doc = normalize_device(body, {})
     commit, row = await c.store.update_device(
-        device_id, lambda _old: doc, actor=who.name, action="device.update", if_match=parse_if_match(if_match)
+        device_id,
+        lambda _old: doc,
+        actor=who.name,
+        action="device.update",
+        if_match=parse_if_match(if_match),
+        owner=owner,
     )
     c.control.committed(commit)
     assert row is not None

@@ -30,6 +30,7 @@ class DeviceRow:
     id: str
     doc: dict[str, Any]
     revision: int  #: revision of the device's last change (its ETag)
+    owner: str | None = None  #: who manages it besides the API's users (X-Nexus-Owner); None: nobody
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +98,19 @@ class Store:
     # -- reads -------------------------------------------------------------------------------------
     async def revision(self) -> int:
         async with self.pool.connection() as conn:
-            row = await (await conn.execute("SELECT revision FROM core.state")).fetchone()
-            assert row is not None
-            return int(row[0])
+            return await self._revision(conn)
 
     async def get_device(self, device_id: str) -> DeviceRow | None:
         async with self.pool.connection() as conn:
             row = await (
-                await conn.execute("SELECT id, doc, revision FROM core.devices WHERE id = %s", (device_id,))
+                await conn.execute("SELECT id, doc, revision, owner FROM core.devices WHERE id = %s", (device_id,))
             ).fetchone()
         return DeviceRow(*row) if row else None
 
     async def all_devices(self) -> list[DeviceRow]:
         async with self.pool.connection() as conn:
             rows = await (
-                await conn.execute("SELECT id, doc, revision FROM core.devices ORDER BY id")
+                await conn.execute("SELECT id, doc, revision, owner FROM core.devices ORDER BY id")
             ).fetchall()
         return [DeviceRow(*r) for r in rows]
 
@@ -140,7 +139,7 @@ class Store:
             page = f"{cond} AND id > %s" if cond else "WHERE id > %s"
             rows = await (
                 await conn.execute(
-                    f"SELECT id, doc, revision FROM core.devices {page if after is not None else cond}"
+                    f"SELECT id, doc, revision, owner FROM core.devices {page if after is not None else cond}"
                     " ORDER BY id LIMIT %s OFFSET %s",
                     [*params, *([after] if after is not None else []), limit, offset],
                 )
@@ -206,9 +205,9 @@ class Store:
         return rows, int(total[0])
 
     # -- writes ------------------------------------------------------------------------------------
-    async def create_device(self, doc: dict[str, Any], *, actor: str) -> Commit:
+    async def create_device(self, doc: dict[str, Any], *, actor: str, owner: str | None = None) -> Commit:
         async with self.pool.connection() as conn, conn.transaction():
-            rev = await self._lock(conn)
+            rev = await self._revision(conn, lock=True)
             row = await (
                 await conn.execute(
                     "SELECT path FROM core.devices WHERE id = %s OR path = %s", (doc["id"], device_path(doc))
@@ -218,9 +217,11 @@ class Store:
                 raise ApiError(
                     409, f"device {doc['id']!r} already exists (duplicate UNS path {row[0]!r})", field="id"
                 )
-            return await self._commit(
+            commit = await self._commit(
                 conn, rev, actor, "device.create", f"create {doc['id']}", [Change(doc["id"], None, doc)]
             )
+            await self._set_owner(conn, doc["id"], None, owner, actor)
+            return commit
 
     async def update_device(
         self,
@@ -230,20 +231,24 @@ class Store:
         actor: str,
         action: str,
         if_match: Precondition,
+        owner: str | None = None,
     ) -> tuple[Commit, DeviceRow | None]:
         """Read-modify-write one device under the revision lock: ``fn(doc)`` returns the new doc (None: delete)."""
         async with self.pool.connection() as conn, conn.transaction():
-            rev = await self._lock(conn)
+            rev = await self._revision(conn, lock=True)
             row = await (
-                await conn.execute("SELECT id, doc, revision FROM core.devices WHERE id = %s", (device_id,))
+                await conn.execute("SELECT id, doc, revision, owner FROM core.devices WHERE id = %s", (device_id,))
             ).fetchone()
             check_precondition(if_match, row[2] if row else None, f"device {device_id!r}")
             if row is None:
                 raise ApiError(404, f"device {device_id!r} not found", field="device_id")
             current = DeviceRow(*row)
             new = fn(current.doc)
+            if new is not None and owner is not None:
+                await self._set_owner(conn, device_id, current.owner, owner, actor)
+            owner = current.owner if owner is None else (owner or None)
             if new == current.doc:
-                return Commit(rev, ()), current
+                return Commit(rev, ()), DeviceRow(device_id, new, current.revision, owner)
             commit = await self._commit(
                 conn,
                 rev,
@@ -252,7 +257,7 @@ class Store:
                 f"{action.split('.')[1]} {device_id}",
                 [Change(device_id, current.doc, new)],
             )
-            return commit, (DeviceRow(device_id, new, commit.revision) if new is not None else None)
+            return commit, (DeviceRow(device_id, new, commit.revision, owner) if new is not None else None)
 
     async def replace_all(
         self,
@@ -267,7 +272,7 @@ class Store:
     ) -> Commit:
         """Make the configuration hold ``docs`` (and nothing else when ``delete_missing``): import, rollback."""
         async with self.pool.connection() as conn, conn.transaction():
-            rev = await self._lock(conn)
+            rev = await self._revision(conn, lock=True)
             check_precondition(if_match, rev, "the configuration")
             rows = await (await conn.execute("SELECT id, doc FROM core.devices")).fetchall()
             current = {r[0]: r[1] for r in rows}
@@ -279,13 +284,18 @@ class Store:
                 return Commit(rev, ())
             return await self._commit(conn, rev, actor, action, summary, changes, rollback_of=rollback_of)
 
-    async def _revision(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        row = await (await conn.execute("SELECT revision FROM core.state")).fetchone()
-        assert row is not None
-        return int(row[0])
+    async def _set_owner(self, conn: psycopg.AsyncConnection[Any], device_id: str, old: str | None,
+                         new: str | None, actor: str) -> None:
+        """``new`` becomes the device's owner ('' clears it): audited, not a configuration change."""
+        if new is not None and (new or None) != old:
+            await conn.execute("UPDATE core.devices SET owner = %s WHERE id = %s", (new or None, device_id))
+            await conn.execute(
+                "INSERT INTO core.audit (actor, action, target, before, after) VALUES (%s, %s, %s, %s, %s)",
+                (actor, "device.owner", f"device:{device_id}", Jsonb({"owner": old}), Jsonb({"owner": new or None})),
+            )
 
-    async def _lock(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        row = await (await conn.execute("SELECT revision FROM core.state FOR UPDATE")).fetchone()
+    async def _revision(self, conn: psycopg.AsyncConnection[Any], *, lock: bool = False) -> int:
+        row = await (await conn.execute(f"SELECT revision FROM core.state{' FOR UPDATE' if lock else ''}")).fetchone()
         assert row is not None
         return int(row[0])
 
