@@ -27,6 +27,7 @@ from ingestion import metrics as m
 from ingestion.errors import DbError, DbStopped, PermanentError
 from ingestion.items import OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
 from ingestion.settings import Settings
+from ingestion.sparkplug.hosting import SparkplugHost
 from ingestion.upkeep import Upkeep
 from ingestion.writer import Writer, WriteResult
 from nexus import pg
@@ -65,6 +66,7 @@ class Ingestor:
         self._has_data = asyncio.Event()
         self._full = asyncio.Event()
         self._paused = False
+        self._intakes: list[MqttClient] = []  #: other clients feeding the buffer (the Sparkplug host's): see attach
         self.stopping = False  #: intake stopped for good (shutdown): backpressure must not resume it
         self._flush_messages = max(1, settings.mqtt.max_inflight // 2)
         self.totals = {"points": 0, "windows": 0, "events": 0, "messages": 0, "duplicates": 0, "dead_letters": 0,
@@ -88,6 +90,20 @@ class Ingestor:
             item = Item(msg.topic, payload, ack=ack, size=len(msg.payload))
             item.fail(exc, "unexpected ")
         self._add(item)
+
+    # -- other clients feeding the buffer (ingestion/sparkplug/hosting.py) --------------------------------
+    def add(self, item: Item) -> None:
+        """An item of another client (its ``ack`` a callable acknowledging it there), buffered like ours."""
+        self._add(item)
+
+    def attach(self, client: MqttClient) -> None:
+        """``client`` feeds the buffer from now on: it pauses and resumes reading with ours."""
+        self._intakes.append(client)
+        if self._paused or self.stopping:
+            client.pause_reading()
+
+    def detach(self, client: MqttClient) -> None:
+        self._intakes.remove(client)
 
     def _add(self, item: Item) -> None:
         if not self._buffer:
@@ -116,6 +132,8 @@ class Ingestor:
         if (not self._paused and self.mqtt
                 and (self._pending_points >= b.max_pending_points or self._pending_bytes >= b.max_pending_bytes)):
             self.mqtt.pause_reading()
+            for c in self._intakes:
+                c.pause_reading()
             self._paused = True
             m.READ_PAUSES.inc()
         self._has_data.set()
@@ -174,7 +192,11 @@ class Ingestor:
     def _committed(self, items: list[Item], res: WriteResult, elapsed: float) -> None:
         if self.mqtt:
             for it in items:  # stored, duplicate or dead letter: all committed
-                self.mqtt.ack(it.ack)  # type: ignore[arg-type]
+                ack = it.ack
+                if type(ack) is Message:
+                    self.mqtt.ack(ack)
+                elif callable(ack):  # a message of another client (the Sparkplug host's) is acked on it
+                    ack()
         self._confirm(items)
         self._pending_points -= sum(it.rows for it in items)
         self._pending_bytes -= sum(len(it.payload) for it in items)
@@ -184,6 +206,8 @@ class Ingestor:
         if (self._paused and not self.stopping and self.mqtt and self._pending_points < b.max_pending_points // 2
                 and self._pending_bytes < b.max_pending_bytes // 2):
             self.mqtt.resume_reading()
+            for c in self._intakes:
+                c.resume_reading()
             self._paused = False
         m.MESSAGES.labels("stored").inc(res.stored_messages)
         m.MESSAGES.labels("duplicate").inc(res.duplicate_messages)
@@ -309,6 +333,9 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
             flush = tg.create_task(ingestor.flush_loop(stop), name=f"ingestion[{wid}].flush_loop")
             upkeep = None if state.timescale else tg.create_task(
                 Upkeep(settings.db, worker=wid).run(stop), name=f"ingestion[{wid}].upkeep")
+            # the Sparkplug host, when this worker is elected: pauses at stop, closes at mqtt_stop (after the flush)
+            sparkplug = tg.create_task(SparkplugHost(settings, ingestor).run(stop, mqtt_stop),
+                                       name=f"ingestion[{wid}].sparkplug") if settings.sparkplug.enabled else None
             await stop.wait()
             drain_started = time.monotonic()
             deadline = loop.time() + settings.drain_deadline
@@ -320,6 +347,8 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
                 await _finish(upkeep, deadline - MQTT_CLOSE_RESERVE)
             mqtt_stop.set()  # owed PUBACKs and acks are flushed before DISCONNECT (MqttClient._shutdown)
             await _finish(mqtt_task, deadline)
+            if sparkplug is not None:  # its offline STATE, then DISCONNECT
+                await _finish(sparkplug, deadline)
     finally:
         if give_up_timer is not None:
             give_up_timer.cancel()

@@ -49,3 +49,17 @@ PARTITIONS_DROPPED = Counter("nexus_ingest_partitions_dropped_total", "Day parti
 ROLLUP_BUCKETS = Counter("nexus_ingest_rollup_buckets_total", "Rollup rows written (minutes and hours)")
 ROLLUP_LAG = Gauge("nexus_ingest_rollup_lag_seconds",
                    "Seconds from the 1-minute rollup's watermark to now (newer buckets are computed at query time)")
+
+# the Sparkplug B primary host (ingestion/sparkplug/): set by the worker hosting it
+SPARKPLUG_HOST = Gauge("nexus_ingest_sparkplug_host", "1 while this worker is the Sparkplug primary host")
+# type: NBIRTH, NDATA, ..., STATE (host STATE messages), invalid (topic not Sparkplug)
+SPARKPLUG_MESSAGES = Counter("nexus_ingest_sparkplug_messages_total", "Sparkplug messages received by the host",
+                             ["type"])
+SPARKPLUG_REBIRTHS = Counter("nexus_ingest_sparkplug_rebirths_total",
+                             "Rebirths asked of edge nodes (NCMD Node Control/Rebirth published)")
+SPARKPLUG_REBIRTHS_UNSENT = Counter("nexus_ingest_sparkplug_rebirths_unsent_total",
+                                    "Rebirth requests not published (host disconnected or its window full)")
+SPARKPLUG_DEAD_LETTERS = Counter("nexus_ingest_sparkplug_dead_letters_total",
+                                 "Sparkplug messages made dead letters (undecodable, or DATA the host refused)")
+SPARKPLUG_TAKEOVERS = Counter("nexus_ingest_sparkplug_host_sessions_total",
+                              "Times this worker became the Sparkplug primary host")

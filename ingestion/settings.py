@@ -6,9 +6,12 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from ingestion.sparkplug.host import PathMap
 from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, positive
+from proto.errors import ContractError
 from proto.points import MAX_BATCH_BYTES
+from proto.sparkplug.topics import validate_id
 from proto.uns import validate_level, validate_prefix
 
 
@@ -76,6 +79,53 @@ class BatchSettings:
         positive(self.max_pending_bytes, "batch.max_pending_bytes")
 
 
+_PATHS = PathMap()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkplugSettings:
+    """The Sparkplug B primary host (docs/sparkplug.md): one worker at a time hosts (a PostgreSQL advisory
+    lock elects it); its points go to the same buffer, transactions and rows as the JSON batches."""
+
+    enabled: bool = False  #: run the host (every worker contends; one hosts, the others wait to take over)
+    host_id: str = "nexus"  #: our primary host id: STATE on spBv1.0/STATE/<host_id> (the edge nodes' primary_host_id)
+    #: Sparkplug group ids to host (each subscribed as spBv1.0/<group>/#); empty: every group (spBv1.0/#)
+    group_filter: tuple[str, ...] = ()
+    #: UNS levels of a metric: templates of {group}, {node} and {device} (node_device: the device of a node's
+    #: own metrics); a metric name's "/" folders become "." in its tag
+    enterprise: str = _PATHS.enterprise
+    site: str = _PATHS.site
+    area: str = _PATHS.area
+    line: str = _PATHS.line
+    device: str = _PATHS.device
+    node_device: str = _PATHS.node_device
+    #: seconds between a waiting worker's tries for the host lock, and between the host's checks that its lock
+    #: connection is alive (a dead host is replaced within about this, plus PostgreSQL noticing the death)
+    takeover_interval: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name, value in [("host_id", self.host_id), *(("group_filter", g) for g in self.group_filter)]:
+            try:
+                validate_id(value, what=name)
+            except ContractError as exc:
+                raise SettingsError(str(exc), field=f"sparkplug.{name}") from exc
+        sample = {"group": "g", "node": "n", "device": "d"}
+        for level in ("enterprise", "site", "area", "line", "device", "node_device"):
+            template = getattr(self, level)
+            try:
+                validate_level(template.format(**sample), what=level)
+            except (KeyError, IndexError, ValueError) as exc:  # an unknown {name}, a stray brace, a bad level
+                raise SettingsError(f"{template[:100]!r}: a UNS level from {{group}}, {{node}}, {{device}} and text "
+                                    f"without '/', '+', '#' ({type(exc).__name__}: {exc})",
+                                    field=f"sparkplug.{level}") from exc
+        positive(self.takeover_interval, "sparkplug.takeover_interval")
+
+    @property
+    def paths(self) -> PathMap:
+        return PathMap(enterprise=self.enterprise, site=self.site, area=self.area, line=self.line, device=self.device,
+                       node_device=self.node_device)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     #: worker id: the MQTT client id is derived from it and it is recorded with dead letters; it must be
@@ -100,6 +150,7 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     db: DbSettings = field(default_factory=DbSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    sparkplug: SparkplugSettings = field(default_factory=SparkplugSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
