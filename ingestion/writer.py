@@ -349,6 +349,14 @@ class Writer:
             dev = it.device
             assert dev is not None, it.error
             known = self._tags.get(dev.path, {})
+            if it.batch is not None:  # the hot case: every tag known, its unit unchanged (one pass, no generator)
+                get = known.get
+                for p in it.batch.points:
+                    entry = get(p[0])
+                    if entry is None or (p[4] and p[4] != entry[1]):
+                        break
+                else:
+                    continue
             for tag, unit in it.tag_refs():
                 entry = known.get(tag)
                 if entry is None:
