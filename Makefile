@@ -8,7 +8,7 @@ DURATION ?= 0
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help deps venv test lint demo bench clean
+.PHONY: help deps venv test lint demo bench clean k8s
 
 help:
 	@echo "make demo [DURATION=30]   run simulated PLCs -> gateway -> mosquitto -> ingestion -> PostgreSQL"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint                 ruff over the tree, mypy --strict over the packages"
 	@echo "make bench                run the benchmarks and print ratios to the raw limits"
 	@echo "make deps                 install system packages (mosquitto, PostgreSQL server)"
+	@echo "make k8s                  render helm/nexus-edge into k8s/dev and k8s/prod (the one source: the chart)"
 
 deps:
 	@missing=""; \
@@ -63,6 +64,9 @@ bench: deps venv
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/gateway.py --interval-ms 500
 	$(BIN)/python bench/reload.py --interval-ms 1000 100
+
+k8s: venv
+	$(BIN)/python -m devtools.render_k8s
 
 clean:
 	rm -rf .nexus $(VENV) *.egg-info .pytest_cache

@@ -58,12 +58,207 @@ app.kubernetes.io/name: {{ include "nexus-edge.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/*
+ServiceAccount of one component. Call with (dict "root" $ "component" "gateway").
+*/}}
 {{- define "nexus-edge.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "nexus-edge.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- default "default" .Values.serviceAccount.name }}
+{{- if .root.Values.serviceAccount.create }}
+{{- printf "%s-%s" (include "nexus-edge.fullname" .root) .component }}
+{{- else }}default{{- end }}
 {{- end }}
+
+{{/*
+Labels and selector labels of one component. Call with (dict "root" $ "component" "gateway").
+*/}}
+{{- define "nexus-edge.componentLabels" -}}
+{{ include "nexus-edge.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "nexus-edge.componentSelector" -}}
+{{ include "nexus-edge.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+The broker address: mqtt.host, or the bundled EMQX's client Service.
+*/}}
+{{- define "nexus-edge.mqttHost" -}}
+{{- if .Values.mqtt.host }}{{ .Values.mqtt.host }}
+{{- else if .Values.emqx.enabled }}{{ include "nexus-edge.fullname" . }}-emqx
+{{- else }}{{ fail "set mqtt.host (an external broker) or emqx.enabled=true" }}
+{{- end }}
+{{- end }}
+
+{{- define "nexus-edge.timescaledbHost" -}}
+{{- printf "%s-timescaledb" (include "nexus-edge.fullname" .) }}
+{{- end }}
+
+{{/*
+The historian's DSN as env entries: the bundled TimescaleDB (password as libpq's PGPASSWORD), or the
+db.dsnSecret. Call with (dict "root" $ "name" "NEXUS_INGESTION_DB_DSN").
+*/}}
+{{- define "nexus-edge.dsnEnv" -}}
+{{- $v := .root.Values }}
+{{- if $v.timescaledb.enabled }}
+- name: {{ .name }}
+  value: {{ printf "host=%s port=5432 dbname=%s user=%s" (include "nexus-edge.timescaledbHost" .root) $v.timescaledb.database $v.timescaledb.user | quote }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "timescaledb.auth.existingSecret is required" $v.timescaledb.auth.existingSecret }}
+      key: password
+{{- else }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "db.dsnSecret.name is required (or timescaledb.enabled)" $v.db.dsnSecret.name }}
+      key: {{ $v.db.dsnSecret.key }}
+{{- end }}
+{{- end }}
+
+{{/*
+Broker, ops and log env entries every daemon has. Call with
+(dict "root" $ "prefix" "NEXUS_GATEWAY" "role" "gateway" "logLevel" .. "logJson" ..).
+*/}}
+{{- define "nexus-edge.commonEnv" -}}
+{{- $v := .root.Values }}
+- name: {{ .prefix }}_MQTT_HOST
+  value: {{ include "nexus-edge.mqttHost" .root | quote }}
+- name: {{ .prefix }}_MQTT_PORT
+  value: {{ $v.mqtt.port | int | quote }}
+- name: {{ .prefix }}_MQTT_MAX_INFLIGHT
+  value: {{ $v.mqtt.maxInflight | int | quote }}
+{{- with $v.mqtt.credentialsSecret }}
+- name: {{ $.prefix }}_MQTT_USERNAME
+  value: {{ get $v.mqtt.users $.role | quote }}
+- name: {{ $.prefix }}_MQTT_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.role }}-password
+{{- end }}
+- name: {{ .prefix }}_OPS_HOST
+  value: "0.0.0.0"
+- name: {{ .prefix }}_OPS_PORT
+  value: {{ $v.ops.port | int | quote }}
+- name: {{ .prefix }}_LOG_LEVEL
+  value: {{ .logLevel | quote }}
+- name: {{ .prefix }}_LOG_JSON
+  value: {{ .logJson | quote }}
+- name: PYTHONDONTWRITEBYTECODE
+  value: "1"
+{{- end }}
+
+{{/*
+Pod annotations: Prometheus scrape annotations (metrics.podAnnotations) and extra ones.
+Call with (dict "root" $ "extra" .podAnnotations "checksum" "...").
+*/}}
+{{- define "nexus-edge.podAnnotations" -}}
+{{- if or .root.Values.metrics.podAnnotations .extra .checksum }}
+annotations:
+  {{- with .checksum }}
+  checksum/config: {{ . }}
+  {{- end }}
+  {{- if .root.Values.metrics.podAnnotations }}
+  prometheus.io/scrape: "true"
+  prometheus.io/port: {{ .root.Values.ops.port | int | quote }}
+  prometheus.io/path: /metrics
+  {{- end }}
+  {{- with .extra }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Scheduling fields. Call with (dict "root" $ "component" "gateway" "values" $gw "spread" true).
+*/}}
+{{- define "nexus-edge.scheduling" -}}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if .values.affinity }}
+affinity:
+  {{- toYaml .values.affinity | nindent 2 }}
+{{- else if .spread }}
+# Prefer one pod per node: a lost node takes fewer of them with it.
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "nexus-edge.componentSelector" . | nindent 14 }}
+{{- end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget for a component with more than one replica. Call with
+(dict "root" $ "component" "gateway" "max" <most replicas> "pdb" <values.podDisruptionBudget>).
+*/}}
+{{- define "nexus-edge.pdb" -}}
+{{- if and .pdb.enabled (gt (int .max) 1) }}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "nexus-edge.fullname" .root }}-{{ .component }}
+  labels:
+    {{- include "nexus-edge.componentLabels" . | nindent 4 }}
+spec:
+  maxUnavailable: {{ .pdb.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "nexus-edge.componentSelector" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/*
+The HPA of a Deployment on CPU and memory (and extra metrics). Call with
+(dict "root" $ "component" "gateway" "as" <autoscaling values> "extra" <list of metrics>).
+*/}}
+{{- define "nexus-edge.hpa" -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "nexus-edge.fullname" .root }}-{{ .component }}
+  labels:
+    {{- include "nexus-edge.componentLabels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "nexus-edge.fullname" .root }}-{{ .component }}
+  minReplicas: {{ .as.minReplicas | int }}
+  maxReplicas: {{ .as.maxReplicas | int }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .as.targetCPUUtilizationPercentage | int }}
+    - type: Resource
+      resource:
+        name: memory
+        target:
+          type: Utilization
+          averageUtilization: {{ .as.targetMemoryUtilizationPercentage | int }}
+    {{- with .extra }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .as.behavior }}
+  behavior:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}
 
 {{- define "nexus-edge.image" -}}
@@ -83,33 +278,6 @@ Gateway mode: true when gateway.configSource is "file", false for "core"; fails 
 {{- else if eq $src "core" }}
 {{- else }}
 {{- fail (printf "gateway.configSource must be core or file, got %q" (toString $src)) }}
-{{- end }}
-{{- end }}
-
-{{/*
-Prometheus scrape annotations for a pod template (callers check metrics.podAnnotations).
-*/}}
-{{- define "nexus-edge.metricsAnnotations" -}}
-prometheus.io/scrape: "true"
-prometheus.io/port: {{ .Values.ops.port | int | quote }}
-prometheus.io/path: /metrics
-{{- end }}
-
-{{/*
-MQTT broker credentials from an optional Secret. Call with (dict "prefix" "NEXUS_GATEWAY" "root" $).
-*/}}
-{{- define "nexus-edge.mqttCredentialsEnv" -}}
-{{- with .root.Values.mqtt.credentialsSecret.name }}
-- name: {{ $.prefix }}_MQTT_USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ $.root.Values.mqtt.credentialsSecret.usernameKey }}
-- name: {{ $.prefix }}_MQTT_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: {{ $.root.Values.mqtt.credentialsSecret.passwordKey }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# NEXUS Edge: one image with every console script (nexus-gateway, nexus-ingestion, nexus-core,
+# nexus-normalizer, nexus). Multi-stage: wheels are built in a stage with the build tools, the runtime
+# stage gets only the virtualenv. Non-root (uid 10001), no secrets (DSNs, keys and passwords come from
+# the environment at run time: helm/nexus-edge), read-only root file system friendly (writes go to /tmp
+# and the spool volume). tests/deploy/test_dockerfile.py checks this file (hadolint and a parser).
+# There is no web console in the repository yet; when one arrives (console/package.json), add a
+# node stage that builds it and copy its assets into the runtime stage (the test asks for that).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/nexus
+# dependencies first (a layer that changes only with pyproject.toml), then the code
+COPY pyproject.toml README.md ./
+COPY proto ./proto
+COPY nexus ./nexus
+COPY normalizer ./normalizer
+COPY gateway ./gateway
+COPY ingestion ./ingestion
+COPY gateway_core ./gateway_core
+COPY devtools ./devtools
+RUN /opt/nexus/bin/pip install --no-compile . \
+    && /opt/nexus/bin/python -m compileall -q /opt/nexus/lib
+
+FROM ${PYTHON_IMAGE} AS runtime
+LABEL org.opencontainers.image.title="NEXUS Edge" \
+      org.opencontainers.image.description="PLC gateways, ingestion workers, normalizer and configuration service" \
+      org.opencontainers.image.licenses="Proprietary"
+ENV PATH=/opt/nexus/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --gid 10001 nexus \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nexus \
+    && install -d -o 10001 -g 10001 /var/lib/nexus/spool
+COPY --from=build /opt/nexus /opt/nexus
+# every console script of pyproject.toml is there and starts (tests/deploy checks this list)
+RUN for script in nexus nexus-gateway nexus-ingestion nexus-core nexus-normalizer; do \
+      command -v "$script" >/dev/null || { echo "missing console script $script" >&2; exit 1; }; \
+    done
+USER 10001:10001
+WORKDIR /var/lib/nexus
+# ops port of every daemon in the chart; nexus-core's REST API
+EXPOSE 9100 8080
+# the daemon is the pod's command (nexus-gateway, nexus-ingestion, nexus-core, nexus-normalizer)
+CMD ["nexus", "--help"]

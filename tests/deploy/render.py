@@ -1,0 +1,59 @@
+"""The chart's renders the deploy tests check: the two profiles and each option on and off."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from devtools import render_k8s
+
+#: name -> values over the chart's defaults (profiles first)
+CASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "dev": render_k8s.profile_values("dev"),
+    "prod": render_k8s.profile_values("prod"),
+    "prod-pending-points": {**render_k8s.profile_values("prod"),
+                            "ingestion": {"autoscaling": {"pendingPoints": {"enabled": True}}}},
+    "normalizer-devices": {"normalizer": {"enabled": True, "replicas": 2, "devices": "[[devices]]\n"},
+                           "mqtt": {"credentialsSecret": "nexus-mqtt"}},
+    "servicemonitor": {"metrics": {"serviceMonitor": {"enabled": True}, "podAnnotations": False}},
+    "external-everything": {"mqtt": {"host": "broker.example", "port": 8883}, "emqx": {"enabled": False},
+                            "timescaledb": {"enabled": False},
+                            "grafana": {"historian": {"host": "db.example",
+                                                      "passwordSecret": {"name": "grafana-db"}}}},
+    "no-grafana-no-netpol": {"grafana": {"enabled": False}, "networkPolicy": {"enabled": False}},
+    "file-mode": {"gateway": {"configSource": "file", "autoscaling": {"enabled": False},
+                              "spool": {"persistentVolumeClaim": "gw-spool"}}},
+    "no-autoscaling": {"gateway": {"autoscaling": {"enabled": False}, "replicas": 1},
+                       "ingestion": {"autoscaling": {"enabled": False}, "replicas": 1},
+                       "emqx": {"replicas": 1, "acl": {"enabled": False}}},
+    "no-spool-no-core": {"gateway": {"spool": {"enabled": False}}, "core": {"enabled": False},
+                         "serviceAccount": {"create": False}},
+}
+
+
+@functools.cache
+def _render(case: str) -> tuple[dict[str, Any], ...]:
+    files = render_k8s.render(copy.deepcopy(CASES[case]))
+    return tuple(render_k8s.documents(files))
+
+
+def docs(case: str) -> list[dict[str, Any]]:
+    """The objects of one case (a fresh copy: tests may not change the cache)."""
+    return copy.deepcopy(list(_render(case)))
+
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def workloads(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] in WORKLOAD_KINDS]
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
