@@ -8,7 +8,7 @@ import struct
 from typing import Any
 
 from gateway.errors import WriteRefused
-from proto.types import ALIASES, INT_RANGES, TYPES, canonical_type
+from proto.types import ALIASES, INT_RANGES, TYPES, DateTime, canonical_type
 
 __all__ = ["ALIASES", "INT_RANGES", "TYPES", "canonical_type", "check_write", "round_float32", "shortest_float32"]
 
@@ -29,6 +29,8 @@ def check_write(dtype: str, value: Any, *, length: int = 0) -> Any:
         if length and len(value.encode()) > length:
             raise WriteRefused(f"string of {len(value.encode())} bytes is longer than the tag's {length}")
         return value
+    if dtype == "datetime":
+        return _datetime(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WriteRefused(f"expected a number for a {dtype} tag, got {value!r}")
     if dtype in INT_RANGES:
@@ -46,6 +48,23 @@ def check_write(dtype: str, value: Any, *, length: int = 0) -> Any:
     if dtype == "float32" and abs(v) > _FLOAT32_MAX:
         raise WriteRefused(f"{value} is outside the float32 range")
     return v
+
+
+def _datetime(value: Any) -> DateTime:
+    """A datetime to write: ISO 8601 text with a time zone, or whole Unix milliseconds (a DateTime too)."""
+    if isinstance(value, DateTime):
+        return value
+    try:
+        if isinstance(value, str):
+            return DateTime.parse(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return DateTime(value)
+    except ValueError as exc:
+        raise WriteRefused(str(exc)) from exc
+    raise WriteRefused(f"expected ISO 8601 text (e.g. 2026-12-02T10:00:00.123Z) or Unix milliseconds for a "
+                       f"datetime tag, got {str(value)[:40]!r}")
 
 
 def shortest_float32(value: float, raw: bytes) -> float:

@@ -4,6 +4,10 @@ We encode the COPY stream ourselves (one ``struct.pack`` per row) instead of han
 objects to psycopg's ``write_row``: building a ``datetime`` per point costs more than all the rest
 of a row. Binary format: PostgreSQL docs, "COPY — Binary Format"; timestamptz is int64 microseconds
 since 2000-01-01 UTC.
+
+A ``datetime`` value (:class:`proto.types.DateTime`) is stored as its Unix milliseconds in ``value``
+(float8 holds every one of 1970..9999 exactly: they stay below 2^53) and its ISO 8601 UTC text,
+``2026-12-02T10:00:00.123Z``, in ``value_text``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import struct
 
 from proto.points import EXACT_FLOAT_INT, Point
+from proto.types import DateTime
 
 COLUMNS = "time, tag_id, value, value_text, status, reason_id"
 COPY_SQL = f"COPY nexus.points ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
@@ -38,7 +43,7 @@ def with_reason(row: bytes, reason_id: int) -> bytes:
 
 
 def encode_row(ts_ms: int, tag_id: int, value: object, status: int) -> bytes:
-    """One COPY row, without a reason; ``value`` as decoded from the wire (number, bool, str or None)."""
+    """One COPY row, without a reason; ``value`` as decoded from the wire (number, bool, str, DateTime or None)."""
     head = _HEAD.pack(6, 8, (ts_ms - _PG_EPOCH_MS) * 1000, 4, tag_id)
     # One type() read and exact-type checks: ~25 % faster per row than isinstance chains or repeated
     # type(value) calls, but mypy cannot narrow ``value`` through ``cls``, hence the ignores below.
@@ -56,6 +61,10 @@ def encode_row(ts_ms: int, tag_id: int, value: object, status: int) -> bytes:
     if cls is str:
         utf8: bytes = value.encode()  # type: ignore[attr-defined]
         return head + _NULL + _LEN.pack(len(utf8)) + utf8 + _STATUS.pack(8, status, -1)
+    if cls is DateTime:  # after the scalars: it costs them nothing
+        when: DateTime = value  # type: ignore[assignment]
+        iso = when.iso().encode()
+        return head + _F8.pack(8, float(when.ms)) + _LEN.pack(len(iso)) + iso + _STATUS.pack(8, status, -1)
     return head + _NULL_TAIL.pack(-1, -1, 8, status, -1)
 
 

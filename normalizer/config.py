@@ -68,7 +68,7 @@ def parse_alarms(d: Any, *, dtype: str) -> AlarmLimits:
     if extra:
         raise RuleError(f"unknown key(s) {extra}; expected some of {', '.join(sorted(ALARM_KEYS))}",
                         key=f"alarms.{extra[0]}")
-    if dtype in ("bool", "string") and set(d) - {"stuck_ms", "severity"}:
+    if dtype in ("bool", "string", "datetime") and set(d) - {"stuck_ms", "severity"}:
         raise RuleError(f"limit and rate alarms need a numeric tag, not {dtype}", key="alarms")
     high, low, rate = _number(d, "high"), _number(d, "low"), _number(d, "rate_per_s")
     hyst = _number(d, "hysteresis") or 0.0
@@ -114,8 +114,9 @@ def parse_rules(d: dict[str, Any], *, dtype: str, unit: str | None) -> Rules:
         if ms in windows:
             raise RuleError(f"windows[{i}] {raw!r} is listed twice", key=f"windows[{i}]")
         windows.append(ms)
-    if windows and dtype == "string":
-        raise RuleError("windows aggregate numbers, not strings", key="windows")
+    if windows and dtype in ("string", "datetime"):
+        raise RuleError(f"windows aggregate numbers, not {'strings' if dtype == 'string' else 'datetimes'}",
+                        key="windows")
     if storage == "windows_only" and not windows:
         raise RuleError("storage windows_only needs at least one window", key="storage")
     alarms = parse_alarms(d["alarms"], dtype=dtype) if "alarms" in d else None

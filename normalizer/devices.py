@@ -24,7 +24,7 @@ from typing import Any
 from normalizer.config import TAG_KEYS, Rules, parse_rules
 from normalizer.errors import RuleError
 from proto.errors import ContractError
-from proto.types import TYPES  # the canonical names; the plant file's IEC aliases are not accepted here
+from proto.types import ALL_TYPES  # the canonical names; the plant file's IEC aliases are not accepted here
 from proto.uns import DevicePath, validate_level
 
 FILE_KEYS = frozenset({"devices"})
@@ -45,7 +45,7 @@ class TagDef:
     """One tag of a device (a :class:`normalizer.TagSpec`)."""
 
     name: str
-    type: str  #: one of TYPES
+    type: str  #: one of ALL_TYPES
     unit: str | None  #: engineering unit of the output (the unit a transform's from_unit converts to)
     rules: Rules
 
@@ -124,9 +124,9 @@ def _tag(d: Any, where: str) -> TagDef:
     except ContractError as exc:
         raise DevicesError(str(exc), field=f"{where}.name") from exc
     dtype = d.get("type")
-    if dtype not in TYPES:  # required: with no driver, nothing else says what the values are
+    if dtype not in ALL_TYPES:  # required: with no driver, nothing else says what the values are
         got = "missing" if dtype is None else f"{str(dtype)[:40]!r}"
-        raise DevicesError(f"'type' is {got}; expected one of {', '.join(TYPES)}", field=f"{where}.type")
+        raise DevicesError(f"'type' is {got}; expected one of {', '.join(ALL_TYPES)}", field=f"{where}.type")
     unit = d.get("unit")
     if unit is not None and (not isinstance(unit, str) or not unit or len(unit) > 64):
         raise DevicesError("'unit' must be a non-empty string of at most 64 characters", field=f"{where}.unit")

@@ -22,8 +22,8 @@ from normalizer.windows import Windows
 from proto.aggregates import AlarmEvent, Window
 from proto.points import Point, Status
 
-#: types that carry no number: no linear rule or clamp applies to them
-NON_NUMERIC = frozenset({"bool", "string"})
+#: types that carry no number: no linear rule or clamp applies to them (refused at load, normalizer.transform)
+NON_NUMERIC = frozenset({"bool", "string", "datetime"})
 _BAD = 0x80000000
 _QUALITY = 0xC0000000
 _EU_EXCEEDED = int(Status.UNCERTAIN_ENGINEERING_UNITS_EXCEEDED)

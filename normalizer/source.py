@@ -28,6 +28,7 @@ from nexus.report import bounded, describe
 from normalizer.devices import DeviceDef
 from proto.errors import ContractError
 from proto.points import SCHEMA_VERSION, DeliveryId, Point, brief, decode_batch, decode_point
+from proto.types import DateTime
 from proto.uns import DevicePath, TagPath, parse_batch_topic
 
 #: why a message was refused (the ``kind`` of its dead letter and the label of its metric)
@@ -125,6 +126,8 @@ def _fits(dtype: str, value: object) -> bool:
         return cls is bool
     if dtype == "string":
         return cls is str
+    if dtype == "datetime":
+        return cls is DateTime  # {"datetime": <ms>} on the wire; a bare number is no date
     return cls in _NUMBERS  # every numeric type takes an integer or a float (not a bool)
 
 

@@ -172,7 +172,9 @@ def parse_transform(d: dict[str, Any], *, dtype: str, unit: str | None) -> Trans
     if extra:
         raise RuleError(f"unknown key(s) {extra}; expected some of {', '.join(sorted(KEYS))}", key=extra[0])
     tr = Transform(**d)
-    if dtype in ("bool", "string"):
+    if dtype in ("bool", "string", "datetime"):
+        # a datetime is no quantity: scaling, clamping or a deadband in ms of a date would be a number
+        # pretending to be a date; it is reported as it is (on_change: when it changes, max_silence_ms)
         numeric = [k for k in d if k not in ("debounce_ms", "max_silence_ms")]
         if numeric:
             raise RuleError(f"{numeric[0]} needs a numeric tag, not {dtype}", key=numeric[0])

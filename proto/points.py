@@ -11,8 +11,9 @@ Batch, on ``<root>/batch/v1/<enterprise>/<site>/<area>/<line>/<device>``::
         {"tag": "state", "value": null, "ts": 1732370000123, "q": 2148139008, "reason": "timeout"}]}
 
 ``q`` is an OPC UA StatusCode (uint32); its two top bits give the class: 0 good, 1 uncertain, 2 bad.
-``ts`` is the source timestamp in Unix milliseconds. ``value`` is a number, a bool, a string or
-null (no value, e.g. while the device is unreachable).
+``ts`` is the source timestamp in Unix milliseconds. ``value`` is a number, a bool, a string, null
+(no value, e.g. while the device is unreachable) or, for a ``datetime`` tag, the object
+``{"datetime": <Unix ms>}`` (a :class:`proto.types.DateTime` in Python).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from proto.errors import ContractError, PayloadError
+from proto.types import MAX_DATETIME_MS, MIN_DATETIME_MS, DateTime
 from proto.uns import MAX_LEVEL_BYTES, validate_level
 
 SCHEMA_VERSION = 1
@@ -39,7 +41,9 @@ MAX_REASON_CHARS = 400
 #: Integers beyond this lose precision as float64; the historian also keeps their text form.
 EXACT_FLOAT_INT = 2**53
 
-Value = float | int | bool | str | None
+Value = float | int | bool | str | DateTime | None
+#: the one key of a datetime value's JSON object: ``{"datetime": 1796205600123}``
+DATETIME_KEY = "datetime"
 
 
 class Quality(enum.IntEnum):
@@ -140,9 +144,22 @@ def _point_dict(p: Point, *, with_tag: bool) -> dict[str, Any]:
     return d
 
 
+#: a Python datetime, dataclass or subclass of int/str is a driver's bug, not a value: to _wire, which says so
+#: (orjson would write a datetime as text: a string value on the way back)
+_PASS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _wire(value: Any) -> Any:
+    """orjson calls this only for what it cannot write itself (so numbers pay nothing): a datetime
+    value as its object; anything else is a bug of the caller."""
+    if value.__class__ is DateTime:
+        return {DATETIME_KEY: value.ms}
+    raise TypeError(type(value).__name__)  # orjson reports it as "Type is not JSON serializable: <type>"
+
+
 def encode_point(p: Point) -> bytes:
     """Payload of a per-tag UNS message."""
-    return orjson.dumps(_point_dict(p, with_tag=False))
+    return orjson.dumps(_point_dict(p, with_tag=False), default=_wire, option=_PASS)
 
 
 def message_head(*, seq: int | None, gateway: str | None, run: int | None) -> dict[str, Any]:
@@ -163,7 +180,7 @@ def encode_batch(points: list[Point], *, seq: int | None = None, gateway: str | 
     """Payload of a batch message; ``gateway`` and ``run`` (with ``seq``) ask for a delivery ack."""
     body = message_head(seq=seq, gateway=gateway, run=run)
     body["points"] = [_point_dict(p, with_tag=True) for p in points]
-    return orjson.dumps(body)
+    return orjson.dumps(body, default=_wire, option=_PASS)
 
 
 def _loads(payload: bytes) -> dict[str, Any]:
@@ -225,7 +242,7 @@ def _point(d: Any, tag: str | None) -> Point:
             _valid_tags.add(tag)
     value = get("value")
     if value is not None and not isinstance(value, (int, float, str)):  # bool is an int
-        raise PayloadError(f"tag {tag!r}: 'value' must be a number, bool, string or null, got {brief(value)}")
+        value = _datetime(value, tag)  # the only other form, checked only when the value is not a scalar
     ts = get("ts")
     if type(ts) is not int or not 0 <= ts <= MAX_TS_MS:
         raise PayloadError(f"tag {tag!r}: 'ts' must be Unix milliseconds (integer), got {brief(ts)}")
@@ -245,6 +262,18 @@ def _point(d: Any, tag: str | None) -> Point:
 
 
 _new_point = tuple.__new__
+
+
+def _datetime(raw: Any, tag: str) -> DateTime:
+    """A datetime value, ``{"datetime": <Unix ms>}``; anything else that is not a scalar is refused."""
+    if type(raw) is not dict or len(raw) != 1 or DATETIME_KEY not in raw:
+        raise PayloadError(f"tag {tag!r}: 'value' must be a number, bool, string, null or "
+                           f'{{"datetime": <Unix ms>}}, got {brief(raw)}')
+    ms = raw[DATETIME_KEY]
+    if type(ms) is not int or not MIN_DATETIME_MS <= ms <= MAX_DATETIME_MS:
+        raise PayloadError(f"tag {tag!r}: a datetime value is whole Unix milliseconds in {MIN_DATETIME_MS}.."
+                           f"{MAX_DATETIME_MS} (1970-01-01 .. 9999-12-31, UTC), got {brief(ms)}")
+    return DateTime(ms)
 
 
 def decode_point(payload: bytes, tag: str) -> Point:

@@ -7,7 +7,9 @@
   OPC UA StatusCode: it goes out as the nearest ``Quality`` (:func:`quality_for`) and, when that
   code does not name it exactly, also as the UInt32 property ``StatusCode``, so a NEXUS host gets
   the very StatusCode back (:func:`status_for`). The point's ``reason`` travels as ``Reason``;
-* unit: the String property ``engUnit``.
+* unit: the String property ``engUnit``;
+* a ``datetime`` tag is a DateTime metric (Unix ms, UInt64 on the wire): its value a
+  :class:`proto.types.DateTime` here, the metric's an int; a DateTime metric outside 1970..9999 is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from proto.sparkplug.model import (
     PropertyValue,
 )
 from proto.sparkplug.values import describe
-from proto.types import canonical_type
+from proto.types import MAX_DATETIME_MS, DateTime, canonical_type
 from proto.uns import validate_level
 
 QUALITY = "Quality"
@@ -42,8 +44,9 @@ TAG_DATATYPES = {
     "bool": DataType.BOOLEAN, "int8": DataType.INT8, "uint8": DataType.UINT8, "int16": DataType.INT16,
     "uint16": DataType.UINT16, "int32": DataType.INT32, "uint32": DataType.UINT32, "int64": DataType.INT64,
     "uint64": DataType.UINT64, "float32": DataType.FLOAT, "float64": DataType.DOUBLE, "string": DataType.STRING,
+    "datetime": DataType.DATETIME,
 }
-#: the tag type of a metric's datatype; DateTime gets one with the datetime tag type (issue 12, item 5)
+#: the tag type of a metric's datatype
 DATATYPE_TAGS = {**{dt: name for name, dt in TAG_DATATYPES.items()},
                  DataType.TEXT: "string", DataType.UUID: "string"}
 
@@ -67,8 +70,10 @@ QUALITY_STATUS: dict[int, int] = {
 }
 _FLOAT_TYPES = frozenset({DataType.FLOAT, DataType.DOUBLE})
 _BOOLEAN = frozenset({DataType.BOOLEAN})
-#: the datatypes a point's value can come from
-_POINT_TYPES = frozenset(DATATYPE_TAGS) | {DataType.DATETIME}
+#: the datatypes a point's value comes from as it is (a DateTime metric's int becomes a DateTime)
+_POINT_TYPES = frozenset(DATATYPE_TAGS) - {DataType.DATETIME}
+#: the integer datatypes but DateTime, whose point value is a DateTime, not an int
+_INTEGER_TYPES = INTEGER_TYPES - {DataType.DATETIME}
 _new = tuple.__new__
 _CLASS_QUALITY = {Quality.GOOD: GOOD, Quality.UNCERTAIN: UNCERTAIN, Quality.BAD: BAD}
 
@@ -83,7 +88,7 @@ def datatype_for(tag_type: str) -> DataType:
 
 def tag_type_for(datatype: DataType) -> str | None:
     """Our tag type for a metric of ``datatype``; None when no tag type holds it (arrays, bytes,
-    data sets, templates, and DateTime for now)."""
+    data sets, templates)."""
     return DATATYPE_TAGS.get(datatype)
 
 
@@ -156,7 +161,7 @@ def _metric_value(value: Value, datatype: DataType) -> MetricValue:
     if datatype in _FLOAT_TYPES:
         if isinstance(value, (int, float)):
             return float(value) if isinstance(value, bool) else value
-    elif datatype in INTEGER_TYPES:
+    elif datatype in _INTEGER_TYPES:
         if isinstance(value, int):  # bool too: a bool reading of an integer tag is 0 or 1
             return int(value)
         if isinstance(value, float) and value.is_integer():
@@ -169,6 +174,9 @@ def _metric_value(value: Value, datatype: DataType) -> MetricValue:
     elif datatype in STRING_TYPES:
         if isinstance(value, str):
             return value
+    elif datatype is DataType.DATETIME:
+        if value.__class__ is DateTime:  # only a datetime: an int is no date (its unit unknown)
+            return value.ms
     else:
         raise SparkplugError(f"a point cannot be a {datatype.name} metric")
     raise SparkplugError(f"value {describe(value)} cannot be a {datatype.name}")
@@ -186,9 +194,18 @@ def metric_to_point(metric: Metric, *, tag: str | None = None, timestamp: int | 
     if ts is None or not 0 <= ts <= MAX_TS_MS:
         raise SparkplugError(f"metric {describe(metric.name)}: timestamp must be Unix ms, got {describe(ts)}")
     datatype = metric.datatype
-    if datatype not in _POINT_TYPES:
-        raise SparkplugError(f"metric {describe(metric.name)}: a {datatype.name} has no point form")
     value = metric.value
+    if datatype not in _POINT_TYPES:
+        if datatype is not DataType.DATETIME:
+            raise SparkplugError(f"metric {describe(metric.name)}: a {datatype.name} has no point form")
+        when = None
+        if value is not None:
+            if type(value) is not int or not 0 <= value <= MAX_DATETIME_MS:  # the codec's: 0 .. 2^64 - 1
+                raise SparkplugError(f"metric {describe(metric.name)}: DateTime {describe(value)} is not Unix ms "
+                                     f"in 1970-01-01 .. 9999-12-31")
+            when = DateTime(value)
+        status, reason, found_unit = _from_properties(metric.properties)
+        return Point(tag, when, ts, status, found_unit if found_unit is not None else unit, reason)
     if not (value is None or isinstance(value, (int, float, str))):
         raise SparkplugError(f"metric {describe(metric.name)}: {describe(value)} is not a {datatype.name}")
     if isinstance(value, float) and datatype in INTEGER_TYPES:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from normalizer import DeviceRules, RuleError, Rules, ValueRefused, parse_rules
 from proto.points import Point, Status
+from proto.types import DateTime
 
 EU = Status.UNCERTAIN_ENGINEERING_UNITS_EXCEEDED
 
@@ -330,6 +331,16 @@ def test_a_deadband_never_hides_a_larger_change_beyond_max_silence(seq: list[flo
     ({"alarms": {"high": 1}}, "bool", None, "alarms", "numeric tag"),
     ({"alarms": {"rate_per_s": 0}}, "int16", None, "alarms.rate_per_s", "> 0"),
     ({"alarms": {"high": 1, "severity": 0}}, "int16", None, "alarms.severity", "1..1000"),
+    # a datetime is no quantity: nothing numeric applies to it
+    ({"transform": {"scale": 2}}, "datetime", None, "scale", "scale needs a numeric tag, not datetime"),
+    ({"transform": {"offset": 3600000}}, "datetime", None, "offset", "offset needs a numeric tag, not datetime"),
+    ({"transform": {"deadband": 1000}}, "datetime", None, "deadband", "deadband needs a numeric tag, not datetime"),
+    ({"transform": {"max": 1}}, "datetime", None, "max", "max needs a numeric tag, not datetime"),
+    ({"transform": {"debounce_ms": 10}}, "datetime", None, "debounce_ms", "debounce_ms is for bool tags"),
+    ({"windows": ["1m"]}, "datetime", None, "windows", "windows aggregate numbers, not datetimes"),
+    ({"alarms": {"high": 1}}, "datetime", None, "alarms", "limit and rate alarms need a numeric tag, not datetime"),
+    ({"alarms": {"rate_per_s": 1}}, "datetime", None, "alarms", "need a numeric tag, not datetime"),
+    ({"storage": "on_event"}, "datetime", None, "storage", "edges of a bool tag, not datetime"),
 ])
 def test_config_errors_name_the_key(keys: dict[str, Any], dtype: str, unit: str | None, key: str,
                                     message: str) -> None:
@@ -351,3 +362,25 @@ def test_a_reload_resets_only_the_tags_whose_rules_changed() -> None:
     assert out["b"] == 11.0  # b's rules changed: it starts afresh
     [w], _ = new.take()
     assert (w.start, w.count, w.complete) == (0, 1, False)  # w's open window survived the reload
+
+
+def test_a_datetime_tag_passes_unchanged_on_change_when_it_changes_and_with_a_heartbeat() -> None:
+    d1, d2 = DateTime(1_796_205_600_123), DateTime(1_796_205_600_124)
+    rules = DeviceRules([tag("t", "datetime", storage="on_change", transform={"max_silence_ms": 10})])
+    got = values(rules, [(d1, 1), (DateTime(d1.ms), 2), (d2, 3), (d2, 4), (d2, 13), (None, 14)])
+    assert got == [(d1, 1), (d2, 3), (d2, 13), (None, 14)]
+    assert all(type(v) is DateTime for v, _ in got[:3])
+    continuous = DeviceRules([tag("t", "datetime", windows=[], alarms={"stuck_ms": 5})])
+    assert values(continuous, [(d1, 1), (d1, 2)]) == [(d1, 1), (d1, 2)]
+    bad = continuous.apply([pt("t", d1, 3, Status.BAD_TIMEOUT, "timeout")])
+    assert [(p.value, p.status, p.reason) for p in bad] == [(None, Status.BAD_TIMEOUT, "timeout")]
+
+
+def test_a_stuck_datetime_raises_the_stuck_alarm_without_a_value() -> None:
+    d = DateTime(0)
+    rules = DeviceRules([tag("t", "datetime", alarms={"stuck_ms": 5})])
+    for ts in (1, 3, 6):
+        rules.apply([pt("t", d, ts)])
+    rules.apply([pt("t", DateTime(1), 7)])
+    _, events = rules.take()
+    assert [(e.alarm, e.active, e.ts, e.value) for e in events] == [("stuck", True, 6, None), ("stuck", False, 7, None)]

@@ -24,7 +24,7 @@ from proto.sparkplug.mapping import (
     tag_type_for,
 )
 from proto.sparkplug.model import DataType, Metric, Payload, PropertyValue
-from proto.types import TYPES
+from proto.types import ALL_TYPES, MAX_DATETIME_MS, DateTime
 
 DT = DataType
 TS = 1732370000123
@@ -35,15 +35,17 @@ def through_the_wire(metric: Metric) -> Metric:
 
 
 def test_every_tag_type_has_a_datatype_and_back() -> None:
-    assert set(TAG_DATATYPES) == set(TYPES)
-    for tag_type in TYPES:
+    assert set(TAG_DATATYPES) == set(ALL_TYPES)
+    for tag_type in ALL_TYPES:
         assert tag_type_for(datatype_for(tag_type)) == tag_type
     assert datatype_for("REAL") is DT.FLOAT
     assert datatype_for("lreal") is DT.DOUBLE
     assert datatype_for("DINT") is DT.INT32
     assert datatype_for("ulint") is DT.UINT64
     assert tag_type_for(DT.TEXT) == tag_type_for(DT.UUID) == "string"
-    for no_tag in (DT.DATETIME, DT.BYTES, DT.FILE, DT.DATASET, DT.TEMPLATE, DT.INT8_ARRAY, DT.STRING_ARRAY):
+    assert datatype_for("datetime") is datatype_for("DTL") is datatype_for("date_and_time") is DT.DATETIME
+    assert tag_type_for(DT.DATETIME) == "datetime"
+    for no_tag in (DT.BYTES, DT.FILE, DT.DATASET, DT.TEMPLATE, DT.INT8_ARRAY, DT.STRING_ARRAY):
         assert tag_type_for(no_tag) is None
     with pytest.raises(SparkplugError, match="'complex128' is not a tag type"):
         datatype_for("complex128")
@@ -53,6 +55,8 @@ def test_every_tag_type_has_a_datatype_and_back() -> None:
     ("bool", True), ("bool", False), ("int8", -128), ("uint8", 255), ("int16", -2**15), ("uint16", 65535),
     ("int32", -2**31), ("uint32", 2**32 - 1), ("int64", -2**63), ("int64", 2**53 + 1), ("uint64", 2**64 - 1),
     ("float32", 1.5), ("float64", 0.1), ("string", "läuft"), ("float64", None),
+    ("datetime", DateTime(0)), ("datetime", DateTime(1796205600123)), ("datetime", DateTime(MAX_DATETIME_MS)),
+    ("datetime", None),
 ])
 def test_points_round_trip_through_the_wire(tag_type: str, value: object) -> None:
     point = Point("speed", value, TS, Status.GOOD, "rpm")  # type: ignore[arg-type]
@@ -142,7 +146,7 @@ def test_bad_point_with_reason_and_no_value() -> None:
 
 @pytest.mark.parametrize(("value", "datatype", "sent"), [
     (3.0, DT.INT16, 3), (True, DT.INT32, 1), (1, DT.BOOLEAN, True), (0.0, DT.BOOLEAN, False),
-    (7, DT.DOUBLE, 7), (True, DT.FLOAT, 1.0), ("x", DT.TEXT, "x"), (TS, DT.DATETIME, TS),
+    (7, DT.DOUBLE, 7), (True, DT.FLOAT, 1.0), ("x", DT.TEXT, "x"), (DateTime(TS), DT.DATETIME, TS),
 ])
 def test_values_are_converted_to_the_metrics_datatype(value: object, datatype: DataType, sent: object) -> None:
     metric = point_to_metric(Point("t", value, TS), datatype)  # type: ignore[arg-type]
@@ -155,6 +159,8 @@ def test_values_are_converted_to_the_metrics_datatype(value: object, datatype: D
     (2, DT.BOOLEAN, "2 cannot be a BOOLEAN"), (1.5, DT.STRING, "1.5 cannot be a STRING"),
     (float("nan"), DT.INT32, "nan cannot be a INT32"), (1, DT.INT8_ARRAY, "cannot be a INT8_ARRAY metric"),
     (b"x", DT.BYTES, "cannot be a BYTES metric"),
+    (TS, DT.DATETIME, f"{TS} cannot be a DATETIME"), ("2026-12-02T10:00:00Z", DT.DATETIME, "cannot be a DATETIME"),
+    (DateTime(TS), DT.INT64, "DateTime cannot be a INT64"), (DateTime(TS), DT.STRING, "DateTime cannot be a STRING"),
 ])
 def test_values_that_do_not_fit_are_refused(value: object, datatype: DataType, match: str) -> None:
     with pytest.raises(SparkplugError, match=match):
@@ -170,7 +176,12 @@ def test_metric_to_point_rules() -> None:
         metric_to_point(metric, tag="speed")
     with pytest.raises(SparkplugError, match="a INT8_ARRAY has no point form"):
         metric_to_point(Metric("a", DT.INT8_ARRAY, (1,), timestamp=TS))
-    assert metric_to_point(Metric("d", DT.DATETIME, TS, timestamp=TS)).value == TS
+    assert metric_to_point(Metric("d", DT.DATETIME, TS, timestamp=TS)).value == DateTime(TS)
+    assert metric_to_point(Metric("d", DT.DATETIME, None, timestamp=TS, is_null=True)).value is None
+    for beyond in (MAX_DATETIME_MS + 1, 2**64 - 1):  # 10000-01-01 and later: no ISO 8601 text for it
+        with pytest.raises(SparkplugError, match=rf"metric 'd': DateTime {beyond} is not Unix ms in 1970-01-01 "
+                                                 r"\.\. 9999-12-31"):
+            metric_to_point(through_the_wire(Metric("d", DT.DATETIME, beyond, timestamp=TS)))
     long_unit = {ENG_UNIT: PropertyValue(DT.STRING, "u" * 65)}
     with pytest.raises(SparkplugError, match=r"engUnit 'uuuu.* is longer than 64"):
         metric_to_point(Metric("t", DT.INT32, 1, timestamp=TS, properties=long_unit))
