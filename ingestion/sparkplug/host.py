@@ -138,8 +138,10 @@ class Host:
                 log.info("sparkplug: NDEATH of %s/%s with bdSeq %s, not the birth's %s: a stale will, ignored",
                          t.group_id, t.edge_node_id, bd, node.bd_seq)
                 return
+            # at its arrival: a will's own timestamp is that of the CONNECT that registered it (Sparkplug 3.0,
+            # 5.x "Edge Node Session Establishment": not useful to a host)
             for device in list(node.metrics):
-                self._dead(t, device, node, p.timestamp or now, "edge node offline", res)
+                self._dead(t, device, node, now, "edge node offline", res)
             node.born = False
             return
         if not node.born:
