@@ -17,7 +17,8 @@ log = logging.getLogger("gateway.drivers.opcua.driver")
 _HAS_PROPERTY = node_id(ua.ObjectIds.HasProperty)
 #: DataType node ids (namespace 0) of the built-in types and common subtypes -> canonical type
 _DATA_TYPES = {int(v): k for k, v in VARIANTS.items()} | {
-    ua.ObjectIds.Duration: "float64", ua.ObjectIds.Counter: "uint32", ua.ObjectIds.IntegerId: "uint32"}
+    ua.ObjectIds.Duration: "float64", ua.ObjectIds.Counter: "uint32", ua.ObjectIds.IntegerId: "uint32",
+    ua.ObjectIds.UtcTime: "datetime"}
 
 
 async def discover(conn: OpcUaConnection, root: str, *, timeout_ms: int = 5000, max_depth: int = 10,

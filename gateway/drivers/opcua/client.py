@@ -28,7 +28,8 @@ T = TypeVar("T")
 VARIANTS = {"bool": ua.VariantType.Boolean, "int8": ua.VariantType.SByte, "uint8": ua.VariantType.Byte,
             "int16": ua.VariantType.Int16, "uint16": ua.VariantType.UInt16, "int32": ua.VariantType.Int32,
             "uint32": ua.VariantType.UInt32, "int64": ua.VariantType.Int64, "uint64": ua.VariantType.UInt64,
-            "float32": ua.VariantType.Float, "float64": ua.VariantType.Double, "string": ua.VariantType.String}
+            "float32": ua.VariantType.Float, "float64": ua.VariantType.Double, "string": ua.VariantType.String,
+            "datetime": ua.VariantType.DateTime}
 _KINDS = {"i": ua.NodeIdType.Numeric, "s": ua.NodeIdType.String, "g": ua.NodeIdType.Guid,
           "b": ua.NodeIdType.ByteString}
 

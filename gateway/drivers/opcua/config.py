@@ -21,6 +21,7 @@ from uuid import UUID
 
 from gateway.config import choice, get, int_in, parse_type
 from gateway.errors import ConfigError
+from proto.types import ALL_TYPES
 
 DEVICE_KEYS = frozenset({"endpoint", "mode", "security_policy", "security_mode", "certificate", "private_key",
                          "server_certificate", "username", "password", "publishing_interval_ms",
@@ -196,7 +197,7 @@ def parse_tag(d: dict[str, Any], where: str, conn: OpcUaConnection) -> tuple[Nod
     address = parse_node(get(d, "node", str, where), where)
     if "type" not in d:
         raise ConfigError("'type' is required", where=where)
-    dtype = parse_type(d, where)
+    dtype = parse_type(d, where, allowed=ALL_TYPES)  # DateTime variables too
     length = int_in(d, "length", 0, 65_535, where, 0)
     if length and dtype != "string":
         raise ConfigError(f"'length' only applies to string tags, not {dtype}", where=where)
@@ -209,7 +210,7 @@ def parse_tag(d: dict[str, Any], where: str, conn: OpcUaConnection) -> tuple[Nod
     if deadband < 0 or (deadband_type == "percent" and deadband > 100):
         raise ConfigError(f"'deadband' {deadband} outside 0..{100 if deadband_type == 'percent' else 'inf'}",
                           where=where)
-    if deadband and dtype in ("bool", "string"):
+    if deadband and dtype in ("bool", "string", "datetime"):
         raise ConfigError(f"'deadband' needs a numeric tag, not {dtype}", where=where)
     sampling = get(d, "sampling_interval_ms", float, where, -1.0)
     if sampling < 0 and sampling != -1:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Client, ua
@@ -30,6 +30,7 @@ from gateway.drivers.opcua.config import NodeAddress, OpcUaConnection
 from gateway.errors import PermanentError, TemporaryError
 from gateway.values import INT_RANGES, check_write, round_float32
 from proto.points import Point, Quality, Status
+from proto.types import DateTime
 
 log = logging.getLogger("gateway.drivers.opcua")
 _BAD_NODE = ua.StatusCodes.BadNodeIdUnknown
@@ -59,6 +60,30 @@ def _coerce(value: Any, dtype: str) -> Any:
     raise ValueError(f"a {type(value).__name__} value does not fit a {dtype} tag")
 
 
+#: OPC UA's null DateTime: 0 on the wire (1601-01-01, what asyncua decodes it and anything earlier to)
+_NULL_DATE = datetime(1601, 1, 1, tzinfo=UTC)
+NULL_DATE_REASON = "no date (OPC UA null DateTime)"
+
+
+def _datetime_point(tag: TagConfig, value: Any, ts: int, status: int) -> Point:
+    """A DateTime value as a datetime point: cut to the millisecond; OPC UA's null DateTime (MinDateTime,
+    0 on the wire) is a null value with its status and a reason saying so; before 1970 is BadOutOfRange.
+    MaxDateTime (Int64 max, "no end": asyncua gives 9999-12-31T23:59:59Z) is that date."""
+    if not isinstance(value, datetime):
+        return Point(tag.name, None, ts, ua.StatusCodes.BadTypeMismatch, tag.unit,
+                     f"BadTypeMismatch: a {type(value).__name__} value does not fit a datetime tag")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # OPC UA DateTime is UTC; asyncua gives aware ones
+    if value <= _NULL_DATE:
+        return Point(tag.name, None, ts, status, tag.unit, NULL_DATE_REASON)
+    try:
+        when = DateTime.of(value)
+    except ValueError:
+        return Point(tag.name, None, ts, ua.StatusCodes.BadOutOfRange, tag.unit,
+                     f"BadOutOfRange: {value.isoformat()} is before 1970-01-01, the earliest datetime")
+    return Point(tag.name, when, ts, status, tag.unit, None if status == 0 else status_name(status))
+
+
 def to_point(tag: TagConfig, dv: ua.DataValue) -> Point:
     """One value as a Point: the OPC UA status is the point's status, the source timestamp its time."""
     ts = _ms(dv.SourceTimestamp) or _ms(dv.ServerTimestamp) or int(time.time() * 1000)
@@ -68,6 +93,8 @@ def to_point(tag: TagConfig, dv: ua.DataValue) -> Point:
     value = dv.Value.Value if dv.Value is not None else None
     if value is None:
         return Point(tag.name, None, ts, Status.BAD_WAITING_FOR_INITIAL_DATA, tag.unit, "no value (null)")
+    if tag.type == "datetime":
+        return _datetime_point(tag, value, ts, status)
     try:
         value = _coerce(value, tag.type)
     except ValueError as exc:
@@ -222,6 +249,8 @@ class Driver(base.Driver):
         if not self.connected or self.client is None:
             raise TemporaryError(f"write to {tag.name}: {self.lost or 'not connected'}", device_id=self.device.id)
         node = self.nodes[tag.name]
+        if isinstance(value, DateTime):
+            value = value.to_datetime()
         dv = ua.DataValue(ua.Variant(value, VARIANTS[tag.type]))
         results = await bounded(f"write to {tag.name}", self.client.uaclient.write_attributes(
             [node], [dv], ua.AttributeIds.Value), self.timeout, self.device.id)

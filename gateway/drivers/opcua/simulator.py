@@ -12,6 +12,7 @@ It prints ``READY <endpoint>`` on stdout once it listens. The address space, all
     Objects/Plant/Setpoints/{Bool, Int16, UInt32, Int64, Float, Double, String}   writable
     Objects/Plant/Line1/{Speed, Level, Count, Running}             writable (animated with --animate)
     Objects/Plant/Faults/{Broken, Shaky, ReadOnly, Stamped, ServerStamped}
+    Objects/Plant/Dates/{Value, Null, PreEpoch, Max, Setpoint}     DateTime variables; Setpoint writable
 
 ``--extra-namespace`` registers namespaces *before* the plant's, so its index moves (a restarted
 server that loaded another model first): clients must resolve by URI or browse path.
@@ -57,6 +58,14 @@ SETPOINTS: dict[str, tuple[Any, ua.VariantType]] = {
 }
 LINE: dict[str, tuple[Any, ua.VariantType]] = {
     "Speed": (0.0, VT.Double), "Level": (0.0, VT.Double), "Count": (0, VT.UInt32), "Running": (False, VT.Boolean),
+}
+#: Plant.Dates.<name>: DateTime values at the edges of the datetime tag type (microseconds: cut to ms)
+DATES: dict[str, datetime] = {
+    "Value": datetime(2026, 12, 2, 10, 0, 0, 123456, tzinfo=UTC),
+    "Null": datetime(1601, 1, 1, tzinfo=UTC),  # OPC UA's null DateTime: 0 on the wire
+    "PreEpoch": datetime(1969, 7, 20, 20, 17, 40, tzinfo=UTC),
+    "Max": datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),  # MaxDateTime: Int64 max on the wire
+    "Setpoint": datetime(2000, 1, 1, tzinfo=UTC),
 }
 #: source timestamp of Plant.Faults.Stamped (and server timestamp of ServerStamped)
 STAMP = datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
@@ -137,6 +146,9 @@ class OpcUaSim:
             parent = await plant.add_object(node_id(f"Plant.{folder}", self.ns), ua.QualifiedName(folder, self.ns))
             for name, (value, vtype) in variables.items():
                 await self._variable(parent, f"{folder}.{name}", name, ua.Variant(value, vtype), writable)
+        dates = await plant.add_object(node_id("Plant.Dates", self.ns), ua.QualifiedName("Dates", self.ns))
+        for name, when in DATES.items():
+            await self._variable(dates, f"Dates.{name}", name, ua.Variant(when, VT.DateTime), name == "Setpoint")
         faults = await plant.add_object(node_id("Plant.Faults", self.ns), ua.QualifiedName("Faults", self.ns))
         await self._variable(faults, "Faults.ReadOnly", "ReadOnly", ua.Variant(7.25, VT.Double), False)
         broken = await self._variable(faults, "Faults.Broken", "Broken", ua.Variant(1.0, VT.Double), False)

@@ -182,10 +182,12 @@ TAG = {"name": "t", "node": "ns=2;s=X", "type": "float64"}
     ({}, {"node": " "}, "devices[0].tags[0]: 'node' is empty"),
     ({}, {"type": None}, "devices[0].tags[0]: 'type' is required"),
     ({}, {"type": "decimal"}, ("devices[0].tags[0]: 'type' is 'decimal'; expected one of bool, int8, uint8, int16, "
-     "uint16, int32, uint32, int64, uint64, float32, float64, string")),
+     "uint16, int32, uint32, int64, uint64, float32, float64, string, datetime")),
     ({}, {"deadband": 0.5}, "devices[0].tags[0]: ['deadband'] only apply with mode = \"subscribe\""),
     ({"mode": "subscribe"}, {"type": "string", "deadband": 1}, ("devices[0].tags[0]: 'deadband' needs a numeric tag, "
      "not string")),
+    ({"mode": "subscribe"}, {"type": "datetime", "deadband": 1}, ("devices[0].tags[0]: 'deadband' needs a numeric "
+     "tag, not datetime")),
     ({"mode": "subscribe"}, {"deadband": 120, "deadband_type": "percent"},
      "devices[0].tags[0]: 'deadband' 120.0 outside 0..100"),
     ({"mode": "subscribe"}, {"deadband_type": "relative"},
