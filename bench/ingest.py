@@ -13,6 +13,10 @@ Run: ``.venv/bin/python bench/ingest.py [--points 500000] [--per-message 100]`` 
 6. Steps 3-5 ``--repeat`` times (default 3; the historian emptied between rounds): on 2 shared cores one
    round moves by a third, so the medians are compared.
 Prints every round, the medians and the ratios.
+
+``--sparkplug`` (issue 12): also the same points as Sparkplug B DDATA (one edge node, aliases, a Quality
+property on each metric) through the worker's primary host, published while it is online (the host's session is
+clean), next to the JSON batches drained by one worker that is online too (``drain_online``), in the same run.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ from devtools.local import Mosquitto, Postgres, free_port  # noqa: E402
 from ingestion import partitions  # noqa: E402
 from ingestion.rows import COLUMNS, HEADER, TRAILER, encode_row  # noqa: E402
 from proto import DevicePath, Point, batch_topic, encode_batch  # noqa: E402
+
+# -- Sparkplug (bench/ingest.py --sparkplug, issue 12) ------------------------------------------------------
+from proto.sparkplug import REBIRTH, DataType, Metric, Payload, bdseq_metric, encode_payload  # noqa: E402
+from proto.sparkplug.mapping import point_to_metric  # noqa: E402
+from proto.sparkplug.topics import build_topic  # noqa: E402
 
 #: today, 01:00 UTC: the points land in a day partition of plain PostgreSQL's nexus.points (created below)
 T0 = (int(time.time()) // 86400 * 86400 + 3600) * 1000
@@ -218,6 +227,71 @@ def drain_online(pg: Postgres, mq: Mosquitto, tmp: Path, payloads: list[tuple[st
     return (n1 - n0) / (t1 - t0)
 
 
+def sparkplug_messages(n_msgs: int, per: int, devices: int) -> list[tuple[str, bytes]]:
+    """One edge node's NBIRTH, a DBIRTH per device (``per`` Double metrics, aliases) and ``n_msgs`` DDATA of
+    ``per`` metrics by alias (the points of the JSON run, seq wrapping)."""
+    group, node = "bench", "bench-node"
+    out = [(build_topic(group, "NBIRTH", node), encode_payload(Payload(
+        timestamp=T0 - 2000, seq=0, metrics=[bdseq_metric(0), Metric(REBIRTH, DataType.BOOLEAN, False)])))]
+    seq = 0
+    for d in range(devices):
+        seq += 1
+        out.append((build_topic(group, "DBIRTH", node, f"dev{d}"), encode_payload(Payload(
+            timestamp=T0 - 1000, seq=seq % 256, metrics=[Metric(f"tag{j}", DataType.DOUBLE, 0.0, alias=d * per + j + 1)
+                                                         for j in range(per)]))))
+    for i in range(n_msgs):
+        d, seq = i % devices, seq + 1
+        metrics = [point_to_metric(Point(f"tag{j}", (i * per + j) * 0.5, T0 + (i // devices) * 1000, 0),
+                                   DataType.DOUBLE, alias=d * per + j + 1, with_unit=False) for j in range(per)]
+        out.append((build_topic(group, "DDATA", node, f"dev{d}"), encode_payload(
+            Payload(timestamp=T0 + (i // devices) * 1000, seq=seq % 256, metrics=metrics), with_datatypes=False)))
+    return out
+
+
+def drain_sparkplug(pg: Postgres, mq: Mosquitto, tmp: Path, messages: list[tuple[str, bytes]], total: int,
+                    batch: int) -> float:
+    """Points/s stored by one worker hosting Sparkplug (first to last /metrics sample while it drains what one
+    paho client publishes); the table counted exactly at the end."""
+    dsn = pg.create_database("sparkplug")
+    port, log = free_port(), tmp / "sparkplug.log"
+    env = {"NEXUS_INGESTION_WORKER_ID": "spb-1", "NEXUS_INGESTION_MQTT_PORT": str(mq.port),
+           "NEXUS_INGESTION_TOPIC_ROOT": "spb", "NEXUS_INGESTION_DB_DSN": dsn, "NEXUS_INGESTION_LOG_JSON": "false",
+           "NEXUS_INGESTION_OPS_PORT": str(port), "NEXUS_INGESTION_BATCH_MAX_POINTS": str(batch),
+           "NEXUS_INGESTION_BATCH_MAX_PENDING_POINTS": str(max(50_000, batch * 4)),
+           "NEXUS_INGESTION_SPARKPLUG_ENABLED": "true", "NEXUS_INGESTION_SPARKPLUG_HOST_ID": "bench",
+           "NEXUS_INGESTION_SPARKPLUG_GROUP_FILTER": "bench"}
+    proc = worker(env, log)
+    while "STATE online" not in log.read_text():
+        if proc.poll() is not None:
+            raise SystemExit(f"the Sparkplug worker died:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    if not has_timescale(dsn):
+        asyncio.run(make_partitions(dsn))
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", mq.port)
+    pub.loop_start()
+    infos = [pub.publish(topic, payload, qos=1) for topic, payload in messages]
+    samples: list[tuple[float, int]] = []
+    try:
+        while (n := stored(port)) < total:
+            if n > 0:
+                samples.append((time.perf_counter(), n))
+            if proc.poll() is not None:
+                raise SystemExit(f"the Sparkplug worker died:\n{log.read_text()[-3000:]}")
+            time.sleep(SAMPLE_EVERY)
+        for info in infos:
+            info.wait_for_publish(120)
+    finally:
+        pub.loop_stop()
+        proc.terminate()
+        proc.wait()
+    assert count(dsn) == total, "duplicates or loss"
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--points", type=int, default=500_000)
@@ -228,6 +302,8 @@ def main() -> None:
                     help="PostgreSQL with TimescaleDB preloaded: nexus.points (and the raw table) hypertables")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of worker drain, raw COPY (and raw COPY + trigger);"
                     " the medians are compared")
+    ap.add_argument("--sparkplug", action="store_true",
+                    help="also: the same points as Sparkplug DDATA through the worker's host, next to JSON (online)")
     ap.add_argument("--scale-out", action="store_true",
                     help="also: the same rows drained by 1 worker and by 2 workers of one share group (online)")
     args = ap.parse_args()
@@ -309,6 +385,13 @@ def main() -> None:
             two = drain_online(pg, mq, tmp, payloads, total, 2, args.batch)
             print(f"scale-out        : 1 worker {one:,.0f} points/s, 2 workers (one share group) {two:,.0f} points/s "
                   f"= {two / one:.2f} x; same rows, workers subscribed before the publisher starts")
+        if args.sparkplug:
+            json_online = one if args.scale_out else drain_online(pg, mq, tmp, payloads, total, 1, args.batch)
+            spb = drain_sparkplug(pg, mq, tmp, sparkplug_messages(n_msgs, per, args.devices),
+                                  total + args.devices * per, args.batch)
+            print(f"sparkplug        : {spb:>10,.0f} points/s (DDATA of {per} metrics through the primary host, 1 "
+                  f"worker, online) against JSON batches {json_online:,.0f} points/s (1 worker, online) = "
+                  f"{spb / json_online:.2f} x")
     finally:
         mq.stop()
         pg.stop()
