@@ -336,7 +336,12 @@ class Driver(base.Driver):
                     continue
                 off = t.address.offset - span.start
                 raw = bytes(res[off:off + size_of(t.type, t.length)])
-                value = decode_value(t.type, raw, bit=t.address.bit, length=t.length)
+                try:
+                    value = decode_value(t.type, raw, bit=t.address.bit, length=t.length)
+                except ValueError as exc:  # datetime bytes that are no date (free of cost for the others)
+                    points[t.name] = Point(t.name, None, ts, Status.BAD_DECODING_ERROR, t.unit,
+                                           f"{t.address}: {exc}")
+                    continue
                 points[t.name] = Point(t.name, value, ts, Status.GOOD, t.unit)
         return [points[t.name] for t in self.device.tags if t.name in points]
 

@@ -30,6 +30,7 @@ from snap7.type import SrvArea
 from devtools.animation import animated_value  # the same moving values as the Modbus simulator
 from gateway.config import DeviceConfig, TagConfig, load_plant
 from gateway.drivers.s7.config import decode_value, encode_value, size_of
+from proto.types import DateTime
 
 log = logging.getLogger("gateway.drivers.s7.simulator")
 
@@ -121,7 +122,8 @@ class S7Simulator:
         """Every tag (except ``hold``) to its moving value at time ``t`` (seconds)."""
         for name, tag in self.tags.items():
             if name not in hold and self._served(tag):
-                self.set(name, animated_value(tag, t))
+                # a datetime shows the PLC's clock (UTC)
+                self.set(name, DateTime(int(time.time() * 1000)) if tag.type == "datetime" else animated_value(tag, t))
 
     def _served(self, tag: TagConfig) -> bool:
         buf = self.areas.get((tag.address.area, tag.address.db))

@@ -107,6 +107,11 @@ GOOD_ADDRESSES = [
     ("QB1", "byte", ("Q", 0, 1, None, "uint8", "QB1")),
     ("EW4", None, ("I", 0, 4, None, "uint16", "IW4")),  # German mnemonics
     ("A1.5", None, ("Q", 0, 1, 5, "bool", "Q1.5")),
+    ("DB1.DBDT16", None, ("DB", 1, 16, None, "datetime", "DB1.DBDT16")),
+    ("db1.dbdt16", "date_and_time", ("DB", 1, 16, None, "datetime", "DB1.DBDT16")),
+    ("DB1.DBDTL24", "dtl", ("DB", 1, 24, None, "datetime", "DB1.DBDTL24")),
+    ("%MDTL40", "datetime", ("M", 0, 40, None, "datetime", "MDTL40")),
+    ("EDT8", "DT", ("I", 0, 8, None, "datetime", "IDT8")),
 ]
 
 
@@ -118,16 +123,27 @@ def test_address_parsing_good(address: str, dtype: str | None, want: tuple[Any, 
     t = device([tag]).tags[0]
     a = t.address
     assert (a.area, a.db, a.offset, a.bit, t.type, str(a)) == want
-    assert t.length == (254 if t.type == "string" else 0)
+    assert t.length == {"string": 254, "datetime": 12 if a.letter == "DTL" else 8}.get(t.type, 0)
 
 
 BAD_TAGS = [
     ({"address": "DB1.DBQ4"}, ("'address' 'DB1.DBQ4': unknown size 'Q'; expected X (bit), B (byte), W (word), "
-                              "D (double word), L (64 bits) or S (string)")),
+                              "D (double word), L (64 bits), S (string), DT (DATE_AND_TIME) or DTL")),
     ({"address": "DB1,DBW4"}, ("'address' 'DB1,DBW4' is not an S7 address; expected e.g. DB1.DBX0.3, DB1.DBW2, "
-                              "DB1.DBD4, DB2.DBS10, M10.2, MW20, I0.1, QB1")),
+                              "DB1.DBD4, DB2.DBS10, DB1.DBDT16, DB1.DBDTL24, M10.2, MW20, I0.1, QB1")),
     ({"address": "T5"}, ("'address' 'T5' is not an S7 address; expected e.g. DB1.DBX0.3, DB1.DBW2, DB1.DBD4, "
-                        "DB2.DBS10, M10.2, MW20, I0.1, QB1")),
+                        "DB2.DBS10, DB1.DBDT16, DB1.DBDTL24, M10.2, MW20, I0.1, QB1")),
+    ({"address": "DB1.DBD4", "type": "datetime"},
+     "type datetime does not fit 'DB1.DBD4' (a double word, 4 bytes); use DB1.DBDTL4"),
+    ({"address": "DB1.DBDT4", "type": "ulint"},
+     "type uint64 does not fit 'DB1.DBDT4' (a DATE_AND_TIME, 8 bytes); use DB1.DBL4"),
+    ({"address": "DB1.DBDT4", "type": "dtl"}, "type 'dtl' does not fit 'DB1.DBDT4' (a DATE_AND_TIME, 8 bytes)"),
+    ({"address": "DB1.DBDTL4", "type": "DATE_AND_TIME"}, "type 'DATE_AND_TIME' does not fit 'DB1.DBDTL4' (a DTL, "
+                                                         "12 bytes)"),
+    ({"address": "DB1.DBDTL4", "length": 12}, "'length' applies to string tags only"),
+    ({"address": "MDT4.1"}, "'address' 'MDT4.1': a bit number is only allowed on bit addresses"),
+    ({"area": "DB", "db": 1, "offset": 0, "type": "datetime"},
+     "type 'datetime' does not say the PLC's format: use 'date_and_time' (DT, 8 bytes) or 'dtl' (12 bytes)"),
     ({"address": "DB1.DBX0"}, "'address' 'DB1.DBX0' needs a bit number, e.g. DB1.DBX0.0"),
     ({"address": "M10"}, "'address' 'M10' needs a bit number, e.g. M10.0, or a size letter, e.g. MW10"),
     ({"address": "DB1.DBX0.8"}, "'address' 'DB1.DBX0.8': bit 8 outside 0..7"),
@@ -144,7 +160,7 @@ BAD_TAGS = [
     ({"address": "DB1.DBS0", "length": 255}, "'length' 255 outside 1..254"),
     ({"address": "DB1.DBW0", "length": 4}, "'length' applies to string tags only"),
     ({"address": "DB1.DBW0", "type": "bcd"}, ("'type' is 'bcd'; expected one of bool, int8, uint8, int16, uint16, "
-                                             "int32, uint32, int64, uint64, float32, float64, string")),
+                                             "int32, uint32, int64, uint64, float32, float64, string, datetime")),
     ({"type": "int"}, "'address' is required (e.g. \"DB1.DBD4\"), or 'area' and 'offset'"),
     ({"address": 4}, "'address' must be str, got 4"),
     ({"address": "DB1.DBW0", "db": 1}, "'address' and ['db'] both given; use one form"),
