@@ -87,13 +87,27 @@ def count(dsn: str) -> int:
         return c.execute("SELECT count(*) FROM nexus.points").fetchone()[0]  # type: ignore[index]
 
 
-def publish(port: int, payloads: list[tuple[str, bytes]]) -> float:
-    """Publish ``payloads`` at QoS 1 from one paho client (they queue for the worker's session); seconds."""
+def publisher(port: int) -> paho.Client:
+    """A started paho client on the bench's broker, its window wide and its queue unbounded."""
     pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
+    return pub
+
+
+def rate(samples: list[tuple[float, int]]) -> float:
+    """Points/s between the first and the last ``(time, points stored)`` sample of a drain."""
+    if len(samples) < 2:
+        raise SystemExit(f"the drain took less than two samples ({SAMPLE_EVERY}s apart): give more --points")
+    (t0, n0), (t1, n1) = samples[0], samples[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+def publish(port: int, payloads: list[tuple[str, bytes]]) -> float:
+    """Publish ``payloads`` at QoS 1 from one paho client (they queue for the worker's session); seconds."""
+    pub = publisher(port)
     t = time.perf_counter()
     infos = [pub.publish(topic, payload, qos=1) for topic, payload in payloads]
     for info in infos:
@@ -122,10 +136,7 @@ def drain(env: dict[str, str], tmp: Path, ops_port: int, total: int) -> float:
         time.sleep(SAMPLE_EVERY)
     p.terminate()
     p.wait()
-    if len(samples) < 2:
-        raise SystemExit(f"the drain took less than two samples ({SAMPLE_EVERY}s apart): give more --points")
-    (t0, n0), (t1, n1) = samples[0], samples[-1]
-    return (n1 - n0) / (t1 - t0)
+    return rate(samples)
 
 
 def raw_tables(c: psycopg.Connection[Any], args: argparse.Namespace, devices: list[DevicePath], n_msgs: int,
@@ -193,11 +204,7 @@ def drain_online(pg: Postgres, mq: Mosquitto, tmp: Path, payloads: list[tuple[st
             time.sleep(0.1)
     if not has_timescale(dsn):
         asyncio.run(make_partitions(dsn))
-    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    pub.max_inflight_messages_set(1000)
-    pub.max_queued_messages_set(0)
-    pub.connect("127.0.0.1", mq.port)
-    pub.loop_start()
+    pub = publisher(mq.port)
     root = f"scale{workers}"
     infos = [pub.publish(root + topic[len("nexus"):], payload, qos=1) for topic, payload in payloads]
     samples: list[tuple[float, int]] = []
@@ -221,10 +228,7 @@ def drain_online(pg: Postgres, mq: Mosquitto, tmp: Path, payloads: list[tuple[st
             proc.terminate()
             proc.wait()
     assert count(dsn) == total, "duplicates or loss"
-    if len(samples) < 2:
-        raise SystemExit(f"the drain took less than two samples ({SAMPLE_EVERY}s apart): give more --points")
-    (t0, n0), (t1, n1) = samples[0], samples[-1]
-    return (n1 - n0) / (t1 - t0)
+    return rate(samples)
 
 
 def sparkplug_messages(n_msgs: int, per: int, devices: int) -> list[tuple[str, bytes]]:
@@ -267,11 +271,7 @@ def drain_sparkplug(pg: Postgres, mq: Mosquitto, tmp: Path, messages: list[tuple
         time.sleep(0.1)
     if not has_timescale(dsn):
         asyncio.run(make_partitions(dsn))
-    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-    pub.max_inflight_messages_set(1000)
-    pub.max_queued_messages_set(0)
-    pub.connect("127.0.0.1", mq.port)
-    pub.loop_start()
+    pub = publisher(mq.port)
     infos = [pub.publish(topic, payload, qos=1) for topic, payload in messages]
     samples: list[tuple[float, int]] = []
     try:
@@ -288,8 +288,7 @@ def drain_sparkplug(pg: Postgres, mq: Mosquitto, tmp: Path, messages: list[tuple
         proc.terminate()
         proc.wait()
     assert count(dsn) == total, "duplicates or loss"
-    (t0, n0), (t1, n1) = samples[0], samples[-1]
-    return (n1 - n0) / (t1 - t0)
+    return rate(samples)
 
 
 def main() -> None:
