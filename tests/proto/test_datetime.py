@@ -17,6 +17,7 @@ from ingestion.rows import encode_row, with_reason
 from proto.errors import PayloadError
 from proto.points import Point, Status, decode_batch, decode_point, encode_batch, encode_point
 from proto.types import ALL_TYPES, MAX_DATETIME_MS, MIN_DATETIME_MS, TYPES, DateTime, canonical_type
+from tests.support.copyrows import copy_fields
 
 TS = 1_732_370_000_123
 #: 2026-12-02T10:00:00.123Z
@@ -146,27 +147,15 @@ def test_only_a_datetime_is_encoded_as_an_object() -> None:
 
 # ---------------------------------------------------------------- historian rows
 
-def _fields(row: bytes) -> list[bytes | None]:
-    (n,) = struct.unpack_from(">h", row, 0)
-    pos, out = 2, []
-    for _ in range(n):
-        (ln,) = struct.unpack_from(">i", row, pos)
-        pos += 4
-        out.append(None if ln == -1 else row[pos:pos + ln])
-        pos += max(ln, 0)
-    assert pos == len(row)
-    return out
-
-
 @pytest.mark.parametrize(("ms", "iso"), EDGES)
 def test_row_has_the_ms_in_value_and_the_iso_text(ms: int, iso: str) -> None:
-    t, tag_id, value, text, status, reason = _fields(encode_row(TS, 9, DateTime(ms), Status.UNCERTAIN))
+    t, tag_id, value, text, status, reason = copy_fields(encode_row(TS, 9, DateTime(ms), Status.UNCERTAIN))
     assert struct.unpack(">q", t or b"")[0] == (TS - _PG_EPOCH_MS) * 1000
     assert struct.unpack(">i", tag_id or b"")[0] == 9
     assert struct.unpack(">d", value or b"")[0] == ms and int(struct.unpack(">d", value or b"")[0]) == ms
     assert text == iso.encode() and reason is None
     assert struct.unpack(">q", status or b"")[0] == Status.UNCERTAIN
-    assert _fields(with_reason(encode_row(TS, 9, DateTime(ms), 0), 77))[5] == struct.pack(">i", 77)
+    assert copy_fields(with_reason(encode_row(TS, 9, DateTime(ms), 0), 77))[5] == struct.pack(">i", 77)
 
 
 # ---------------------------------------------------------------- writes

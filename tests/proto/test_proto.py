@@ -34,6 +34,7 @@ from proto.uns import (
     validate_level,
     validate_prefix,
 )
+from tests.support.copyrows import copy_fields
 
 TS = 1_732_370_000_123
 DEV = DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
@@ -374,23 +375,8 @@ def test_bad_point_anywhere_fails_whole_batch() -> None:
 _PG_EPOCH_MS = 946_684_800_000
 
 
-def _fields(row: bytes) -> list[bytes | None]:
-    (n,) = struct.unpack_from(">h", row, 0)
-    pos, out = 2, []
-    for _ in range(n):
-        (ln,) = struct.unpack_from(">i", row, pos)
-        pos += 4
-        if ln == -1:
-            out.append(None)
-        else:
-            out.append(row[pos:pos + ln])
-            pos += ln
-    assert pos == len(row), "trailing bytes in row"
-    return out
-
-
 def _parse(row: bytes) -> tuple[int, int, float | None, str | None, int]:
-    t, tag_id, value, text, status, reason = _fields(row)
+    t, tag_id, value, text, status, reason = copy_fields(row)
     assert reason is None, "encode_row writes no reason"
     assert t is not None and tag_id is not None and status is not None
     return (
@@ -446,8 +432,8 @@ def test_row_string_and_null() -> None:
 @pytest.mark.parametrize("value", [21.5, 2**60, "text", None])
 def test_row_with_a_reason_refers_to_its_id(value: object) -> None:
     row = encode_row(TS, 5, value, Status.BAD_TIMEOUT)
-    fields = _fields(with_reason(row, 123456))
-    assert fields[:5] == _fields(row)[:5]
+    fields = copy_fields(with_reason(row, 123456))
+    assert fields[:5] == copy_fields(row)[:5]
     assert fields[5] == struct.pack(">i", 123456)
 
 
