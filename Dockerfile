@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # NEXUS Edge: one image with every console script (nexus-gateway, nexus-ingestion, nexus-core,
-# nexus-normalizer, nexus). Multi-stage: wheels are built in a stage with the build tools, the runtime
+# nexus-normalizer, nexus-operator, nexus). Multi-stage: wheels are built in a stage with the build tools, the runtime
 # stage gets only the virtualenv. Non-root (uid 10001), no secrets (DSNs, keys and passwords come from
 # the environment at run time: helm/nexus-edge), read-only root file system friendly (writes go to /tmp
 # and the spool volume). tests/deploy/test_dockerfile.py checks this file (hadolint and a parser).
@@ -22,7 +22,9 @@ COPY gateway ./gateway
 COPY ingestion ./ingestion
 COPY gateway_core ./gateway_core
 COPY devtools ./devtools
-RUN /opt/nexus/bin/pip install --no-compile . \
+COPY nexus_operator ./nexus_operator
+# the operator extra (kopf) too: one image for every workload of the chart
+RUN /opt/nexus/bin/pip install --no-compile ".[operator]" \
     && /opt/nexus/bin/python -m compileall -q /opt/nexus/lib
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -37,12 +39,12 @@ RUN groupadd --gid 10001 nexus \
     && install -d -o 10001 -g 10001 /var/lib/nexus/spool
 COPY --from=build /opt/nexus /opt/nexus
 # every console script of pyproject.toml is there and starts (tests/deploy checks this list)
-RUN for script in nexus nexus-gateway nexus-ingestion nexus-core nexus-normalizer; do \
+RUN for script in nexus nexus-gateway nexus-ingestion nexus-core nexus-normalizer nexus-operator; do \
       command -v "$script" >/dev/null || { echo "missing console script $script" >&2; exit 1; }; \
     done
 USER 10001:10001
 WORKDIR /var/lib/nexus
 # ops port of every daemon in the chart; nexus-core's REST API
 EXPOSE 9100 8080
-# the daemon is the pod's command (nexus-gateway, nexus-ingestion, nexus-core, nexus-normalizer)
+# the daemon is the pod's command (nexus-gateway, nexus-ingestion, nexus-core, nexus-normalizer, nexus-operator)
 CMD ["nexus", "--help"]
