@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("proto", "nexus", "normalizer", "gateway", "ingestion", "gateway_core", "devtools")
+PACKAGES = ("proto", "nexus", "normalizer", "gateway", "ingestion", "gateway_core", "devtools", "nexus_operator")
 #: libraries that speak a device protocol (or simulate one): only drivers and simulators load them
 PROTOCOL_LIBRARIES = ("pymodbus", "asyncua", "snap7", "pycomm3", "cpppo")
 #: packages only the tests and the developer tools install or need
@@ -110,6 +110,13 @@ def test_gateway_core_imports_config_parsing_never_a_driver() -> None:
     allowed = ("gateway_core", "nexus", "proto", "normalizer", "gateway.config", "gateway.errors", "gateway.values")
     assert violations("gateway_core never imports a driver or the gateway's runtime", ("gateway_core",),
                       allowed) == []
+
+
+def test_the_operator_is_a_rest_client_of_gateway_core() -> None:
+    """nexus-operator talks to gateway_core over HTTP only: none of the daemons' code, not even the config
+    parsing (its CRD's enumerations are compared with the gateway's in tests/nexus_operator/test_crd.py)."""
+    assert violations("nexus_operator imports nexus_operator/nexus", ("nexus_operator",),
+                      ("nexus_operator", "nexus")) == []
 
 
 def test_drivers_never_import_the_gateways_runtime() -> None:

@@ -1,0 +1,15 @@
+"""Prometheus metrics of the operator (served on the ops port's /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+RECONCILES = Counter(
+    "nexus_operator_reconciles_total",
+    "Reconciles of NexusDevice resources by result (applied, unchanged, refused, not_owned, invalid, unavailable)",
+    ["result"],
+)
+REPAIRS = Counter(
+    "nexus_operator_drift_repairs_total", "Devices re-applied because they differed from their resource"
+)
+DELETES = Counter("nexus_operator_deletes_total", "Finalizer runs by result (deleted, gone, not_owned)", ["result"])
