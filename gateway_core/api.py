@@ -21,16 +21,18 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway_core import history, history_aggregates, routes_config, routes_devices
+from gateway_core import history, history_aggregates, routes_auth, routes_config, routes_devices
 from gateway_core import metrics as m
 from gateway_core.auth import Auth
 from gateway_core.control import Control
 from gateway_core.errors import ApiError
 from gateway_core.history import History
 from gateway_core.models import ErrorOut, ReadyOut
+from gateway_core.sessions import Sessions
 from gateway_core.settings import Settings
 from gateway_core.sharding import Assigner
 from gateway_core.store import Pool, Store
+from gateway_core.users_store import UserStore
 
 log = logging.getLogger("gateway_core.api")
 
@@ -39,7 +41,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
         (400, "Bad request"),
-        (401, "Missing or unknown API key"),
+        (401, "Missing or unknown API key or access token"),
         (403, "Role lacks the right"),
         (404, "Not found"),
         (409, "Conflict (duplicate)"),
@@ -60,6 +62,7 @@ class Core:
     assigner: Assigner
     control: Control
     history: History
+    sessions: Sessions | None = None
     checks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -68,17 +71,21 @@ class Core:
         assigner = Assigner(
             heartbeat_timeout=settings.heartbeat_timeout, handoff_timeout=settings.handoff_timeout
         )
+        sessions = Sessions(settings, UserStore(pool))
         return cls(
             settings=settings,
             store=store,
-            auth=Auth(store, settings.admin_key),
+            auth=Auth(store, settings.admin_key, sessions),
+            sessions=sessions,
             assigner=assigner,
             control=Control(settings, assigner),
             history=History(history_pool or pool, settings.history),
         )
 
     async def load(self) -> None:
-        """Hand the stored configuration to the assigner (at start)."""
+        """Create the bootstrap admin user when asked to; hand the stored configuration to the assigner (at start)."""
+        if self.sessions is not None:
+            await self.sessions.bootstrap()
         revision = await self.store.revision()
         m.REVISION.set(revision)
         self.assigner.load(((r.id, r.doc, r.revision) for r in await self.store.all_devices()), revision)
@@ -118,13 +125,15 @@ def create_app(core: Core) -> FastAPI:
         title="NEXUS Edge configuration service",
         version="1",
         description="Devices, tags, revisions and gateways of a NEXUS Edge plant. "
-        "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+        "Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` (API keys, for machines), or "
+        "`Authorization: Bearer <access token>` from `POST /api/v1/auth/login` (users).",
     )
     app.state.core = core
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        headers.update(exc.headers or {})
         return JSONResponse(
             {"detail": exc.message, "field": exc.field}, status_code=exc.status, headers=headers
         )
@@ -191,7 +200,7 @@ def create_app(core: Core) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for router in (routes_devices.router, routes_config.router, history_aggregates.router):
+    for router in (routes_devices.router, routes_config.router, routes_auth.router, history_aggregates.router):
         app.include_router(
             router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_query_values)]
         )

@@ -1,13 +1,15 @@
-"""API keys and roles.
+"""API keys, users' access tokens and roles.
 
 A key is sent as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Keys are stored as sha256
 digests; the bootstrap admin key comes from the settings (``NEXUS_CORE_ADMIN_KEY``) and is never
-stored. Roles are ordered, each includes the rights of those below it:
+stored. A user's access token (a JWT from ``POST /api/v1/auth/login``, :mod:`gateway_core.sessions`) is
+accepted as ``Authorization: Bearer <jwt>`` wherever a key is; its role is the user's current one.
+Roles are ordered, each includes the rights of those below it:
 
 - ``viewer``: read everything except API keys;
 - ``operator``: + write values to tags marked ``writable``;
 - ``engineer``: + create, change and delete devices and tags, import, rollback;
-- ``admin``: + manage API keys.
+- ``admin``: + manage API keys and users.
 
 401: no key or an unknown key; 403: a role without the right. Either way nothing is changed, and
 no key ever reaches a log line.
@@ -20,29 +22,38 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway_core.errors import ApiError
 from gateway_core.store import Store
+from gateway_core.tokens import looks_like_jwt
+
+if TYPE_CHECKING:
+    from gateway_core.sessions import Sessions
 
 ROLES = ("viewer", "operator", "engineer", "admin")
 BOOTSTRAP_NAME = "bootstrap-admin"
 KEY_PREFIX = "nxk_"
 
-_bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+_bearer = HTTPBearer(auto_error=False, description="API key, or a user's access token, as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    name: str  #: API key name: the "who" of audit rows
+    name: str  #: the "who" of audit rows: an API key's name, or ``user:<name>`` for a user
     role: str
+    user: str | None = None  #: the user's name when authenticated by an access token
+    session: int | None = None  #: the user's session (core.sessions.id)
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)
+
+    def describe(self) -> str:
+        return f"user {self.user!r}" if self.user is not None else f"key {self.name!r}"
 
 
 def hash_key(key: str) -> str:
@@ -54,8 +65,9 @@ def new_key() -> str:
 
 
 class Auth:
-    def __init__(self, store: Store, admin_key: str | None) -> None:
+    def __init__(self, store: Store, admin_key: str | None, sessions: Sessions | None = None) -> None:
         self.store = store
+        self.sessions = sessions
         self._admin_hash = hash_key(admin_key) if admin_key else None
 
     async def principal(self, key: str | None) -> Principal:
@@ -65,6 +77,8 @@ class Auth:
                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 field="Authorization",
             )
+        if self.sessions is not None and looks_like_jwt(key):
+            return await self.sessions.principal(key)
         digest = hash_key(key)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return Principal(BOOTSTRAP_NAME, "admin")
@@ -90,7 +104,7 @@ def require(role: str) -> Callable[..., Awaitable[Principal]]:
         if not principal.can(role):
             raise ApiError(
                 403,
-                f"role {principal.role!r} of key {principal.name!r} may not do this (needs {role} or above)",
+                f"role {principal.role!r} of {principal.describe()} may not do this (needs {role} or above)",
                 field="Authorization",
             )
         return principal

@@ -18,8 +18,10 @@ class PermanentError(CoreError):
 class ApiError(CoreError):
     """A request the API refuses: ``status`` is the HTTP status, ``field`` names the bad input."""
 
-    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers  #: extra response headers, e.g. Retry-After of a 429

@@ -12,3 +12,11 @@ HANDOFF_TIMEOUTS = Counter(
 )
 BAD_MESSAGES = Counter("nexus_core_bad_messages_total", "Control messages that broke the contract", ["topic"])
 WRITES = Counter("nexus_core_tag_writes_total", "Tag write commands", ["result"])
+LOGINS = Counter(
+    "nexus_core_logins_total", "Login attempts of users",
+    ["result"],  # ok, bad_password, unknown_user, disabled, rate_limited
+)
+REFRESHES = Counter(
+    "nexus_core_token_refreshes_total", "Refresh token exchanges",
+    ["result"],  # ok, unknown, expired, revoked, reuse, disabled
+)

@@ -204,3 +204,67 @@ class WriteIn(BaseModel):
 class ReadyOut(BaseModel):
     ready: bool
     checks: dict[str, bool]
+
+
+#: a user's login name as JSON Schema sees it (gateway_core.settings.USER_NAME); upper case is folded
+_USER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+_PASSWORD = Field(min_length=8, max_length=1024, description="at least auth.password_min_length characters")
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserRef(BaseModel):
+    name: str
+    role: Role
+
+
+class TokenOut(BaseModel):
+    access_token: str = Field(description="send as 'Authorization: Bearer <access_token>'")
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds the access token is valid")
+    user: UserRef
+
+
+class MeOut(BaseModel):
+    name: str = Field(description="the audit rows' actor: the key's name, or user:<name>")
+    role: Role
+    kind: Literal["key", "user"]
+    user: str | None = None
+    session: int | None = None
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(pattern=_USER_PATTERN, description="login name (stored in lower case)")
+    role: Role
+    password: str = _PASSWORD
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    role: Role | None = None
+    disabled: bool | None = Field(None, description="true: the user cannot log in; their sessions end")
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    password: str = _PASSWORD
+
+
+class PasswordChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = _PASSWORD
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Role
+    disabled: bool
+    created_at: datetime | None = None
+    created_by: str | None = None
+    password_changed_at: datetime | None = None

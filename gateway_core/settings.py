@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -13,6 +14,9 @@ from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, port, positive
 from nexus.tls import check_server_files
 from proto.config import DEFAULT_CONTROL_ROOT, HEARTBEAT_TIMEOUT, validate_control_root
+
+#: a user's login name: lower case letters, digits and ``_ . @ -``, up to 64 characters
+USER_NAME = re.compile(r"[a-z0-9][a-z0-9_.@-]{0,63}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,12 +73,55 @@ class HistorySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AuthSettings:
+    """Users and sessions (docs/security.md, "Users and sessions")."""
+
+    access_ttl: float = 900.0  #: seconds an access token (JWT, HS256) is valid
+    refresh_ttl: float = 7 * 86400.0  #: seconds a refresh token (HTTP-only cookie) is valid after it is issued
+    #: HS256 signing key of access tokens (at least 32 characters); empty: one is generated at first start and
+    #: kept in the database (core.secrets), shared by the replicas. Never logged.
+    jwt_secret: str | None = field(default=None, repr=False)
+    #: Secure attribute of the refresh cookie: None = when the request came over HTTPS
+    cookie_secure: bool | None = None
+    login_max_failures: int = 5  #: failed logins of one user name within login_window before it is locked out
+    #: failed logins from one client address within login_window before it is locked out
+    login_max_failures_per_client: int = 20
+    login_window: float = 300.0  #: seconds over which failed logins are counted; also how long a lock lasts
+    #: user names and client addresses whose failures are remembered (each); the oldest are forgotten first
+    login_tracked: int = 10_000
+    password_min_length: int = 12  #: characters
+    argon2_time_cost: int = 3  #: argon2id iterations (new hashes; older ones are rehashed at the next login)
+    argon2_memory_kib: int = 65536  #: argon2id memory per hash, KiB
+    argon2_parallelism: int = 4  #: argon2id lanes
+
+    def __post_init__(self) -> None:
+        for name in ("access_ttl", "refresh_ttl", "login_window"):
+            positive(getattr(self, name), f"auth.{name}")
+        if self.jwt_secret is not None and len(self.jwt_secret) < 32:
+            raise SettingsError("must be at least 32 characters", field="auth.jwt_secret")
+        for name, low in (("login_max_failures", 1), ("login_max_failures_per_client", 1), ("login_tracked", 10),
+                          ("password_min_length", 8), ("argon2_time_cost", 1), ("argon2_memory_kib", 8),
+                          ("argon2_parallelism", 1)):
+            if getattr(self, name) < low:
+                raise SettingsError(f"must be >= {low}, got {getattr(self, name)}", field=f"auth.{name}")
+        if self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise SettingsError("must be >= 8 x argon2_parallelism (argon2's minimum)", field="auth.argon2_memory_kib")
+
+    def __repr__(self) -> str:  # the signing key must never reach a log line
+        return f"AuthSettings(access_ttl={self.access_ttl:g}, refresh_ttl={self.refresh_ttl:g}, ...)"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     service_id: str = field(
         default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname()
     )  #: MQTT id
     control_root: str = DEFAULT_CONTROL_ROOT  #: first level(s) of config/status/cmd topics
     admin_key: str | None = None  #: bootstrap admin API key (env NEXUS_CORE_ADMIN_KEY); never logged
+    #: bootstrap admin user (env NEXUS_CORE_ADMIN_USER), created at start with admin_password when it does not exist
+    admin_user: str = "admin"
+    #: its first password (env NEXUS_CORE_ADMIN_PASSWORD); none: no bootstrap user. Never stored, never logged
+    admin_password: str | None = field(default=None, repr=False)
     heartbeat_timeout: float = HEARTBEAT_TIMEOUT  #: seconds without a status before a gateway counts as dead
     #: seconds a gateway stays offline before it is dropped from the registry and its retained status cleared
     forget_after: float = 3600.0
@@ -85,6 +132,7 @@ class Settings:
     db: DbSettings = field(default_factory=DbSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     log: LogSettings = field(default_factory=LogSettings)
@@ -105,6 +153,11 @@ class Settings:
             raise SettingsError(f"must be >= 0, got {self.startup_settle}", field="startup_settle")
         if self.admin_key is not None and len(self.admin_key) < 16:
             raise SettingsError("must be at least 16 characters", field="admin_key")
+        if not USER_NAME.fullmatch(self.admin_user):
+            raise SettingsError(f"must match {USER_NAME.pattern} (lower case)", field="admin_user")
+        if self.admin_password is not None and len(self.admin_password) < self.auth.password_min_length:
+            raise SettingsError(f"must be at least auth.password_min_length ({self.auth.password_min_length})"
+                                " characters", field="admin_password")
 
     @property
     def client_id(self) -> str:
