@@ -28,8 +28,10 @@ from gateway.values import check_write
 from nexus.mqtt import Message, MqttClient
 from nexus.report import bounded_traceback, describe
 from normalizer import DeviceRules, ValueRefused
+from normalizer.rules import TagChain
 from proto.commands import decode_request, encode_response, parse_set_topic, response_topic
 from proto.errors import PayloadError
+from proto.points import Point
 
 log = logging.getLogger("gateway.commands")
 
@@ -46,6 +48,15 @@ def to_raw(tag: TagConfig, value: Any, rules: DeviceRules) -> Any:
     except ValueRefused as exc:
         raise WriteRefused(str(exc)) from exc
     return check_write(tag.type, raw, length=tag.length)
+
+
+def from_raw(tag: TagConfig, point: Point) -> Point | None:
+    """A raw reading of ``tag`` in engineering units, by the normalizer's forward rules on a chain of its own
+    (the poller's keeps its state: deadbands, windows, alarms); None when the rules do not report a single
+    reading (storage ``windows_only``)."""
+    out: list[Point] = []
+    TagChain(tag).step(point, out, [], [])
+    return out[0] if out else None
 
 
 class Commands:
@@ -111,6 +122,28 @@ class Commands:
             else:
                 m.WRITES.labels(device_id, "busy").inc()
                 reply(f"device {device_id!r} is busy: {poller.device.max_pending_writes} writes already waiting")
+
+    def write(self, device_id: str, tag_name: str, value: Any, done: Callable[[str | None], None]) -> bool:
+        """The same write path for another front end (a Sparkplug DCMD): validated, turned into the raw value,
+        queued for the device's poller; ``done`` is called once with None (written) or why not. False when
+        this gateway does not poll ``device_id`` (``done`` is not called then)."""
+        poller = self.pollers(device_id)
+        if poller is None:
+            return False
+        tag = poller.device.tag(tag_name)
+        try:
+            if tag is None:
+                raise WriteRefused(f"device {device_id!r} has no tag {tag_name!r}")
+            raw = to_raw(tag, value, poller.rules)
+        except WriteRefused as exc:
+            m.WRITES.labels(device_id, "refused").inc()
+            done(str(exc))
+            return True
+        if not poller.submit(WriteCommand(tag, raw, done)):
+            m.WRITES.labels(device_id, "error" if poller.halted is not None else "busy").inc()
+            done(f"device {device_id!r} is not polled now: {poller.halted}" if poller.halted is not None
+                 else f"device {device_id!r} is busy: {poller.device.max_pending_writes} writes already waiting")
+        return True
 
     def _answer(self, device: str, tag: str, rid: str | None, error: str | None, value: Any) -> None:
         if error is not None:

@@ -2,9 +2,11 @@
 
 Task names: ``gateway[<id>].mqtt_loop``, ``.publish_loop`` (queue → spool), ``.send_loop`` (spool →
 broker, re-sends), ``.respond_loop`` (write answers), in core mode ``.apply_loop`` and ``.status_loop``,
-and per device ``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
-Shutdown: stop polling and answer pending writes → spool what is queued → wait for ingestion's
-confirmations under a deadline (what is unconfirmed stays in the spool) → offline status → disconnect.
+with Sparkplug on ``.sparkplug_loop`` (and its ``.sparkplug_mqtt_loop``), and per device
+``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
+Shutdown: stop polling and answer pending writes → the edge node sends what it has queued, its NDEATH and
+disconnects, while the JSON path spools what is queued → wait for ingestion's confirmations under a
+deadline (what is unconfirmed stays in the spool) → offline status → disconnect.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from gateway.poller import PollPool
 from gateway.publisher import Publisher
 from gateway.readings import END, new_queue
 from gateway.settings import Settings
+from gateway.sparkplug.session import SparkplugSession
 from gateway.spool import Spool
 from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
@@ -61,6 +64,12 @@ class Gateway:
             m.mqtt = self.mqtt
         self.spool = spool
         self.publisher = Publisher(s, self.mqtt, self.queue, spool)
+        self.sparkplug: SparkplugSession | None = None
+        if s.sparkplug.enabled:
+            folder = Path(s.spool_dir) / s.gateway_id / "sparkplug" if s.spool_dir else None
+            self.sparkplug = sp = SparkplugSession(s, commands=self.commands, fleet=self.fleet, folder=folder)
+            self.fleet.on_assigned = sp.on_assigned
+            self.publisher.tap = sp.tap
 
     def _on_connect(self) -> None:
         self.publisher.on_connect()
@@ -80,6 +89,8 @@ class Gateway:
         mqtt_stop, devices_stopped, send_stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.mqtt.run_loop(mqtt_stop), name=f"gateway[{gid}].mqtt_loop")
+            if self.sparkplug is not None:  # stopped with devices_stopped: it ends by itself (NDEATH, DISCONNECT)
+                tg.create_task(self.sparkplug.sparkplug_loop(devices_stopped), name=f"gateway[{gid}].sparkplug_loop")
             pub = tg.create_task(self.publisher.publish_loop(), name=f"gateway[{gid}].publish_loop")
             tg.create_task(self.publisher.send_loop(send_stop), name=f"gateway[{gid}].send_loop")
             responses = tg.create_task(self.commands.respond_loop(devices_stopped),
@@ -153,7 +164,10 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
         gw.publisher.adopt_legacy()
     except (OSError, SpoolFull) as exc:
         log.error("spool of an earlier build not converted (%s); its files stay in %s", exc, spool.folder)
-    ops = OpsServer(settings.ops, checks={"mqtt": lambda: gw.mqtt.connected})
+    checks = {"mqtt": lambda: gw.mqtt.connected}
+    if gw.sparkplug is not None:
+        checks["sparkplug_mqtt"] = lambda: gw.sparkplug is not None and gw.sparkplug.mqtt.connected
+    ops = OpsServer(settings.ops, checks=checks)
     await ops.start()
     if plant is not None:
         log.info("gateway %s polling %d devices, %d tags", gw.gid, len(plant.devices),
@@ -172,4 +186,6 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None, plant: P
              "%d publish errors; %d write responses", time.monotonic() - started, gw.fleet.polls, gw.fleet.skipped,
              pub.points_confirmed, pub.messages_confirmed, confirmed_by, gw.spool.points_waiting,
              gw.spool.unconfirmed, pub.resent, pub.no_subscribers, pub.errors, gw.commands.answered)
+    if gw.sparkplug is not None:
+        log.info("gateway stopped: %s", gw.sparkplug.summary())
     return 0

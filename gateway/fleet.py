@@ -59,6 +59,9 @@ class Fleet:
         #: device id -> why its task ended; not polled now (restarting, or until the next apply)
         self.failed: dict[str, str] = {}
         self.on_change: Callable[[], None] | None = None  #: called when :attr:`failed` changes (status due)
+        #: called with (device id, its config) when a device starts polling (assigned, or its config changed)
+        #: and (device id, None) when it is removed; not at the shutdown (the Sparkplug edge node's devices)
+        self.on_assigned: Callable[[str, DeviceConfig | None], None] | None = None
         self.closed = False  # set by stop_all: a reload racing the shutdown starts nothing
         self.polls_done = 0  # of stopped pollers, so totals survive reloads
         self.skipped_done = 0
@@ -90,6 +93,8 @@ class Fleet:
         for dev_id in [i for i in self._running if i not in wanted]:
             await self.stop(dev_id)
             changes["stopped"].append(dev_id)
+            if self.on_assigned is not None:
+                self.on_assigned(dev_id, None)
         for dev_id in [i for i in self.failed if i not in wanted]:  # ended outside supervision, now unassigned
             self._set_failed(dev_id, None)
         for dev_id, dev in wanted.items():
@@ -120,6 +125,8 @@ class Fleet:
         r.task = asyncio.create_task(self._run_loop(device.id, r), name=f"gateway[{device.id}].run")
         r.task.add_done_callback(functools.partial(self._ended, device.id, r))
         self._gauges()
+        if self.on_assigned is not None:
+            self.on_assigned(device.id, device)
         return r.poller
 
     def _poller(self, device: DeviceConfig, spread_s: float) -> DevicePoller:

@@ -45,3 +45,12 @@ DEVICES_FAILED = Gauge("nexus_gateway_devices_failed", "Assigned devices not pol
 WRITES_UNANSWERED = Counter("nexus_gateway_write_requests_dropped_total",
                             "Write requests neither executed nor answered: too many responses already waiting",
                             ["device"])
+# the Sparkplug B edge node (gateway/sparkplug/session.py), beside the JSON batch path
+SPARKPLUG_MESSAGES = Counter("nexus_gateway_sparkplug_messages_total",
+                             "Sparkplug messages handed to the broker (NBIRTH, DBIRTH, DDATA, ...)", ["kind"])
+SPARKPLUG_POINTS = Counter("nexus_gateway_sparkplug_points_total", "Points sent in Sparkplug DDATA (history included)")
+SPARKPLUG_DROPPED = Counter("nexus_gateway_sparkplug_points_dropped_total",
+                            "Points the edge node did not send: queue_full (its tap's queue was full), held_full (more "
+                            "read while unborn than it keeps), not_sent (their session ended first)", ["why"])
+SPARKPLUG_BORN = Gauge("nexus_gateway_sparkplug_born", "1 while the edge node is born (NBIRTH sent in this session)")
+SPARKPLUG_WRITES = Counter("nexus_gateway_sparkplug_writes_total", "DCMD writes by result (ok, refused)", ["result"])

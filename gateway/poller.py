@@ -1,26 +1,23 @@
 """One device's loops: poll it on schedule, and execute write commands, over one reused connection.
 
-Scheduling: polls start every ``interval_ms`` plus a random 0..``jitter_pct`` % delay, so devices do
-not poll in step. A poll needs a slot of the gateway's bounded :class:`PollPool`; a poll that cannot
-start within one interval, or whose results could not be queued (publish queue full), is skipped
-and counted (``nexus_gateway_skipped_polls_total{why}``), never queued up. Nothing already read is
-ever dropped.
+Scheduling: polls start every ``interval_ms`` plus a random 0..``jitter_pct`` % delay, so devices do not poll in
+step. A poll needs a slot of the gateway's bounded :class:`PollPool`; a poll that cannot start within one interval,
+or whose results could not be queued (publish queue full), is skipped and counted
+(``nexus_gateway_skipped_polls_total{why}``), never queued up. Nothing already read is ever dropped.
 
-Failures: every failed connect or read reports all tags BAD with the reason, and feeds the
-device's :class:`CircuitBreaker`; while it is open the device is left alone, then probed once.
-Tags are GOOD again with the first successful read. An unexpected exception from the driver (a
-driver or library bug, not a :class:`TemporaryError`) is handled the same way, with status
-BAD_INTERNAL_ERROR and ``driver error in <op>: <type>: <bounded message>`` as the reason; its
-traceback is logged once per distinct cause. A lost connection is logged once, with its cause, at
-WARNING; so is the first failed (re)connect after it.
-
-The device's loops never end before ``stop``: one that does (a bug outside these guards) raises,
-which ends :meth:`DevicePoller.run` with the reason, for the fleet to report and restart.
+Failures: every failed connect or read reports all tags BAD with the reason, and feeds the device's
+:class:`CircuitBreaker`; while it is open the device is left alone, then probed once. Tags are GOOD again with the
+first successful read. An unexpected exception from the driver (a bug, not a :class:`TemporaryError`) is handled the
+same way, status BAD_INTERNAL_ERROR, reason ``driver error in <op>: <type>: <bounded message>``, its traceback logged
+once per cause. A lost connection is logged once, with its cause, at WARNING; so is the first failed reconnect.
+The device's loops never end before ``stop``: one that does (a bug outside these guards) raises, which ends
+:meth:`DevicePoller.run` with the reason, for the fleet to report and restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -366,6 +363,16 @@ class DevicePoller:
             cmd.reply("device polling stopped")
             return None
         return cmd
+
+    async def read_back(self, tag: TagConfig) -> Point | None:
+        """``tag`` read again (raw) after a write where the driver reads single tags (a read_tags of its own, no
+        subscription buffer to drain); None otherwise or if that fails (the next poll reads it)."""
+        if type(self.driver).read_tags is Driver.read_tags or getattr(self.device.conn, "mode", "") == "subscribe":
+            return None
+        with contextlib.suppress(Exception):  # a failed read-back is no failed write
+            async with self._io, asyncio.timeout(self.device.timeout_ms / 1000 + 1):
+                return next((p for p in await self.driver.read_tags(frozenset({tag.name})) if p.tag == tag.name), None)
+        return None
 
     async def _write(self, cmd: WriteCommand) -> str | None:
         d = self.device

@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from gateway import metrics as m
 from gateway.errors import SpoolFull
@@ -78,6 +78,8 @@ class Publisher:
         self._in_flight: dict[tuple[int, int], Record] = {}  # PUBACK outstanding (paho re-sends these itself)
         self.states = StateTopics(settings, mqtt)  #: retained per-tag and alarm state topics
         self._last_sync = 0.0  # monotonic time of the last group commit
+        #: given every group of device batches as it is taken (the Sparkplug edge node's feed); must not block
+        self.tap: Callable[[list[DeviceBatch]], None] | None = None
 
     # --- into the spool ------------------------------------------------------------------------
 
@@ -89,6 +91,8 @@ class Publisher:
                 group.append(self.queue.get_nowait())
             m.QUEUE_DEPTH.set(self.queue.qsize())
             batches = [b for b in group if b is not END]
+            if self.tap is not None and batches:
+                self.tap(batches)
             for batch in batches:
                 for topic, payload, points in self._messages(batch):
                     await self._append(topic, payload, points)

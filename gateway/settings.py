@@ -9,7 +9,39 @@ from dataclasses import dataclass, field
 from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, positive
 from proto.config import validate_control_root
+from proto.sparkplug.topics import validate_id
 from proto.uns import validate_level, validate_prefix
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkplugSettings:
+    """The gateway as a Sparkplug B edge node (``[sparkplug]``, env ``NEXUS_GATEWAY_SPARKPLUG_*``), next to
+    its JSON batch topics, on a connection of its own (docs/sparkplug.md)."""
+
+    enabled: bool = False  #: publish ``spBv1.0/<group_id>/...`` too
+    group_id: str = ""  #: the Sparkplug group id (required when enabled)
+    edge_node_id: str = ""  #: the edge node id; "" = the gateway id
+    primary_host_id: str = ""  #: wait for this host's STATE online before the births; "" = no primary host
+    #: QoS of DDATA: 0 as the specification says; 1 (at least once as far as the broker) allowed. Births and
+    #: DDEATH go at 0, NDEATH (the will and a clean stop's) at 1, as specified
+    data_qos: int = 0
+    queue_size: int = 1000  #: device batches waiting for the edge node; beyond, points are dropped (counted)
+    #: points kept per device while the node is not born (primary host offline, broker away), sent afterwards
+    #: as history (``is_historical``); beyond, the oldest go (counted). The no-loss path is the JSON spool.
+    held_points: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.data_qos not in (0, 1):
+            raise SettingsError(f"must be 0 or 1, got {self.data_qos}", field="sparkplug.data_qos")
+        positive(self.queue_size, "sparkplug.queue_size")
+        positive(self.held_points, "sparkplug.held_points")
+        for name in ("group_id", "edge_node_id", "primary_host_id"):
+            value = getattr(self, name)
+            if value or (name == "group_id" and self.enabled):
+                try:
+                    validate_id(value, what=name)
+                except ValueError as exc:
+                    raise SettingsError(str(exc), field=f"sparkplug.{name}") from exc
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +72,7 @@ class Settings:
     queue_size: int = 1000  #: device batches waiting to be published; when full, polls are skipped and counted
     max_points_per_message: int = 1000  #: a device batch larger than this is split into several messages
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    sparkplug: SparkplugSettings = field(default_factory=SparkplugSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -67,3 +100,7 @@ class Settings:
     @property
     def client_id(self) -> str:
         return self.mqtt.client_id or f"nexus-gateway-{self.gateway_id}"
+
+    @property
+    def edge_node_id(self) -> str:
+        return self.sparkplug.edge_node_id or self.gateway_id

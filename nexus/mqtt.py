@@ -21,11 +21,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -34,7 +32,10 @@ from prometheus_client import Counter, Gauge
 from nexus.common import MqttSettings
 from nexus.mqtt_failures import FailureLog, connack_refusal
 from nexus.mqtt_failures import MqttError as MqttError  # re-exported: every caller catches it from here
-from nexus.mqtt_socket import SocketOnLoop
+from nexus.mqtt_socket import SocketOnLoop, new_paho_client
+from nexus.mqtt_types import NO_MATCHING_SUBSCRIBERS as NO_MATCHING_SUBSCRIBERS  # re-exported
+from nexus.mqtt_types import Message as Message
+from nexus.mqtt_types import Will as Will
 from nexus.report import bounded, describe
 from nexus.runtime import Backoff, sleep_or_stop, wait_first
 
@@ -44,50 +45,25 @@ RECONNECTS = Gauge("nexus_mqtt_reconnects", "Broker reconnects since start")
 CALLBACK_ERRORS = Counter("nexus_mqtt_callback_errors_total",
                           "Exceptions raised by a message handler, caught before they reach paho's loop")
 
-#: PUBACK reason 0x10 (MQTT 5): the broker took the message but no subscription matched it, so
-#: nobody will receive it. A future returned by :meth:`MqttClient.publish` resolves to the reason code.
-NO_MATCHING_SUBSCRIBERS = 0x10
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A received message; pass it back to :meth:`MqttClient.ack` once it is safely stored."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    mid: int
-    generation: int  #: connection number it arrived on
-
-
-@dataclass(frozen=True, slots=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
 
 class MqttClient:
-    def __init__(
-        self,
-        settings: MqttSettings,
-        *,
-        client_id: str,
-        subscriptions: Sequence[tuple[str, int]] = (),
-        on_message: Callable[[Message], None] | None = None,
-        clean_start: bool = True,
-        session_expiry: int = 0,
-        manual_ack: bool = False,
-        will: Will | Callable[[], Will] | None = None,
-        on_connect: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: MqttSettings, *, client_id: str, subscriptions: Sequence[tuple[str, int]] = (),
+                 on_message: Callable[[Message], None] | None = None, clean_start: bool = True,
+                 session_expiry: int = 0, manual_ack: bool = False, will: Will | Callable[[], Will] | None = None,
+                 on_connect: Callable[[], None] | None = None, on_subscribed: Callable[[], None] | None = None,
+                 on_disconnect: Callable[[], None] | None = None, resend_after_reconnect: bool = True) -> None:
         self.settings = settings
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
         self._on_message = on_message
         self._on_connect_cb = on_connect
+        #: called once per connection when the broker answered its subscriptions (SUBACK; at once without any)
+        self._on_subscribed_cb = on_subscribed
+        self._connect_sub_mid: int | None = None
+        self._on_disconnect_cb = on_disconnect
+        #: False: what was queued or unacknowledged when a connection dropped is dropped with it (its futures
+        #: fail "disconnected") instead of going out on the next one (Sparkplug: a session's messages belong to it)
+        self._resend = resend_after_reconnect
         self._clean_start = clean_start
         self._session_expiry = session_expiry
         self._loop = asyncio.get_running_loop()
@@ -106,22 +82,7 @@ class MqttClient:
         self._closed = False  # after run_loop ends: publish() fails fast instead of waiting for room
         self.reconnects = 0
 
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                        protocol=paho.MQTTv5, manual_ack=manual_ack)
-        # our window semaphore bounds what is in flight; paho's own limit would scan every in-flight
-        # message on each PUBACK (9% of a gateway's CPU at 5k msgs/s, bench/gateway.py)
-        c.max_inflight_messages_set(0)
-        c.max_queued_messages_set(0)  # our own window bounds what is queued
-        if settings.username:
-            c.username_pw_set(settings.username, settings.password)
-        elif settings.password:
-            log.warning("mqtt.password is set without mqtt.username: not sent", extra={"client_id": client_id})
-        if settings.tls_enabled:
-            c.tls_set_context(settings.tls_context())
-            if settings.tls_insecure_no_hostname_check:
-                log.warning("mqtt TLS host name check is OFF (setting mqtt.tls_insecure_no_hostname_check): any "
-                            "certificate from %s is accepted for %s", settings.ca_file or "the system's CAs",
-                            settings.host, extra={"client_id": client_id})
+        c = new_paho_client(settings, client_id, manual_ack=manual_ack)
         c.enable_logger(self._failures.paho)
         #: a callable gives the will of each CONNECT (Sparkplug: the NDEATH carries the session's bdSeq,
         #: a host's offline STATE the timestamp of its online one); called before every attempt
@@ -184,6 +145,8 @@ class MqttClient:
 
     async def _connect_once(self) -> None:
         self._disconnected.clear()
+        if not self._resend:
+            self._drop_outgoing()
         self._failures.paho.take()
         self._connack = self._loop.create_future()
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
@@ -223,6 +186,26 @@ class MqttClient:
         self._pending.clear()
         self._window.release()  # and one more, in case nothing was pending but somebody waits
 
+    def _drop_outgoing(self) -> None:
+        self._client._out_messages.clear()  # noqa: SLF001 - paho has no public "forget the old session's queue"
+        for fut, _ in self._pending.values():
+            self._window.release()
+            if not fut.done():
+                fut.set_exception(MqttError("connection lost before PUBACK", reason="disconnected"))
+        self._pending.clear()
+
+    async def end_session(self, timeout: float = 5.0) -> None:
+        """A normal DISCONNECT now (the broker sends no will), after what is queued went out; :meth:`run_loop`
+        then connects again at once, asking the will callable for the new session's will."""
+        if not self.connected:
+            return
+        await self._flush_writes(timeout)
+        self._client.disconnect()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.connected:
+                    await asyncio.sleep(0.01)
+
     async def _flush_writes(self, timeout: float) -> None:
         """Wait (bounded) until paho's outgoing buffer is empty: PUBACKs owed and publishes queued."""
         with contextlib.suppress(TimeoutError):
@@ -240,7 +223,7 @@ class MqttClient:
         return self._send(topic, payload, qos=qos, retain=False)
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                      while_connected: bool = False) -> asyncio.Future[int]:
+                      while_connected: bool = False, generation: int | None = None) -> asyncio.Future[int]:
         """Queue a publish inside the inflight window; return a future resolved on PUBACK with its
         reason code (0 success, :data:`NO_MATCHING_SUBSCRIBERS`: accepted but nobody subscribed).
 
@@ -248,7 +231,8 @@ class MqttClient:
         Messages queued while disconnected are sent, and unacked ones resent, on reconnect.
         ``while_connected``: raise :class:`MqttError` (reason "disconnected") instead of waiting for
         room while the connection is down (callers with a disk buffer spool instead).
-        Raises :class:`MqttError` (reason "stopped") once the client has stopped.
+        Raises :class:`MqttError` (reason "stopped") once the client has stopped; with ``generation``, reason
+        "disconnected" unless it is still that connection's (a message that must not reach a later one).
         """
         if while_connected:
             if not await self._acquire_while_connected():
@@ -258,6 +242,9 @@ class MqttClient:
         if self._closed:
             self._window.release()  # pass the wake-up on to the next waiter
             raise MqttError("client stopped", reason="stopped")
+        if generation is not None and (generation != self.generation or not self.connected):
+            self._window.release()
+            raise MqttError("the connection it was meant for is gone", reason="disconnected")
         return self._send(topic, payload, qos=qos, retain=retain)
 
     def _send(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> asyncio.Future[int]:
@@ -305,10 +292,12 @@ class MqttClient:
     def resume_reading(self) -> None:
         self._io.resume()
 
-    def _subscribe(self, subscriptions: Sequence[tuple[str, int]]) -> None:
+    def _subscribe(self, subscriptions: Sequence[tuple[str, int]]) -> int | None:
         rc, mid = self._client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subscriptions])
         if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
             self._sub_mids[mid] = list(subscriptions)
+            return mid
+        return None
 
     def _subscribe_refused_again(self) -> None:
         """The operator may fix an ACL while we run (mosquitto reloads it on SIGHUP): ask again, backing off."""
@@ -328,8 +317,7 @@ class MqttClient:
         self._sub_mids.clear()
         self.refused_subscriptions.clear()
         self._resubscribe.reset()
-        if self.subscriptions:
-            self._subscribe(self.subscriptions)
+        self._connect_sub_mid = self._subscribe(self.subscriptions) if self.subscriptions else None
         self._connected.set()
         log.info("mqtt connected to %s:%s (session present: %s)", self.settings.host, self.settings.port,
                  flags.session_present, extra={"client_id": self.client_id})
@@ -337,6 +325,8 @@ class MqttClient:
             self._connack.set_result(None)
         if self._on_connect_cb:
             self._on_connect_cb()
+        if self._connect_sub_mid is None and self._on_subscribed_cb:
+            self._on_subscribed_cb()
 
     def _cb_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         was = self.connected
@@ -347,11 +337,17 @@ class MqttClient:
             log.warning("mqtt disconnected: %s%s", reason, note, extra={"client_id": self.client_id})
         if self._connack and not self._connack.done():
             self._connack.set_exception(MqttError(f"disconnected during connect: {reason}", reason=str(reason)))
+        if was and self._on_disconnect_cb:
+            self._on_disconnect_cb()
 
     def _cb_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
         subscriptions = self._sub_mids.pop(mid, None)
         if subscriptions is None:
             return
+        if mid == self._connect_sub_mid:
+            self._connect_sub_mid = None
+            if self._on_subscribed_cb:
+                self._on_subscribed_cb()
         refused = []
         for (topic, qos), rc in zip(subscriptions, codes, strict=False):
             if rc.is_failure:

@@ -52,6 +52,7 @@ log = logging.getLogger("gateway.sparkplug")
 
 #: points kept per device while not born (host offline, before the first birth): beyond, the oldest go
 MAX_HELD_POINTS = 100_000
+_BAD = 0x80000000  #: a StatusCode at or above this is BAD
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Out:
     qos: int = 0
     retain: bool = False
     disconnect: bool = False
+    points: int = 0  #: metrics of a DDATA (for the counts)
 
 
 @dataclass(frozen=True)
@@ -118,12 +120,13 @@ class _Device:
 
 class EdgeNode:
     def __init__(self, group_id: str, edge_node_id: str, *, primary_host_id: str | None = None,
-                 bdseq: BdSeqStore | None = None, data_qos: int = 0) -> None:
+                 bdseq: BdSeqStore | None = None, data_qos: int = 0, max_held: int = MAX_HELD_POINTS) -> None:
         build_topic(group_id, MessageType.NBIRTH, edge_node_id)  # validates both ids
         self.group_id, self.edge_node_id = group_id, edge_node_id
         self.primary_host_id = primary_host_id or None
         self.store = bdseq or BdSeqStore(None)
         self.data_qos = data_qos
+        self.max_held = max_held  #: points kept per device while not born
         self.bd_seq = -1  #: of the current session; -1 before the first
         self.seq = -1  #: of the last message sent; the next is (seq + 1) % 256
         self.born = False  #: NBIRTH sent in this session
@@ -186,9 +189,8 @@ class EdgeNode:
         if old is not None and old.born:
             out.append(self._death(device))
         aliases = {name: (old.aliases[name] if old and name in old.aliases else self._alias()) for name in defs}
-        dev = _Device(defs, aliases, last={k: v for k, v in (old.last if old else {}).items() if k in defs})
-        if old is not None:
-            dev.held = old.held
+        dev = _Device(defs, aliases, last={k: v for k, v in (old.last if old else {}).items() if k in defs},
+                      held=old.held if old is not None else deque(maxlen=self.max_held))
         self.devices[device] = dev
         if self.born:
             out += self._device_birth(device)
@@ -217,20 +219,27 @@ class EdgeNode:
         for p in pts:
             dev.last[p.tag] = p
         if not self.born:
-            if len(dev.held) + len(pts) > MAX_HELD_POINTS:
-                self.dropped_held += len(dev.held) + len(pts) - MAX_HELD_POINTS
+            if len(dev.held) + len(pts) > self.max_held:
+                self.dropped_held += len(dev.held) + len(pts) - self.max_held
             dev.held.extend(pts)
             return []
-        if not dev.born:  # down, now answering again
-            return self._device_birth(device)
+        if not dev.born:  # down: born again by its first reading that is not BAD
+            return self._device_birth(device) if any(p.status < _BAD for p in pts) else []
         return [self._ddata(device, dev, pts, historical=False)] if pts else []
+
+    def current(self, device: str, tag: str) -> Point | None:
+        """The newest point of ``device``'s ``tag`` (what its birth would say), None for an unknown one."""
+        dev = self.devices.get(device)
+        if dev is None or tag not in dev.tags:
+            return None
+        return dev.last.get(tag) or Point(tag, None, _now_ms(), _BAD, dev.tags[tag].unit, "no value read yet")
 
     def _ddata(self, device: str, dev: _Device, points: Sequence[Point], *, historical: bool) -> Out:
         metrics = [point_to_metric(p, datatype_for(dev.tags[p.tag].type), alias=dev.aliases[p.tag],
                                    with_unit=False, historical=historical) for p in points]
         payload = Payload(timestamp=_now_ms(), seq=self._next_seq(), metrics=metrics)
         return Out(self.topic(MessageType.DDATA, device), encode_payload(payload, with_datatypes=False),
-                   qos=self.data_qos)
+                   qos=self.data_qos, points=len(points))
 
     # -- commands and host state -------------------------------------------------------------------------
     def on_message(self, topic: str, payload: bytes) -> tuple[list[Out], list[WriteRequest]]:
@@ -249,8 +258,8 @@ class EdgeNode:
     def _on_state(self, payload: bytes) -> list[Out]:
         state = decode_state(payload)
         ts = state.timestamp if state.timestamp is not None else self.host_ts + 1  # 2.x: no timestamp
-        if ts <= self.host_ts:
-            log.info("sparkplug: STATE of %s older than one seen (%s <= %s): ignored", self.primary_host_id, ts,
+        if ts < self.host_ts:  # the same one again is the retained STATE of a new session: read
+            log.info("sparkplug: STATE of %s older than one seen (%s < %s): ignored", self.primary_host_id, ts,
                      self.host_ts)
             return []
         self.host_ts = ts
@@ -306,7 +315,7 @@ class EdgeNode:
         now = _now_ms()
         metrics = []
         for name, t in dev.tags.items():
-            p = dev.last.get(name) or Point(name, None, now, 0x80000000, t.unit, "no value read yet")
+            p = dev.last.get(name) or Point(name, None, now, _BAD, t.unit, "no value read yet")
             if p.unit is None and t.unit:
                 p = p._replace(unit=t.unit)
             metrics.append(point_to_metric(p, datatype_for(t.type), name=name, alias=dev.aliases[name]))
