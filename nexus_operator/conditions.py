@@ -31,6 +31,9 @@ class Outcome:
     #: the device is not as the resource says, or not polled: refused, not owned, gateway_core unavailable,
     #: device error, unassigned
     degraded: bool
+    #: Degraded's own reason and message where they are not Ready's (applied, and not polled)
+    degraded_reason: str | None = None
+    degraded_message: str | None = None
 
 
 def now() -> str:
@@ -43,8 +46,8 @@ def conditions(previous: Any, outcome: Outcome, generation: int | None) -> list[
     out = []
     for kind, value, reason, message in (
         ("Ready", outcome.ready, outcome.reason, outcome.message),
-        ("Degraded", outcome.degraded, outcome.reason if outcome.degraded else AS_EXPECTED,
-         outcome.message if outcome.degraded else ""),
+        ("Degraded", outcome.degraded, (outcome.degraded_reason or outcome.reason) if outcome.degraded else AS_EXPECTED,
+         (outcome.degraded_message or outcome.message) if outcome.degraded else ""),
     ):
         status = "True" if value else "False"
         before = old.get(kind, {})

@@ -74,13 +74,9 @@ class Reconciler:
             return "not_owned"
         m.RECONCILES.labels(result).inc()
         health, health_message = await self._health(remote)
-        if health == "Error":
-            outcome = c.Outcome(ready=True, reason=c.DEVICE_ERROR, message=health_message, degraded=True)
-        elif health == "Unassigned":
-            outcome = c.Outcome(ready=True, reason=c.UNASSIGNED, message=health_message, degraded=True)
-        else:
-            outcome = c.Outcome(ready=True, reason=c.APPLIED,
-                                message=f"applied at revision {remote.revision}", degraded=False)
+        problem = {"Error": c.DEVICE_ERROR, "Unassigned": c.UNASSIGNED}.get(health)
+        outcome = c.Outcome(ready=True, reason=c.APPLIED, message=f"applied at revision {remote.revision}",
+                            degraded=problem is not None, degraded_reason=problem, degraded_message=health_message)
         repairs = int(status.get("repairs") or 0) + (result == "repaired")
         c.write(status, patch, {
             "observedGeneration": generation, "deviceId": remote.id, "owner": owner,

@@ -8,7 +8,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -50,13 +50,14 @@ class Resource:
     patches: list[dict[str, Any]] = field(default_factory=list)
 
     def body(self) -> kopf.Body:
-        return kopf.Body({
+        raw: dict[str, Any] = {
             "apiVersion": "edge.nexus.io/v1alpha1", "kind": "NexusDevice",
             "metadata": {"name": self.name, "namespace": self.namespace, "generation": self.generation,
                          "uid": f"uid-{self.name}", "annotations": dict(self.annotations),
                          "finalizers": ["edge.nexus.io/nexus-operator"]},
             "spec": copy.deepcopy(self.spec), "status": copy.deepcopy(self.status),
-        })
+        }
+        return kopf.Body(cast("kopf.RawBody", raw))
 
     def change(self, mutate: Callable[[dict[str, Any]], None]) -> None:
         """A spec change: kopf sees a new generation."""
