@@ -95,6 +95,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         log.info("gateway_core at %s answers; watching NexusDevices", memo.settings.core.url)
 
     kopf.on.startup(registry=registry)(startup)
+    # an explicit registry has none of kopf's default logins: the pod's ServiceAccount token, or a
+    # kubeconfig when run from a workstation
+    kopf.on.login(registry=registry)(login)
     kopf.on.cleanup(registry=registry)(_cleanup)
     kopf.index(GROUP, VERSION, PLANTS, id="nexusplants", registry=registry)(index_plant)
     for on in (kopf.on.create, kopf.on.update, kopf.on.resume):
@@ -102,6 +105,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     kopf.on.delete(GROUP, VERSION, DEVICES, registry=registry)(remove_device)
     kopf.timer(GROUP, VERSION, DEVICES, registry=registry, interval=settings.drift_interval,
                initial_delay=settings.drift_interval, idle=min(10.0, settings.drift_interval))(check_device)
+
+
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 async def _cleanup(memo: Any, **_: Any) -> None:
