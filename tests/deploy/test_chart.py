@@ -24,6 +24,8 @@ from ingestion import metrics as ingestion_metrics
 from ingestion.settings import Settings as IngestionSettings
 from nexus.common import MqttSettings
 from normalizer.settings import Settings as NormalizerSettings
+from nexus_operator.resources import DEVICES, GROUP, PLANTS
+from nexus_operator.settings import Settings as OperatorSettings
 from tests.deploy.render import CASES, by_kind, docs, matches, workloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +37,10 @@ DAEMONS: dict[str, tuple[str, type[Any]]] = {
     "ingestion": ("NEXUS_INGESTION", IngestionSettings),
     "core": ("NEXUS_CORE", CoreSettings),
     "normalizer": ("NEXUS_NORMALIZER", NormalizerSettings),
+    "operator": ("NEXUS_OPERATOR", OperatorSettings),
 }
+#: the one workload that calls the Kubernetes API, so the one with a ServiceAccount token
+TOKEN_WORKLOADS = ("operator",)
 #: environment names a daemon container may set that are not its settings: Python's, and libpq's
 #: password (the bundled TimescaleDB's, kept out of the DSN)
 FOREIGN_ENV = {"PYTHONDONTWRITEBYTECODE", "PGPASSWORD"}
@@ -120,7 +125,8 @@ def test_every_workload_has_probes_resources_and_runs_non_root_read_only(case: s
     for w in workloads(docs(case)):
         spec = pod_spec(w)
         where = f"{case}: {w['kind']}/{w['metadata']['name']}"
-        assert spec["automountServiceAccountToken"] is False, where
+        component = w["metadata"]["labels"]["app.kubernetes.io/component"]
+        assert spec["automountServiceAccountToken"] is (component in TOKEN_WORKLOADS), where
         assert spec["securityContext"]["runAsNonRoot"] is True, where
         assert spec["securityContext"]["runAsUser"] > 0, where
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
@@ -290,3 +296,64 @@ def test_external_broker_and_database_by_address() -> None:
         dsn = next((e for e in c["env"] if e["name"] == f"{prefix}_DB_DSN"), None)
         if dsn is not None:
             assert dsn["valueFrom"]["secretKeyRef"] == {"name": "nexus-db", "key": "dsn"}
+
+
+def _operator_objects(case: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    objs = docs(case)
+    deploy = next(w for w in workloads(objs) if w["metadata"]["labels"]["app.kubernetes.io/component"] == "operator")
+    roles = [o for o in objs if o["kind"] in ("Role", "ClusterRole")]
+    bindings = [o for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    return deploy, roles, bindings
+
+
+@pytest.mark.parametrize("case", ["operator", "operator-clusterwide"])
+def test_the_operators_rbac_is_least_privilege_for_its_crds(case: str) -> None:
+    deploy, roles, bindings = _operator_objects(case)
+    container = pod_spec(deploy)["containers"][0]
+    account = pod_spec(deploy)["serviceAccountName"]
+    crds = {(o["spec"]["group"], o["spec"]["names"]["plural"]) for o in docs(case)
+            if o["kind"] == "CustomResourceDefinition"}
+    assert crds == {(GROUP, DEVICES), (GROUP, PLANTS)}
+    want = [
+        {"apiGroups": [GROUP], "resources": [DEVICES], "verbs": ["list", "watch", "patch"]},
+        {"apiGroups": [GROUP], "resources": [f"{DEVICES}/status"], "verbs": ["patch"]},
+        {"apiGroups": [GROUP], "resources": [PLANTS], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    ]
+    assert roles and all(r["rules"] == want for r in roles)
+    if case == "operator-clusterwide":
+        assert [r["kind"] for r in roles] == ["ClusterRole"] and env_value(container, "NEXUS_OPERATOR_CLUSTERWIDE")
+        assert env_value(container, "NEXUS_OPERATOR_CORE_URL") == "https://core.example:8080"
+    else:
+        # one Role per watched namespace, the namespaces the operator is told to watch
+        assert [r["kind"] for r in roles] == ["Role", "Role"]
+        assert sorted(r["metadata"]["namespace"] for r in roles) == sorted(
+            (env_value(container, "NEXUS_OPERATOR_NAMESPACES") or "").split(",")) == ["plant-a", "plant-b"]
+        assert env_value(container, "NEXUS_OPERATOR_CORE_URL") == "http://nexus-edge-core:8080"
+    for b in bindings:
+        role = next(r for r in roles if r["kind"] == b["roleRef"]["kind"] and r["metadata"]["name"] == b["roleRef"]["name"]
+                    and r["metadata"].get("namespace") == b["metadata"].get("namespace"))
+        assert role and b["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": render_k8s.NAMESPACE}]
+    assert len(bindings) == len(roles)
+    # one replica, never two at once (kopf runs standalone, without peering)
+    assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"] == {"type": "Recreate"}
+    # every other ServiceAccount stays tokenless
+    for sa in by_kind(docs(case), "ServiceAccount"):
+        if sa["metadata"]["name"] != account:
+            assert sa["automountServiceAccountToken"] is False, sa["metadata"]["name"]
+
+
+def test_the_operator_may_reach_nexus_core_whatever_api_from_allows() -> None:
+    objs = docs("operator")
+    core = next(p for p in by_kind(objs, "NetworkPolicy") if p["metadata"]["name"] == "nexus-edge-core")
+    peers = [f for rule in core["spec"]["ingress"] for f in rule.get("from", [])]
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nexus-edge", "app.kubernetes.io/instance":
+            "nexus-edge", "app.kubernetes.io/component": "operator"}}} in peers
+
+
+def test_the_operator_is_off_by_default_and_its_crds_are_always_there() -> None:
+    for case in ("defaults", "dev", "prod"):
+        objs = docs(case)
+        assert not [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "operator"]
+        assert {o["metadata"]["name"] for o in by_kind(objs, "CustomResourceDefinition")} == {
+            f"{DEVICES}.{GROUP}", f"{PLANTS}.{GROUP}"}
