@@ -31,7 +31,8 @@ CASES: dict[str, dict[str, Any]] = {
     "no-spool-no-core": {"gateway": {"spool": {"enabled": False}}, "core": {"enabled": False},
                          "serviceAccount": {"create": False}},
     # the nexus-operator: a Role in each watched namespace; clusterwide with an external nexus-core
-    "operator": {**render_k8s.profile_values("prod"), "operator": {"enabled": True, "namespaces": ["plant-a", "plant-b"]}},
+    "operator": {**render_k8s.profile_values("prod"),
+                 "operator": {"enabled": True, "namespaces": ["plant-a", "plant-b"]}},
     "operator-clusterwide": {"operator": {"enabled": True, "clusterwide": True,
                                           "coreUrl": "https://core.example:8080"},
                              "core": {"enabled": False}},

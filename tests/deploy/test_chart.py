@@ -23,9 +23,9 @@ from gateway_core.settings import Settings as CoreSettings
 from ingestion import metrics as ingestion_metrics
 from ingestion.settings import Settings as IngestionSettings
 from nexus.common import MqttSettings
-from normalizer.settings import Settings as NormalizerSettings
 from nexus_operator.resources import DEVICES, GROUP, PLANTS
 from nexus_operator.settings import Settings as OperatorSettings
+from normalizer.settings import Settings as NormalizerSettings
 from tests.deploy.render import CASES, by_kind, docs, matches, workloads
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,9 +331,9 @@ def test_the_operators_rbac_is_least_privilege_for_its_crds(case: str) -> None:
             (env_value(container, "NEXUS_OPERATOR_NAMESPACES") or "").split(",")) == ["plant-a", "plant-b"]
         assert env_value(container, "NEXUS_OPERATOR_CORE_URL") == "http://nexus-edge-core:8080"
     for b in bindings:
-        role = next(r for r in roles if r["kind"] == b["roleRef"]["kind"] and r["metadata"]["name"] == b["roleRef"]["name"]
-                    and r["metadata"].get("namespace") == b["metadata"].get("namespace"))
-        assert role and b["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": render_k8s.NAMESPACE}]
+        ref = (b["roleRef"]["kind"], b["roleRef"]["name"], b["metadata"].get("namespace"))
+        assert ref in [(r["kind"], r["metadata"]["name"], r["metadata"].get("namespace")) for r in roles]
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": render_k8s.NAMESPACE}]
     assert len(bindings) == len(roles)
     # one replica, never two at once (kopf runs standalone, without peering)
     assert deploy["spec"]["replicas"] == 1 and deploy["spec"]["strategy"] == {"type": "Recreate"}
