@@ -73,6 +73,10 @@ class Reconciler:
                 logger.warning("%s", message)
             return "not_owned"
         m.RECONCILES.labels(result).inc()
+        old = status.get("deviceId")
+        if old and old != remote.id:  # spec.deviceId changed: the device of the old id is this resource's too
+            logger.info("spec.deviceId is now %s: removing device %s", remote.id, old)
+            await self._delete_owned(str(old), owner, logger)
         health, health_message = await self._health(remote)
         problem = {"Error": c.DEVICE_ERROR, "Unassigned": c.UNASSIGNED}.get(health)
         outcome = c.Outcome(ready=True, reason=c.APPLIED, message=f"applied at revision {remote.revision}",
@@ -156,7 +160,9 @@ class Reconciler:
         """The finalizer: delete the device if it is this resource's (If-Match: the revision read)."""
         name = str(meta["name"])
         dev = str(status.get("deviceId") or device_id(spec, name))
-        owner = owner_mark(self.instance, meta.get("namespace"), name)
+        return await self._delete_owned(dev, owner_mark(self.instance, meta.get("namespace"), name), logger)
+
+    async def _delete_owned(self, dev: str, owner: str, logger: Logger) -> str:
         remote = await self.client.get_device(dev)
         if remote is None:
             m.DELETES.labels("gone").inc()

@@ -323,9 +323,15 @@ async def test_levels_from_a_nexusplant(core: CoreProcess, memo: kopf.Memo) -> N
     assert [found["device"][k] for k in ("enterprise", "site", "area", "line")] == ["acme", "berlin", "stamping",
                                                                                      "line-9"]
     assert res.status["deviceId"] == "Press_7"
+    # a new device id: the device under the old id goes (it was this resource's too)
+    res.change(lambda s: s.update(deviceId="Press_8"))
+    await res.call(handlers.apply_device, memo, plants=plants)
+    assert await core.device("Press_7") is None
+    assert (await core.device("Press_8") or {})["owner"] == OWNER
+    assert res.status["deviceId"] == "Press_8"
     # the finalizer finds the device by the id in the status
     await res.call(handlers.remove_device, memo)
-    assert await core.device("Press_7") is None
+    assert await core.device("Press_8") is None
 
 
 class ErrorGateway(SimGateway):
