@@ -13,7 +13,10 @@ from typing import Any
 
 #: reasons (CamelCase, as Kubernetes conditions have them)
 APPLIED = "Applied"
-INVALID = "Invalid"  #: gateway_core answered 422, or the spec cannot become a document
+INVALID = "Invalid"  #: gateway_core answered 422
+#: the spec cannot become a document yet: a UNS level missing, its NexusPlant not (yet) there; the drift
+#: timer tries again (no request: it costs nothing, and the NexusPlant may come)
+INCOMPLETE = "Incomplete"
 REFUSED = "Refused"  #: another 4xx (409 a duplicate UNS path, 404 ...)
 UNAUTHORIZED = "Unauthorized"  #: 401/403: the operator's API key
 NOT_OWNED = "NotOwned"  #: the device exists and is not this resource's

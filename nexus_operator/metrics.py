@@ -6,7 +6,8 @@ from prometheus_client import Counter
 
 RECONCILES = Counter(
     "nexus_operator_reconciles_total",
-    "Reconciles of NexusDevice resources by result (applied, unchanged, refused, not_owned, invalid, unavailable)",
+    "Reconciles of NexusDevice resources by result "
+    "(applied, unchanged, repaired, refused, not_owned, incomplete, unavailable)",
     ["result"],
 )
 REPAIRS = Counter(

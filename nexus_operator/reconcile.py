@@ -49,7 +49,7 @@ class Reconciler:
         try:
             doc = document(spec, meta, plants)
         except SpecError as exc:
-            return self._refused(status, patch, logger, generation, c.INVALID, str(exc), "invalid")
+            return self._refused(status, patch, logger, generation, c.INCOMPLETE, str(exc), "incomplete")
         owner = owner_mark(self.instance, meta.get("namespace"), str(meta["name"]))
         try:
             result, remote = await self._apply(doc, owner, meta, status, logger)
@@ -73,6 +73,8 @@ class Reconciler:
                 logger.warning("%s", message)
             return "not_owned"
         m.RECONCILES.labels(result).inc()
+        if result == "repaired":
+            m.REPAIRS.inc()
         old = status.get("deviceId")
         if old and old != remote.id:  # spec.deviceId changed: the device of the old id is this resource's too
             logger.info("spec.deviceId is now %s: removing device %s", remote.id, old)

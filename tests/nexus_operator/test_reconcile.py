@@ -305,8 +305,13 @@ async def test_refused_specs_are_degraded_with_gateway_cores_reason_and_not_retr
     lost = Resource({k: v for k, v in press_spec().items() if k not in ("site", "area")} | {"plantRef": "nope"},
                     name="lost-1")
     await lost.call(handlers.apply_device, memo)
-    assert lost.condition("Degraded")["reason"] == "Invalid"
+    assert lost.condition("Degraded")["reason"] == "Incomplete"
     assert "spec.plantRef: no NexusPlant 'nope' in namespace 'plant-a'" in lost.condition("Degraded")["message"]
+    # ... until it comes: the drift timer tries again and finds it in kopf's index
+    nope = {(NAMESPACE, "nope"): [{"site": "berlin", "area": "stamping"}]}
+    await lost.call(handlers.check_device, memo, plants=nope)
+    assert lost.condition("Ready")["reason"] == "Applied"
+    assert (await core.device("lost-1") or {})["device"]["area"] == "stamping"
 
 
 async def test_levels_from_a_nexusplant(core: CoreProcess, memo: kopf.Memo) -> None:
