@@ -24,15 +24,19 @@ async def run(settings: Settings) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     client = CoreClient(settings.core.url, settings.core.api_key, timeout=settings.core.timeout)
-    memo = kopf.Memo(settings=settings, reconciler=Reconciler(client, instance=settings.instance))
-    ready = asyncio.Event()
-    ops = OpsServer(settings.ops, checks={"kopf": ready.is_set, "core": lambda: client.reachable})
+    memo = kopf.Memo(settings=settings, reconciler=Reconciler(client, instance=settings.instance), logged_in=False)
+    ready = asyncio.Event()  # kopf sets it after the startup handler (gateway_core answered)
+    ops = OpsServer(settings.ops, checks={"kopf": ready.is_set, "kube": lambda: bool(memo.logged_in),
+                                          "core": lambda: client.reachable})
     await ops.start()
     scope = "every namespace" if settings.clusterwide else ", ".join(settings.namespaces)
     log.info("nexus-operator %s watching %s, gateway_core %s", settings.instance, scope, settings.core.url)
     try:
         await kopf.operator(registry=registry, memo=memo, standalone=True, clusterwide=settings.clusterwide,
                             namespaces=settings.namespaces, ready_flag=ready)
+    except kopf.LoginError as exc:  # no token mounted, no kubeconfig: nothing to watch with
+        log.error("no Kubernetes credentials (a ServiceAccount token or a kubeconfig): %s", str(exc)[:300])
+        return 1
     finally:
         await client.close()
         await ops.close()

@@ -91,7 +91,12 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         configure(settings)
-        await memo.reconciler.client.check()
+        try:
+            await memo.reconciler.client.check()
+        except TemporaryError as exc:  # no watching before gateway_core answers; retried soon, no traceback
+            raise kopf.TemporaryError(str(exc), delay=memo.settings.retry_first) from exc
+        except CoreRefused as exc:  # a wrong key or URL: said at start, retried slowly (a Secret may change)
+            raise kopf.TemporaryError(str(exc), delay=memo.settings.retry_cap) from exc
         log.info("gateway_core at %s answers; watching NexusDevices", memo.settings.core.url)
 
     kopf.on.startup(registry=registry)(startup)
@@ -107,8 +112,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                initial_delay=settings.drift_interval, idle=min(10.0, settings.drift_interval))(check_device)
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(*, memo: Any, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The pod's ServiceAccount token, else a kubeconfig; ``memo.logged_in`` for the ops /readyz."""
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    memo.logged_in = info is not None
+    return info
 
 
 async def _cleanup(memo: Any, **_: Any) -> None:

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import kopf
+import orjson
 import pytest
 
+from devtools.local import free_port
 from nexus_operator import handlers
 from nexus_operator.client import CoreClient, Remote
 from nexus_operator.reconcile import Reconciler
@@ -21,7 +23,7 @@ from proto import config as pc
 from tests.nexus_operator.core_process import CoreProcess
 from tests.nexus_operator.kopfish import INSTANCE, NAMESPACE, Resource, operator_memo
 from tests.support.core import SimGateway
-from tests.support.daemons import Daemon
+from tests.support.daemons import Daemon, http_get
 from tests.support.wait import until
 
 pytestmark = pytest.mark.slow
@@ -368,3 +370,47 @@ async def test_health_from_the_gateways_status(core: CoreProcess, memo: kopf.Mem
     assert res.status["gateway"] == "gw-err"
     assert res.status["healthMessage"] == "gateway gw-err: timeout: no answer from 10.0.0.5:502"
     assert (res.condition("Degraded")["status"], res.condition("Degraded")["reason"]) == ("True", "DeviceError")
+
+
+
+def operator_env(url: str, key: str, ops: int) -> dict[str, str]:
+    # no Kubernetes credentials: no token file (not in a pod), no kubeconfig
+    return {"NEXUS_OPERATOR_NAMESPACES": NAMESPACE, "NEXUS_OPERATOR_CORE_URL": url,
+            "NEXUS_OPERATOR_CORE_API_KEY": key, "NEXUS_OPERATOR_OPS_PORT": str(ops),
+            "NEXUS_OPERATOR_RETRY_FIRST": "0.5", "NEXUS_OPERATOR_LOG_JSON": "false", "KUBECONFIG": "",
+            "HOME": "/nonexistent"}
+
+
+async def readyz(port: int) -> Any:
+    status, body = http_get(port, "/readyz")
+    return orjson.loads(body) if status else None
+
+
+async def test_the_process_checks_gateway_core_then_needs_kubernetes_credentials(
+        core: CoreProcess, daemons: Callable[..., Daemon]) -> None:
+    """``python -m nexus_operator`` with a real gateway_core and no API server: kopf's startup handler reads
+    gateway_core with the key, then kopf's login finds no credentials: a clear error, exit code 1."""
+    proc = daemons("nexus_operator", operator_env(core.url, core.engineer_key, free_port()), name="operator")
+    assert proc.proc is not None
+    await until(lambda: proc.proc.poll() is not None, 30, 0.2, what=lambda: proc.output())
+    assert proc.proc.returncode == 1
+    log = proc.output()
+    assert f"gateway_core at {core.url} answers; watching NexusDevices" in log
+    assert "no Kubernetes credentials (a ServiceAccount token or a kubeconfig)" in log
+    assert core.engineer_key not in log
+
+
+async def test_the_process_waits_for_gateway_core_serves_ops_and_stops_on_sigterm(
+        daemons: Callable[..., Daemon]) -> None:
+    ops = free_port()
+    proc = daemons("nexus_operator", operator_env(f"http://127.0.0.1:{free_port()}", "nxk_secret-key-0123456789",
+                                                  ops), name="operator-nocore")
+    checks = await until(lambda: readyz(ops), 20, 0.2, what=lambda: proc.output())
+    assert checks == {"ready": False, "checks": {"kopf": False, "kube": False, "core": False}}
+    assert http_get(ops, "/healthz")[0] == 200
+    assert "nexus_operator_reconciles_total" in http_get(ops, "/metrics")[1]
+    # kopf retries its startup handler (gateway_core unreachable) soon, without a traceback
+    await until(lambda: proc.output().count("gateway_core unreachable") >= 2, 20, 0.2, what=lambda: proc.output())
+    assert "Traceback" not in proc.output()
+    assert proc.stop(timeout=20) == 0, proc.output()
+    assert "nxk_secret-key-0123456789" not in proc.output()
