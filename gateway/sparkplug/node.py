@@ -322,8 +322,8 @@ class EdgeNode:
         payload = Payload(timestamp=now, seq=self._next_seq(), metrics=metrics)
         dev.born = True
         out = [Out(self.topic(MessageType.DBIRTH, device), encode_payload(payload))]
-        if dev.held:  # read while not born: sent now, as history
-            held = list(dev.held)
+        if dev.held:  # read while not born: sent now, as history, but for the newest of each tag (in the birth)
+            held = [p for p in dev.held if p is not dev.last.get(p.tag)]
             dev.held.clear()
             for i in range(0, len(held), 500):
                 out.append(self._ddata(device, dev, held[i:i + 500], historical=True))

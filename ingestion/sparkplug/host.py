@@ -6,7 +6,8 @@ and what could not be read (:attr:`HostResult.error`: the message goes to the de
 keeps the births' alias table and datatypes, the bdSeq and the last seq:
 
 - **births**: NBIRTH resets the node (its devices must be born again); DBIRTH declares a device's metrics;
-  the birth values are stored like data;
+  the birth values are stored like data, except one no newer than a value this host already stored for that
+  metric (a rebirth repeats the current values);
 - **never guess**: DATA of a node or device not born, a metric alias no birth declared, or a seq that is
   not the previous + 1 (mod 256) ask for a rebirth (NCMD ``Node Control/Rebirth`` = true, at most once per
   :data:`REBIRTH_EVERY_MS` per node); DATA that cannot be read is a dead letter, readable DATA after a seq
@@ -100,6 +101,9 @@ class _Node:
     metrics: dict[str | None, dict[str, _Declared]] = field(default_factory=dict)  #: device (None: node) -> name
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  #: alias -> (device, name)
     asked_at: int = -REBIRTH_EVERY_MS  #: when a rebirth was last asked (ms)
+    #: (device, metric name) -> the newest timestamp stored; kept across births, so that a birth repeating a
+    #: value already stored (a rebirth's current values) does not store it twice
+    newest: dict[tuple[str | None, str], int] = field(default_factory=dict)
 
 
 class Host:
@@ -129,7 +133,7 @@ class Host:
             node.bd_seq = next((m.value for m in p.metrics if m.name == BDSEQ), None)  # type: ignore[assignment]
             node.metrics, node.aliases, node.born, node.seq = {}, {}, True, p.seq
             self._declare(node, None, p.metrics)
-            self._store(t, None, node, p, p.metrics, res)
+            self._store(t, None, node, p, p.metrics, res, birth=True)
             return
         if kind == MessageType.NDEATH:
             p = decode_payload(payload)
@@ -160,7 +164,7 @@ class Host:
         node.seq = p.seq if p.seq is not None else node.seq
         if kind == MessageType.DBIRTH:
             self._declare(node, t.device_id, p.metrics)
-            self._store(t, t.device_id, node, p, p.metrics, res)
+            self._store(t, t.device_id, node, p, p.metrics, res, birth=True)
         elif kind == MessageType.DDEATH:
             self._dead(t, t.device_id, node, p.timestamp or now, "device offline", res)
         elif kind == MessageType.DDATA and t.device_id not in node.metrics:
@@ -190,9 +194,12 @@ class Host:
                 node.aliases[m.alias] = (device, m.name)
 
     def _store(self, t: Topic, device: str | None, node: _Node, p: Payload, metrics: Sequence[Metric],
-               res: HostResult) -> None:
+               res: HostResult, *, birth: bool = False) -> None:
+        """The metrics' points; a birth's value no newer than one this host stored for the metric is left out
+        (the birth repeats the current value, which a DATA message or an earlier birth brought)."""
         path = self.paths.device_path(t.group_id, t.edge_node_id, device)
         points = []
+        newest = node.newest
         for m in metrics:
             name = m.name
             if name is None and m.alias is not None:
@@ -201,10 +208,18 @@ class Host:
                 continue
             declared = node.metrics.get(device, {}).get(name)
             try:
-                points.append(metric_to_point(m, tag=self.paths.tag(name), timestamp=p.timestamp,
-                                              unit=declared.unit if declared else None))
+                point = metric_to_point(m, tag=self.paths.tag(name), timestamp=p.timestamp,
+                                        unit=declared.unit if declared else None)
             except ContractError as exc:  # one metric without a point form: said, the others stored
                 log.warning("sparkplug: metric %r of %s not stored: %s", name[:100], path.path, exc)
+                continue
+            key = (device, name)
+            seen = newest.get(key)
+            if birth and seen is not None and point.ts <= seen:
+                continue
+            if seen is None or point.ts > seen:
+                newest[key] = point.ts
+            points.append(point)
         if points:
             res.points.append((path, points))
 

@@ -5,12 +5,13 @@ dead letter, deaths marking the tags BAD, a stale will ignored."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from gateway.sparkplug.node import BdSeqStore, EdgeNode, Out, TagDef
 from ingestion.sparkplug.host import REBIRTH_EVERY_MS, Host, HostResult, PathMap
 from proto.points import Point, Status
-from proto.sparkplug import REBIRTH, decode_payload
+from proto.sparkplug import REBIRTH, DataType, Metric, Payload, decode_payload, encode_payload
 from proto.uns import DevicePath
 
 G, N = "plant1", "gw-1"
@@ -109,3 +110,26 @@ def test_deaths_mark_the_tags_bad_and_a_stale_will_is_ignored(tmp_path: Path) ->
     assert {p.reason for _, p in points([r])} == {"edge node offline"}
     [r] = feed(host, node.data("press-1", [Point("t_int32", 1, T0)]))  # (a DBIRTH: the device was down)
     assert r.commands and not r.points  # the node is dead until its NBIRTH: a rebirth is asked
+
+
+def test_a_rebirth_does_not_store_the_current_values_again(tmp_path: Path) -> None:
+    """A birth repeats each metric's current value; one no newer than what the host stored is left out, a newer
+    one (read since, or a metric with no DATA yet) is stored. The memory outlives the NBIRTH."""
+    node, host = edge(tmp_path), Host("nexus")
+    node.new_session()
+    feed(host, node.on_connected())  # the births' "no value read yet" carry the clock's time: read after it
+    t1 = time.time_ns() // 1_000_000 + 1_000
+    feed(host, node.data("press-1", [Point("t_int32", 1, t1), Point("t_int16", 5, t1)]))
+    outs, _ = node.on_message(f"spBv1.0/{G}/NCMD/{N}", ncmd_rebirth())
+    again = points(feed(host, outs))
+    stored = {p.tag: p.value for _, p in again}
+    assert "t_int32" not in stored and "t_int16" not in stored  # already stored by the DDATA
+    assert stored and all(v is None for v in stored.values())  # the others: never read, BAD, newer each birth
+    node.devices["press-1"].last["t_int32"] = Point("t_int32", 2, t1 + 5)  # read, not sent as DATA
+    outs, _ = node.on_message(f"spBv1.0/{G}/NCMD/{N}", ncmd_rebirth())
+    assert [(p.tag, p.value) for _, p in points(feed(host, outs, now=T0 + REBIRTH_EVERY_MS))
+            if p.tag == "t_int32"] == [("t_int32", 2)]
+
+
+def ncmd_rebirth() -> bytes:
+    return encode_payload(Payload(timestamp=T0, metrics=[Metric(REBIRTH, DataType.BOOLEAN, True)]))
