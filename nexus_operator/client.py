@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -80,7 +81,7 @@ class CoreClient:
             raise self._refused(status, body)
 
     async def get_device(self, device_id: str) -> Remote | None:
-        status, body, _ = await self._request("GET", f"/devices/{device_id}")
+        status, body, _ = await self._request("GET", f"/devices/{_seg(device_id)}")
         if status == 404:
             return None
         if status != 200:
@@ -97,7 +98,7 @@ class CoreClient:
         self, device_id: str, doc: dict[str, Any], *, if_match: int, owner: str | None = None
     ) -> Remote:
         headers = {"If-Match": f'"{if_match}"', **({"X-Nexus-Owner": owner} if owner is not None else {})}
-        status, body, _ = await self._request("PUT", f"/devices/{device_id}", body=doc, headers=headers)
+        status, body, _ = await self._request("PUT", f"/devices/{_seg(device_id)}", body=doc, headers=headers)
         if status != 200:
             raise self._refused(status, body)
         return _remote(body)
@@ -105,7 +106,7 @@ class CoreClient:
     async def delete_device(self, device_id: str, *, if_match: int) -> bool:
         """True when deleted, False when it was gone already; 412 (changed meanwhile) raises CoreRefused."""
         status, body, _ = await self._request(
-            "DELETE", f"/devices/{device_id}", headers={"If-Match": f'"{if_match}"'}
+            "DELETE", f"/devices/{_seg(device_id)}", headers={"If-Match": f'"{if_match}"'}
         )
         if status == 204:
             return True
@@ -114,12 +115,17 @@ class CoreClient:
         raise self._refused(status, body)
 
     async def gateway(self, gateway_id: str) -> dict[str, Any] | None:
-        status, body, _ = await self._request("GET", f"/gateways/{gateway_id}")
+        status, body, _ = await self._request("GET", f"/gateways/{_seg(gateway_id)}")
         if status == 404:
             return None
         if status != 200 or not isinstance(body, dict):
             raise self._refused(status, body)
         return body
+
+
+def _seg(level: str) -> str:
+    """One path segment: a UNS level may hold '?', '%' or spaces, which a URL must not take as they are."""
+    return quote(level, safe="")
 
 
 def _detail(body: Any) -> str:

@@ -324,6 +324,16 @@ async def test_levels_from_a_nexusplant(core: CoreProcess, memo: kopf.Memo) -> N
     plants = {key: [value] for key, value in indexed.items()}
     spec = {k: v for k, v in press_spec().items() if k not in ("enterprise", "site", "area", "line")}
     res = Resource({**spec, "plantRef": "berlin-stamping", "line": "line-9", "deviceId": "Press_7"})
+    # an id a URL must quote: one path segment
+    odd = Resource({**spec, "plantRef": "berlin-stamping", "deviceId": "Press 9?x=1%2F"}, name="press-9")
+    await odd.call(handlers.apply_device, memo, plants=plants)
+    assert odd.condition("Ready")["reason"] == "Applied", odd.status
+    quoted = "/devices/Press%209%3Fx%3D1%252F"
+    assert (await core.rest("GET", quoted)).json()["owner"] == f"{INSTANCE}:{NAMESPACE}/press-9"
+    await odd.call(handlers.check_device, memo, plants=plants)
+    assert odd.status["repairs"] == 0
+    await odd.call(handlers.remove_device, memo)
+    assert (await core.rest("GET", quoted)).status_code == 404
     await res.call(handlers.apply_device, memo, plants=plants)
     found = await core.device("Press_7")
     assert found is not None
