@@ -99,8 +99,9 @@ def test_every_object_validates_against_the_kubernetes_schemas(case: str) -> Non
             pytest.fail(f"{case}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
 
 
-def test_helm_lint_finds_nothing() -> None:
-    report = helm_python.lint(str(render_k8s.CHART), strict=True, kube_version=f"v{K8S_VERSION}")
+@pytest.mark.parametrize("case", ["defaults", "operator-clusterwide"])
+def test_helm_lint_finds_nothing(case: str) -> None:
+    report = helm_python.lint(str(render_k8s.CHART), CASES[case], strict=True, kube_version=f"v{K8S_VERSION}")
     bad = [m for m in report["messages"] if m["severity"] >= 2]
     assert not bad and not report.get("errors"), report
 
@@ -357,3 +358,8 @@ def test_the_operator_is_off_by_default_and_its_crds_are_always_there() -> None:
         assert not [o for o in objs if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "operator"]
         assert {o["metadata"]["name"] for o in by_kind(objs, "CustomResourceDefinition")} == {
             f"{DEVICES}.{GROUP}", f"{PLANTS}.{GROUP}"}
+
+
+def test_the_operator_needs_a_nexus_core_to_talk_to() -> None:
+    with pytest.raises(helm_python.errors.HelmRenderError, match=r"operator\.enabled needs nexus-core"):
+        render_k8s.render({"operator": {"enabled": True}, "core": {"enabled": False}})
