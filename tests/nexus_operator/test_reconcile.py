@@ -157,6 +157,19 @@ async def test_if_match_keeps_a_change_made_meanwhile_and_the_retry_applies_the_
     assert res.condition("Ready")["reason"] == "Applied"
     assert "changed outside the operator" in caplog.text
 
+    # the finalizer's DELETE carries If-Match too: a change meanwhile stops it (412), the retry deletes
+    racing = RacingClient(core, core.url, core.engineer_key)
+    raced = kopf.Memo(settings=memo.settings, reconciler=Reconciler(racing, instance=INSTANCE))
+    try:
+        with pytest.raises(kopf.TemporaryError, match="changed while being deleted"):
+            await res.call(handlers.remove_device, raced)
+    finally:
+        await racing.close()
+    found = await core.device("press-1")
+    assert found is not None and found["device"]["interval_ms"] == 5000 and found["revision"] == 4
+    await res.call(handlers.remove_device, memo, retry=1)
+    assert await core.device("press-1") is None
+
 
 async def test_drift_is_re_reconciled(core: CoreProcess, memo: kopf.Memo,
                                       caplog: pytest.LogCaptureFixture) -> None:
