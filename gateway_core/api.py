@@ -21,12 +21,13 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway_core import history, history_aggregates, routes_auth, routes_config, routes_devices
+from gateway_core import history, history_aggregates, live_ws, routes_auth, routes_config, routes_devices
 from gateway_core import metrics as m
 from gateway_core.auth import Auth
 from gateway_core.control import Control
 from gateway_core.errors import ApiError
 from gateway_core.history import History
+from gateway_core.live import LiveHub
 from gateway_core.models import ErrorOut, ReadyOut
 from gateway_core.sessions import Sessions
 from gateway_core.settings import Settings
@@ -63,6 +64,7 @@ class Core:
     control: Control
     history: History
     sessions: Sessions | None = None
+    live: LiveHub | None = None
     checks: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -77,6 +79,7 @@ class Core:
             store=store,
             auth=Auth(store, settings.admin_key, sessions),
             sessions=sessions,
+            live=LiveHub(settings.live),
             assigner=assigner,
             control=Control(settings, assigner),
             history=History(history_pool or pool, settings.history),
@@ -204,6 +207,7 @@ def create_app(core: Core) -> FastAPI:
         app.include_router(
             router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_query_values)]
         )
+    app.add_api_websocket_route(f"{PREFIX}/live", live_ws.endpoint, name="live")
     # /history takes several tags as tag=...&tag=...
     app.include_router(
         history.router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(history.single_values_but_tag)]

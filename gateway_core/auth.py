@@ -48,6 +48,7 @@ class Principal:
     role: str
     user: str | None = None  #: the user's name when authenticated by an access token
     session: int | None = None  #: the user's session (core.sessions.id)
+    expires: float | None = None  #: Unix time the access token expires (None: an API key)
 
     def can(self, role: str) -> bool:
         return ROLES.index(self.role) >= ROLES.index(role)

@@ -18,11 +18,12 @@ import uvicorn
 
 from gateway_core.api import Core, create_app
 from gateway_core.errors import PermanentError
+from gateway_core.live_ws import MAX_MESSAGE
 from gateway_core.schema import migrate
 from gateway_core.settings import DbSettings, Settings
 from gateway_core.store import Pool
 from nexus import pg
-from nexus.mqtt import MqttClient
+from nexus.mqtt import Message, MqttClient
 from nexus.ops import OpsServer
 from nexus.runtime import Backoff, install_stop_signals, wait_first
 
@@ -99,11 +100,17 @@ class Service:
         core = self.core = Core.build(s, pool, history_pool)
         await core.load()
         control = core.control
+        live = core.live
+        assert live is not None
+
+        def on_message(msg: Message) -> None:
+            (live.on_message if live.handles(msg.topic) else control.on_message)(msg)
+
         mqtt = MqttClient(
             s.mqtt,
             client_id=s.client_id,
-            subscriptions=control.subscriptions(),
-            on_message=control.on_message,
+            subscriptions=[*control.subscriptions(), *live.subscriptions()],
+            on_message=on_message,
             on_connect=control.on_connect,
         )
         control.mqtt = mqtt
@@ -119,6 +126,7 @@ class Service:
                 log_config=None,
                 access_log=False,
                 lifespan="off",
+                ws_max_size=MAX_MESSAGE,
                 **s.http.uvicorn_tls(),
             )
         )

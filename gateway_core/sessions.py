@@ -103,7 +103,7 @@ class Sessions:
             raise ApiError(401, "session ended (logged out, revoked or user disabled): log in again",
                            field="Authorization")
         user, role = found
-        return Principal(f"user:{user}", role, user=user, session=sid)
+        return Principal(f"user:{user}", role, user=user, session=sid, expires=float(claims["exp"]))
 
     # -- login -------------------------------------------------------------------------------------
     def _refuse_if_locked(self, name: str, address: str) -> None:

@@ -14,6 +14,7 @@ from nexus.common import LogSettings, MqttSettings, OpsSettings
 from nexus.settings import SettingsError, port, positive
 from nexus.tls import check_server_files
 from proto.config import DEFAULT_CONTROL_ROOT, HEARTBEAT_TIMEOUT, validate_control_root
+from proto.uns import validate_prefix
 
 #: a user's login name: lower case letters, digits and ``_ . @ -``, up to 64 characters
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9_.@-]{0,63}")
@@ -112,6 +113,35 @@ class AuthSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LiveSettings:
+    """The live stream of current values, ``GET /api/v1/live`` (WebSocket; docs/gateway_core.md, "Live")."""
+
+    uns_prefix: str = ""  #: the gateways' uns_prefix: levels before enterprise on the per-tag state topics
+    batch_interval: float = 0.1  #: seconds: changes to one client are sent at most this often, coalesced
+    max_subscriptions: int = 16  #: subtrees one client may subscribe to at once
+    max_tags: int = 10_000  #: tags one client may watch (a subscription that would exceed it is refused)
+    max_clients: int = 256  #: WebSocket clients at once; more are refused (close 1013)
+    max_cached_tags: int = 1_000_000  #: current values kept from the broker; tags beyond it are not streamed
+    role: str = "viewer"  #: the lowest role that may subscribe
+    auth_timeout: float = 5.0  #: seconds a new client has to send its token
+    recheck_interval: float = 30.0  #: seconds between checks that a client's credentials are still valid
+    send_timeout: float = 10.0  #: seconds one message to a client may take; a client that slow is dropped
+
+    def __post_init__(self) -> None:
+        try:
+            validate_prefix(self.uns_prefix)
+        except ValueError as exc:
+            raise SettingsError(str(exc), field="live.uns_prefix") from exc
+        for name in ("batch_interval", "auth_timeout", "recheck_interval", "send_timeout"):
+            positive(getattr(self, name), f"live.{name}")
+        for name in ("max_subscriptions", "max_tags", "max_clients", "max_cached_tags"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"must be >= 1, got {getattr(self, name)}", field=f"live.{name}")
+        if self.role not in ("viewer", "operator", "engineer", "admin"):
+            raise SettingsError(f"must be viewer, operator, engineer or admin, got {self.role!r}", field="live.role")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     service_id: str = field(
         default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname()
@@ -133,6 +163,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    live: LiveSettings = field(default_factory=LiveSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     log: LogSettings = field(default_factory=LogSettings)

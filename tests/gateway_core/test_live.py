@@ -1,0 +1,219 @@
+"""gateway_core's live stream (GET /api/v1/live) against a real mosquitto: retained per-tag state messages
+as the gateways publish them (proto.points.encode_point on proto.uns topics), the whole service on a free
+port, a real WebSocket client (websockets): current values of a subscribed subtree, changes batched and
+coalesced, bounded subscriptions, credentials checked at the start and again (expiry, logout, role)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway_core.settings import LiveSettings
+from proto.points import Point, Status, encode_point
+from proto.uns import DevicePath
+from tests.gateway_core.users_support import auth_settings, bearer, login
+from tests.support.core import ADMIN_KEY, Running, run_service
+from tests.support.wait import until
+
+PRESS = DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
+OVEN = DevicePath("acme", "berlin", "paint", "line-2", "oven-1")
+PASSWORD = "viewer-password-1"
+
+
+class Plant:
+    """A plain paho publisher of retained per-tag state messages, as a gateway's statetopics sends them."""
+
+    def __init__(self, port: int, prefix: str) -> None:
+        self.prefix = prefix
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def topic(self, device: DevicePath, tag: str) -> str:
+        return device.tag(tag).topic(self.prefix)
+
+    def publish(self, device: DevicePath, p: Point) -> None:
+        self.client.publish(self.topic(device, p.tag), encode_point(p), qos=1, retain=True).wait_for_publish(5)
+
+    def clear(self, device: DevicePath, tag: str) -> None:
+        self.client.publish(self.topic(device, tag), b"", qos=1, retain=True).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def live_service(db: str, broker: Any, prefix: str, **live: Any) -> AsyncIterator[tuple[Running, Plant]]:
+    plant = Plant(broker.port, f"uns{prefix}")
+    try:
+        access_ttl = live.pop("access_ttl", 900.0)
+        settings = LiveSettings(uns_prefix=f"uns{prefix}", **live)
+        async with run_service(db, broker, prefix, live=settings, auth=auth_settings(access_ttl=access_ttl)) as running:
+            yield running, plant
+    finally:
+        plant.close()
+
+
+@contextlib.asynccontextmanager
+async def socket(running: Running, token: str | None = ADMIN_KEY) -> AsyncIterator[ClientConnection]:
+    async with connect(f"ws://127.0.0.1:{running.service.port}/api/v1/live", open_timeout=5) as ws:
+        if token is not None:
+            await ws.send(orjson.dumps({"type": "auth", "token": token}).decode())
+            ready = await recv(ws)
+            assert ready["type"] == "ready", ready
+        yield ws
+
+
+async def recv(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        out: dict[str, Any] = orjson.loads(await ws.recv())
+    return out
+
+
+async def values_until(ws: ClientConnection, done: Callable[[dict[str, dict[str, Any]]], bool],
+                       timeout: float = 5.0) -> tuple[dict[str, dict[str, Any]], int]:
+    """Read value messages until ``done(latest state per path)``; returns it and how many messages came."""
+    seen: dict[str, dict[str, Any]] = {}
+    messages = 0
+    async with asyncio.timeout(timeout):
+        while not done(seen):
+            msg = orjson.loads(await ws.recv())
+            assert msg["type"] == "values", msg
+            messages += 1
+            seen.update({v["path"]: v for v in msg["values"]})
+    return seen, messages
+
+
+async def subscribe(ws: ClientConnection, *paths: str, kind: str = "subscribe") -> dict[str, Any]:
+    await ws.send(orjson.dumps({"type": kind, "paths": list(paths)}).decode())
+    return await recv(ws)
+
+
+async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as info:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    assert info.value.rcvd is not None
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def test_live_values_of_a_subtree(db: str, broker: Any, prefix: str) -> None:
+    async with live_service(db, broker, prefix) as (running, plant):
+        plant.publish(PRESS, Point("temp", 21.5, 1_000, Status.GOOD, unit="degC"))
+        plant.publish(PRESS, Point("state", None, 1_000, Status.BAD_TIMEOUT, reason="timeout"))
+        plant.publish(OVEN, Point("temp", 180.0, 1_000, Status.GOOD, unit="degC"))
+        r = await running.client.post("/api/v1/users", json={"name": "vi", "role": "viewer", "password": PASSWORD})
+        assert r.status_code == 201
+        access, _ = await login(running.client, "vi", PASSWORD)
+
+        async with socket(running, access) as ws:
+            assert await subscribe(ws, "acme/berlin/stamping/line-1/press-1") == {
+                "type": "subscribed", "paths": ["acme/berlin/stamping/line-1/press-1"]}
+            press = "acme/berlin/stamping/line-1/press-1"
+            seen, _ = await values_until(ws, lambda s: len(s) == 2)
+            assert seen == {
+                f"{press}/temp": {"path": f"{press}/temp", "value": 21.5, "ts": 1_000, "q": 0, "quality": "good",
+                                  "unit": "degC"},
+                f"{press}/state": {"path": f"{press}/state", "value": None, "ts": 1_000, "q": Status.BAD_TIMEOUT,
+                                   "quality": "bad", "reason": "timeout"},
+            }
+            # twenty changes in a burst: coalesced into a few messages, the last value arrives
+            for i in range(20):
+                plant.publish(PRESS, Point("temp", 22.0 + i, 2_000 + i, Status.GOOD, unit="degC"))
+            plant.publish(OVEN, Point("temp", 181.0, 2_000, Status.GOOD, unit="degC"))  # not subscribed
+            seen, messages = await values_until(ws, lambda s: s.get(f"{press}/temp", {}).get("ts") == 2_019)
+            assert seen[f"{press}/temp"]["value"] == 41.0 and messages < 20
+            assert set(seen) == {f"{press}/temp"}
+
+            # a second subtree: its current value first
+            line2 = "acme/berlin/paint/line-2"
+            assert (await subscribe(ws, line2))["paths"] == [line2, press]
+            seen, _ = await values_until(ws, lambda s: f"{line2}/oven-1/temp" in s)
+            assert seen[f"{line2}/oven-1/temp"]["value"] == 181.0
+            # unsubscribed: the press's changes stop (the oven's change after it comes alone)
+            assert (await subscribe(ws, press, kind="unsubscribe"))["paths"] == [line2]
+            plant.publish(PRESS, Point("temp", 99.0, 3_000, Status.GOOD, unit="degC"))
+            plant.publish(OVEN, Point("temp", 182.0, 3_000, Status.UNCERTAIN, unit="degC"))
+            seen, _ = await values_until(ws, lambda s: f"{line2}/oven-1/temp" in s)
+            assert set(seen) == {f"{line2}/oven-1/temp"} and seen[f"{line2}/oven-1/temp"]["quality"] == "uncertain"
+            # a cleared retained topic: the tag is gone
+            plant.clear(OVEN, "temp")
+            seen, _ = await values_until(ws, lambda s: f"{line2}/oven-1/temp" in s)
+            assert seen[f"{line2}/oven-1/temp"] == {"path": f"{line2}/oven-1/temp", "removed": True}
+
+
+async def test_live_subscriptions_are_bounded(db: str, broker: Any, prefix: str) -> None:
+    async with live_service(db, broker, prefix, max_subscriptions=2, max_tags=2, max_clients=2) as (running, plant):
+        for tag in ("a", "b", "c"):
+            plant.publish(PRESS, Point(tag, 1, 1_000))
+        live = running.core.live
+        assert live is not None
+        await until(lambda: len(live.states) == 3, 5, 0.02, what="the retained states")
+        async with socket(running) as ws:
+            r = await subscribe(ws, "acme/berlin/stamping")
+            assert r["type"] == "error" and r["field"] == "paths" and "3 tags under them, at most 2" in r["detail"]
+            r = await subscribe(ws, "acme", "acme/x", "acme/y")
+            assert r["type"] == "error" and "1..2 UNS paths" in r["detail"]
+            for bad in ("acme/+/x", "", "a/b/c/d/e/f/g", "$SYS"):
+                r = await subscribe(ws, bad)
+                assert r["type"] == "error" and r["field"] == "paths", (bad, r)
+            await ws.send("not json")
+            assert (await recv(ws))["field"] == "type"
+            await ws.send(orjson.dumps({"type": "publish"}).decode())
+            assert (await recv(ws))["field"] == "type"
+            press = "acme/berlin/stamping/line-1/press-1"
+            assert (await subscribe(ws, f"{press}/a", f"{press}/b"))["type"] == "subscribed"
+            seen, _ = await values_until(ws, lambda s: len(s) == 2)
+            assert set(seen) == {f"{press}/a", f"{press}/b"}
+            r = await subscribe(ws, f"{press}/c")
+            assert r["type"] == "error" and "at most 2 subscriptions" in r["detail"]
+            async with socket(running) as second:
+                async with connect(f"ws://127.0.0.1:{running.service.port}/api/v1/live") as third:
+                    code, reason = await closed_with(third)
+                    assert code == 1013 and "too many live clients" in reason
+                await second.close()
+
+
+async def test_live_credentials(db: str, broker: Any, prefix: str) -> None:
+    async with live_service(db, broker, prefix, auth_timeout=0.5, recheck_interval=0.5,
+                            access_ttl=2.0) as (running, _):
+        async with socket(running, token=None) as ws:
+            assert await closed_with(ws) == (4408, 'send {"type": "auth", "token": ...} first')
+        async with socket(running, token=None) as ws:
+            await ws.send(orjson.dumps({"type": "auth", "token": "nxk_wrong"}).decode())
+            assert await closed_with(ws) == (4401, "unknown API key")
+        async with socket(running, token=None) as ws:
+            await ws.send(orjson.dumps({"type": "subscribe", "paths": ["acme"]}).decode())
+            code, _ = await closed_with(ws)
+            assert code == 4401
+        r = await running.client.post("/api/v1/users", json={"name": "vi", "role": "viewer", "password": PASSWORD})
+        assert r.status_code == 201
+        # an access token's expiry ends the socket, unless a new one is sent before it
+        access, _ = await login(running.client, "vi", PASSWORD)
+        async with socket(running, access) as ws:
+            assert await closed_with(ws, timeout=6) == (4401, "access token expired")
+        # a logout ends it at the next check
+        access, _ = await login(running.client, "vi", PASSWORD)
+        async with socket(running, access) as ws:
+            running.client.cookies.clear()
+            r = await running.client.post("/api/v1/auth/logout", headers=bearer(access))
+            assert r.status_code == 204
+            code, reason = await closed_with(ws)
+            assert code == 4401 and "session ended" in reason
+        # a role below live.role
+        async with live_service(db, broker, f"{prefix}r", role="operator") as (other, _), \
+                socket(other, token=None) as ws:
+            access, _ = await login(other.client, "vi", PASSWORD)
+            await ws.send(orjson.dumps({"type": "auth", "token": access}).decode())
+            code, reason = await closed_with(ws)
+            assert code == 4403 and "role 'viewer' of user 'vi'" in reason
