@@ -321,18 +321,21 @@ class Confirmer:
 
 def run_gateway(plant: Path, tmp: Path, pids: dict[str, int | str], *, mq_port: int, n_devices: int,
                 warmup: float, seconds: float, tag_topics: bool, profile: str, cmd: list[str],
-                delivery: str) -> dict[str, object]:
-    """Run ``python -m gateway`` on the plant; measure a window of ``seconds`` after warm-up."""
+                delivery: str, sparkplug: bool = False) -> dict[str, object]:
+    """Run ``python -m gateway`` on the plant; measure a window of ``seconds`` after warm-up. ``sparkplug``: the
+    edge node on too (group ``bench``, no primary host, DDATA at QoS 0 as specified)."""
     ops = free_port()
-    log = tmp / f"gateway-tag_topics={tag_topics}.log"
+    name = f"tag_topics={tag_topics}" + (",sparkplug" if sparkplug else "")
+    log = tmp / f"gateway-{name}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NEXUS_GATEWAY_GATEWAY_ID": "bench",
            "NEXUS_GATEWAY_PLANT": str(plant), "NEXUS_GATEWAY_MQTT_PORT": str(mq_port),
            "NEXUS_GATEWAY_OPS_PORT": str(ops), "NEXUS_GATEWAY_TAG_TOPICS": str(tag_topics).lower(),
            "NEXUS_GATEWAY_LOG_JSON": "false",
            "NEXUS_GATEWAY_DELIVERY": "broker" if delivery == "broker" else "confirmed",
-           "NEXUS_GATEWAY_SPOOL_DIR": str(tmp / "spool")}
+           "NEXUS_GATEWAY_SPOOL_DIR": str(tmp / "spool"),
+           "NEXUS_GATEWAY_SPARKPLUG_ENABLED": str(sparkplug).lower(), "NEXUS_GATEWAY_SPARKPLUG_GROUP_ID": "bench"}
     if profile == "cprofile":  # deterministic profile of the whole run (slows the gateway down ~2x)
-        cmd = [cmd[0], "-m", "cProfile", "-o", str(tmp / f"gateway-tag_topics={tag_topics}.prof"), *cmd[1:]]
+        cmd = [cmd[0], "-m", "cProfile", "-o", str(tmp / f"gateway-{name}.prof"), *cmd[1:]]
     with open(log, "ab") as out:
         p = spawn(cmd, GATEWAY_CORE, env=env, cwd=ROOT, stdout=out, stderr=out)
     try:
@@ -347,7 +350,7 @@ def run_gateway(plant: Path, tmp: Path, pids: dict[str, int | str], *, mq_port: 
         if profile == "py-spy":  # sampling profile of the measuring window (CPU only: idle samples left out)
             spy = spawn(["py-spy", "record", "--pid", str(p.pid), "--duration", str(int(seconds)),
                          "--rate", "250", "--format", "raw",
-                         "--output", str(tmp / f"gateway-tag_topics={tag_topics}.pyspy.txt")],
+                         "--output", str(tmp / f"gateway-{name}.pyspy.txt")],
                         SIM_CORE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         a, win = scrape(ops), Window({**pids, "gateway": p.pid})
         time.sleep(seconds)
@@ -375,7 +378,9 @@ def run_gateway(plant: Path, tmp: Path, pids: dict[str, int | str], *, mq_port: 
             "skipped_by": {why: int(delta(a, b, "nexus_gateway_skipped_polls_total", why=why)) for why in skipped},
             "errors": int(delta(a, b, "nexus_gateway_read_errors_total")
                           + delta(a, b, "nexus_gateway_publish_errors_total")),
-            "cpu": w, "summary": summary}
+            "sp_tags_s": delta(a, b, "nexus_gateway_sparkplug_points_total") / w["wall"],
+            "sp_dropped": int(delta(a, b, "nexus_gateway_sparkplug_points_dropped_total")),
+            "cpu": w, "summary": summary, "sparkplug": sparkplug}
 
 
 #: py-spy frames (file fragment) -> where the gateway's CPU goes; the deepest frame that matches wins
@@ -427,6 +432,8 @@ def main() -> None:
                     help="a typical normalizer chain on every tag (scale, offset, clamp): compare with the run without")
     ap.add_argument("--tag-topics", action="store_true",
                     help="also run the gateway with per-tag retained topics on (window: half of --seconds)")
+    ap.add_argument("--sparkplug", action="store_true",
+                    help="also run the gateway with its Sparkplug B edge node on (DDATA next to the JSON batches)")
     ap.add_argument("--gateway-cmd", default=f"{sys.executable} -m gateway",
                     help="command that runs the gateway daemon (to measure a patched build the same way)")
     ap.add_argument("--delivery", choices=("confirmed", "confirmer", "broker"), default="confirmed",
@@ -490,10 +497,13 @@ def main() -> None:
         if args.delivery != "confirmed":  # its paho thread is started here, so it inherits SIM_CORE
             confirmer = Confirmer(mq.port, confirm=args.delivery == "confirmer")
 
-        for tag_topics in (False, True) if args.tag_topics else (False,):
+        variants = [(False, False)] + ([(True, False)] if args.tag_topics else []) + \
+            ([(False, True)] if args.sparkplug else [])
+        for tag_topics, sparkplug in variants:
             r = run_gateway(plant_path, tmp, pids, mq_port=mq.port, n_devices=args.devices, warmup=args.warmup,
                             seconds=args.seconds / 2 if tag_topics else args.seconds, tag_topics=tag_topics,
-                            profile=args.profile, cmd=shlex.split(args.gateway_cmd), delivery=args.delivery)
+                            profile=args.profile, cmd=shlex.split(args.gateway_cmd), delivery=args.delivery,
+                            sparkplug=sparkplug)
             results.append((tag_topics, r))
     finally:
         if confirmer is not None:
@@ -511,6 +521,7 @@ def main() -> None:
         ours = float(r["tags_s"])  # type: ignore[arg-type]
         us = w["gateway"] / max(ours, 1) * 1e6
         what = ("batches + per-tag retained topics (tag_topics=true)" if tag_topics
+                else "batches + the Sparkplug B edge node (sparkplug.enabled=true)" if r["sparkplug"]
                 else "batches only (tag_topics=false)")
         print(f"\ngateway daemon (python -m gateway), {what}: {w['wall']:.0f} s window "
               f"after {args.warmup:.0f} s warm-up")
@@ -522,6 +533,15 @@ def main() -> None:
         print(f"  tags/s ours          : {ours:>9,.0f}  {how} = {pct(ours / expected)} of the {expected:,.0f} tags/s "
               f"the fleet offers; {r['polls_s']:,.0f} polls/s; {r['waiting']:,.0f} points waiting at the end of "
               f"the window, {r['resent']} messages re-sent")
+        if r["sparkplug"]:
+            sp = float(r["sp_tags_s"])  # type: ignore[arg-type]
+            plain_us = next((float(q["cpu"]["gateway"]) / max(float(q["tags_s"]), 1) * 1e6  # type: ignore[index, arg-type]
+                             for tt, q in results if not tt and not q["sparkplug"]), 0.0)
+            print(f"  Sparkplug tags/s     : {sp:>9,.0f}  in DDATA handed to mosquitto (QoS 0, no subscriber), "
+                  f"{r['sp_dropped']} points not sent (queue full); goal >= 50,000: "
+                  f"{'met' if sp >= 50_000 else 'NOT met'}")
+            print(f"  CPU per tag          : {us:.2f} us with both paths, {plain_us:.2f} us JSON alone (same run): the "
+                  f"edge node adds {us - plain_us:.2f} us per tag")
         print(f"  raw tags/s           : {raw:>9,.0f}  (bare pymodbus, same spans, back to back; simulator CPU "
               f"{pct(rw['sim'])})")
         print(f"  ratio                : {ours / raw:>9.2f}  x raw (CPU per tag: ours {us:.2f} us, raw client "
@@ -536,14 +556,14 @@ def main() -> None:
               f"{others(w, GATEWAY_CORE, ('gateway', *ing))}; {others(w, SIM_CORE, ('sim', 'mosquitto', 'bench'))}"
               f"{' (PostgreSQL among them)' if ing else ''}")
         print(f"  daemon summary       : {r['summary']}")
-        if not tag_topics:
+        if not tag_topics and not r["sparkplug"]:
             goal = 50_000
             verdict = ("met" if ours >= goal else
                        f"not shown: the fleet offers only {expected:,.0f} tags/s and the gateway kept up at "
                        f"{pct(w['gateway'])} CPU (try --interval-ms 500)" if ours >= 0.95 * expected
                        and not r["skipped"] else "NOT met")
             print(f"  goal >= {goal:,} tags/s : {verdict}")
-        prof = tmp / f"gateway-tag_topics={tag_topics}.pyspy.txt"
+        prof = tmp / f"gateway-tag_topics={tag_topics}{',sparkplug' if r['sparkplug'] else ''}.pyspy.txt"
         if prof.exists():
             print("  where the gateway's CPU goes (py-spy, event-loop thread, deepest matching frame):")
             for share, place in pyspy_breakdown(prof):
