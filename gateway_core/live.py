@@ -17,6 +17,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from gateway_core import metrics as m
 from gateway_core.settings import LiveSettings
 from nexus.mqtt import Message
 from proto.errors import ContractError
@@ -61,6 +62,7 @@ class Watcher:
     def changed(self, path: str, state: State) -> None:
         if path not in self.pending and len(self.pending) >= self.max_tags:
             self.dropped += 1
+            m.LIVE_DROPPED.inc()
             return
         self.pending[path] = state
         self.wake.set()
@@ -97,16 +99,21 @@ class LiveHub:
         path = msg.topic[len(self._prefix):]
         if not msg.payload:
             if self.states.pop(path, None) is not None:
+                m.LIVE_MESSAGES.labels("removed").inc()
+                m.LIVE_TAGS.set(len(self.states))
                 self._fan_out(path, {"path": path, "removed": True})
             return
         try:
             p = decode_point(msg.payload, path.rsplit("/", 1)[1])
         except ContractError as exc:
             self.bad_messages += 1
+            m.LIVE_MESSAGES.labels("bad").inc()
             log.debug("live: not a tag state on %r: %s", msg.topic[:200], str(exc)[:200])
             return
-        if path not in self.states and len(self.states) >= self.settings.max_cached_tags:
+        new = path not in self.states
+        if new and len(self.states) >= self.settings.max_cached_tags:
             self.overflow += 1
+            m.LIVE_MESSAGES.labels("overflow").inc()
             return
         state: State = {"path": path, "value": _json_value(p.value), "ts": p.ts, "q": p.status,
                         "quality": _QUALITY[p.quality]}
@@ -115,6 +122,9 @@ class LiveHub:
         if p.reason:
             state["reason"] = p.reason
         self.states[path] = state
+        m.LIVE_MESSAGES.labels("ok").inc()
+        if new:
+            m.LIVE_TAGS.set(len(self.states))
         self._fan_out(path, state)
 
     def _fan_out(self, path: str, state: State) -> None:
@@ -164,8 +174,10 @@ class LiveHub:
         if len(self.watchers) >= self.settings.max_clients:
             return False
         self.watchers.add(w)
+        m.LIVE_CLIENTS.set(len(self.watchers))
         return True
 
     def leave(self, w: Watcher) -> None:
         self.unsubscribe(w, list(w.paths))
         self.watchers.discard(w)
+        m.LIVE_CLIENTS.set(len(self.watchers))

@@ -20,3 +20,12 @@ REFRESHES = Counter(
     "nexus_core_token_refreshes_total", "Refresh token exchanges",
     ["result"],  # ok, unknown, expired, revoked, reuse, disabled
 )
+LIVE_CLIENTS = Gauge("nexus_core_live_clients", "WebSocket clients of /api/v1/live")
+LIVE_TAGS = Gauge("nexus_core_live_tags", "Tags whose current state the live stream keeps")
+LIVE_MESSAGES = Counter(
+    "nexus_core_live_state_messages_total", "Per-tag state messages received for the live stream",
+    ["result"],  # ok, removed, bad (not a tag state), overflow (beyond live.max_cached_tags)
+)
+LIVE_DROPPED = Counter(
+    "nexus_core_live_dropped_total", "Changes not queued for a client already holding live.max_tags pending tags"
+)

@@ -178,6 +178,8 @@ async def test_live_subscriptions_are_bounded(db: str, broker: Any, prefix: str)
             r = await subscribe(ws, f"{press}/c")
             assert r["type"] == "error" and "at most 2 subscriptions" in r["detail"]
             async with socket(running) as second:
+                metrics = (await running.client.get("/metrics")).text
+                assert "nexus_core_live_clients 2.0" in metrics and "nexus_core_live_tags 3.0" in metrics
                 async with connect(f"ws://127.0.0.1:{running.service.port}/api/v1/live") as third:
                     code, reason = await closed_with(third)
                     assert code == 1013 and "too many live clients" in reason
