@@ -32,7 +32,7 @@ def field(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(good, good, json_values)
 
 
-points = st.lists(st.fixed_dictionaries({
+point = st.fixed_dictionaries({
     "tag": field(st.sampled_from(["t1", "t2", "a/b", "", " x", "$sys", "ü", "x" * 200])),
     "value": field(st.one_of(st.floats(allow_nan=False), st.integers(), st.text(max_size=10), st.none())),
     "ts": field(st.integers(min_value=-5, max_value=9_000_000_000_005)),
@@ -40,7 +40,8 @@ points = st.lists(st.fixed_dictionaries({
     "q": field(st.one_of(st.integers(min_value=-1, max_value=2**32), st.sampled_from(["good", "bad", "meh"]))),
     "unit": field(st.text(max_size=5)),
     "reason": json_values,
-}), max_size=6)
+})
+points = st.lists(point, max_size=6)
 
 batches = st.fixed_dictionaries({
     "schema": st.one_of(st.just(1), st.just(1), json_values),
@@ -153,3 +154,70 @@ def test_ten_megabyte_strings(where: str) -> None:
     small = decode_item(TOPIC, payload, root=ROOT, max_bytes=1 << 20)
     assert small.error is not None and small.error.startswith(f"MessageTooLarge: {len(payload)} bytes")
     assert len(small.payload) == OVERSIZE_PREFIX_BYTES and small.size == len(payload)
+
+
+def outcome(decode: Any, raw: list[Any]) -> Any:
+    """What ``decode(raw)`` gives: its points with the types of their fields (1, 1.0 and True are equal), or
+    the type and text of what it raised."""
+    try:
+        return [(p, [type(f) for f in p]) for p in decode(raw)]
+    except ContractError as exc:
+        return type(exc), str(exc)
+
+
+#: a point of the usual shape, valid ...
+usual_point = st.fixed_dictionaries({
+    "tag": st.sampled_from(["t1", "t2"]), "value": st.sampled_from([0.5, -0.0, 3, 2**53 + 1, True, None, "on"]),
+    "ts": st.sampled_from([0, 1_790_000_000_000, 9_000_000_000_000]), "q": st.sampled_from([0, 2**32 - 1, 2**31]),
+}, optional={"unit": st.sampled_from(["degC", "", "u" * 64, None])})
+#: ... and what may replace a field (or be added): each check's edges, then anything
+EDGES: dict[str, list[Any]] = {
+    "tag": ["", "a/b", "x" * 129, "t3", 5, None], "value": [[], {}, {"datetime": 5}, {"datetime": 5, "x": 1}],
+    "ts": [-1, 9_000_000_000_001, 1.0, True, None, "1"], "q": [-1, 2**32, True, None, "bad", "meh", 0.0],
+    "unit": ["u" * 65, 5, []], "reason": ["timeout", "r" * 401, None, 3], "x": [1, None],
+}
+
+
+@st.composite
+def near_usual_point(draw: st.DrawFn) -> dict[str, Any]:
+    d = dict(draw(usual_point))
+    for key in draw(st.lists(st.sampled_from(sorted(EDGES)), max_size=2)):
+        d[key] = draw(st.sampled_from(EDGES[key]) | json_values)
+    if draw(st.integers(0, 4)) == 0:
+        del d[draw(st.sampled_from(sorted(d)))]
+    return d
+
+
+@settings(max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(near_usual_point(), near_usual_point(), point, json_values), max_size=6), st.booleans())
+def test_usual_points_path_same_as_general(raw: list[Any], known: bool) -> None:
+    """proto.points._points checks the usual point inline and hands every other one to _point: whatever the
+    points, and whether their tags were seen before or not, the same Points or the same error."""
+    from proto import points as module
+
+    general = outcome(lambda r: [module._point(d, None) for d in r], raw)
+    if not known:
+        module._valid_tags.clear()
+    assert outcome(module._points, raw) == general
+    assert outcome(module._points, raw) == general  # now with every valid tag known
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_usual_points_path_every_edge(known: bool) -> None:
+    """Each edge of each check of the usual path, one field at a time (and each field left out), on a point
+    with and without a unit: the same outcome as the general path's."""
+    from proto import points as module
+
+    bases: list[dict[str, Any]] = [{"tag": "t1", "value": 0.5, "ts": 1_790_000_000_000, "q": 0},
+                                   {"tag": "t2", "value": 7, "ts": 0, "q": 2**32 - 1, "unit": "u" * 64}]
+    cases = [dict(base) for base in bases]
+    for base in bases:
+        for key, edges in EDGES.items():
+            cases += [{**base, key: edge} for edge in edges]
+        cases += [{k: v for k, v in base.items() if k != key} for key in base]
+    for case in cases:
+        general = outcome(lambda r: [module._point(d, None) for d in r], [case])
+        if not known:
+            module._valid_tags.clear()
+        assert outcome(module._points, [case]) == general, case
+        assert outcome(module._points, [case]) == general, case
