@@ -34,6 +34,7 @@ log = logging.getLogger("gateway_core.sessions")
 
 SIGNING_KEY_NAME = "jwt_signing_key"
 BAD_LOGIN = "wrong user name or password, or the user is disabled"
+PURGE_INTERVAL = 3600.0  #: seconds between two purges of expired refresh tokens and ended sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class Sessions:
             limit=a.login_max_failures_per_client, window=a.login_window, tracked=a.login_tracked
         )
         self._key: bytes | None = a.jwt_secret.encode() if a.jwt_secret else None
+        self._purge_at = 0.0  #: monotonic time of the next purge of expired tokens (at a login)
 
     async def signing_key(self) -> bytes:
         if self._key is None:
@@ -139,6 +141,11 @@ class Sessions:
             await self.store.rehash(name, row.password_hash, await self.passwords.hash(password))
         refresh = tokens.new_refresh_token()
         sid = await self.store.open_session(name, address, tokens.digest(refresh), self.auth.refresh_ttl)
+        if time.monotonic() >= self._purge_at:
+            self._purge_at = time.monotonic() + PURGE_INTERVAL
+            dropped = await self.store.purge()
+            if any(dropped):
+                log.info("dropped %s expired refresh tokens and %s ended sessions", *dropped)
         m.LOGINS.labels("ok").inc()
         log.info("login: user %r from %s (session %s)", name, address, sid)
         return await self._issue(name, row.role, sid, refresh)

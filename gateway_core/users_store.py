@@ -244,6 +244,20 @@ class UserStore:
             ).fetchone()
         return (row[0], row[1]) if row else None
 
+    async def purge(self, *, keep_days: float = 1.0) -> tuple[int, int]:
+        """Drop refresh tokens expired more than ``keep_days`` ago (until then one presented again is still
+        told apart as expired), then sessions left without a token; returns how many of each."""
+        async with self.pool.connection() as conn, conn.transaction():
+            tokens = await conn.execute(
+                "DELETE FROM core.refresh_tokens WHERE expires_at < now() - %s * interval '1 day'", (keep_days,)
+            )
+            sessions = await conn.execute(
+                "DELETE FROM core.sessions s WHERE created_at < now() - %s * interval '1 day'"
+                " AND NOT EXISTS (SELECT 1 FROM core.refresh_tokens t WHERE t.session_id = s.id)",
+                (keep_days,),
+            )
+            return tokens.rowcount, sessions.rowcount
+
     async def audit(self, actor: str, action: str, target: str, after: dict[str, Any]) -> None:
         async with self.pool.connection() as conn:
             await _audit(conn, actor, action, target, after=after)

@@ -233,3 +233,22 @@ async def test_signing_key_kept_in_the_database_unless_given(db: str) -> None:
         await given.auth.principal(access)
     await pool.close()
     assert query(db, "SELECT count(*) FROM core.secrets") == [(1,)]
+
+
+async def test_expired_tokens_and_ended_sessions_are_purged(api: Api) -> None:
+    async with client_from(api, "10.1.0.9") as client:
+        _, old = await login(client, ADMIN_USER, ADMIN_PASSWORD)
+        r = await refresh(client, old)
+        assert r.status_code == 200
+        _, kept = await login(client, ADMIN_USER, ADMIN_PASSWORD)
+        # the first session: both of its tokens expired two days ago, and it is older than that
+        sid = query(api.dsn, "SELECT session_id FROM core.refresh_tokens WHERE token_hash = %s", (digest(old),))[0][0]
+        query(api.dsn, "UPDATE core.refresh_tokens SET expires_at = now() - interval '2 days' WHERE session_id = %s"
+                       " RETURNING 1", (sid,))
+        query(api.dsn, "UPDATE core.sessions SET created_at = now() - interval '9 days' WHERE id = %s RETURNING 1",
+              (sid,))
+        assert api.core.sessions is not None
+        assert await api.core.sessions.store.purge() == (2, 1)
+        assert query(api.dsn, "SELECT count(*) FROM core.sessions") == [(1,)]
+        assert (await refresh(client, kept)).status_code == 200
+        assert (await refresh(client, old)).json()["detail"] == "unknown refresh token: log in"
