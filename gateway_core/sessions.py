@@ -87,10 +87,11 @@ class Sessions:
 
     # -- tokens ------------------------------------------------------------------------------------
     async def _issue(self, user: str, role: str, session: int, refresh: str) -> Issued:
-        now = int(time.time())
+        now = time.time()
         ttl = math.ceil(self.auth.access_ttl)
+        # whole seconds (NumericDate), rounded so that a token lives at least access_ttl
         claims = {"iss": tokens.ISSUER, "typ": "access", "sub": user, "role": role, "sid": session,
-                  "iat": now, "exp": now + ttl, "jti": secrets.token_urlsafe(9)}
+                  "iat": int(now), "exp": math.ceil(now + self.auth.access_ttl), "jti": secrets.token_urlsafe(9)}
         return Issued(tokens.encode(claims, await self.signing_key()), ttl, refresh, user, role)
 
     async def principal(self, token: str) -> Principal:
