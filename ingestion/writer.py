@@ -28,7 +28,7 @@ from ingestion import partitions
 from ingestion.aggregates import store_events, store_windows
 from ingestion.errors import DbError, DbStopped
 from ingestion.items import MAX_ERROR_BYTES, OVERSIZE_PREFIX_BYTES, Item, bounded_text, decode_item
-from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_row, with_reason
+from ingestion.rows import COPY_SQL, HEADER, TRAILER, encode_rows, with_reason
 from ingestion.schema import SchemaState, migrate
 from ingestion.settings import DbSettings
 from nexus import pg
@@ -292,18 +292,10 @@ class Writer:
             for it in items:
                 device, batch = it.decoded()
                 ids = self._tags.get(device.path, {})
-                extra = new_tag_rows.get(device.path, {})
-                rows: list[bytes] = []
-                for tag, value, ts, status, _unit, reason in batch.points:
-                    row = encode_row(ts, (ids.get(tag) or extra[tag])[0], value, status)
-                    if reason:
-                        rid = reasons.get(reason)
-                        if rid is None:
-                            held.append((row, reason))
-                            continue
-                        row = with_reason(row, rid)
-                    rows.append(row)
-                await copy.write(b"".join(rows))
+                extra = new_tag_rows.get(device.path)
+                if extra:  # tags new in this transaction (none known under the same name)
+                    ids = {**ids, **extra}
+                await copy.write(encode_rows(batch.points, ids, reasons, held))
                 n += len(batch.points)
             await copy.write(TRAILER)
         if not held:
