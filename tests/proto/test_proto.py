@@ -8,7 +8,7 @@ import struct
 import orjson
 import pytest
 
-from ingestion.rows import HEADER, TRAILER, encode_points, encode_row, with_reason
+from ingestion.rows import HEADER, TRAILER, encode_points, encode_row, encode_rows, with_reason
 from proto.errors import ContractError, PayloadError, TopicError
 from proto.points import (
     EXACT_FLOAT_INT,
@@ -444,6 +444,32 @@ def test_encode_points_pairs_with_tag_ids() -> None:
     assert _parse(rows[1])[3:] == ("x", 0x80000000)
     with pytest.raises(ValueError):
         encode_points(pts, [10])
+
+
+def test_encode_rows_is_encode_row_with_tag_and_reason_ids() -> None:
+    """The writer's loop: every kind of value, reasons known (with_reason), unknown (held back with their reason)
+    and empty (none): the bytes of encode_row point by point."""
+    from proto.types import DateTime
+
+    values: list[object] = [21.5, -0.0, float("nan"), 5, EXACT_FLOAT_INT, EXACT_FLOAT_INT + 1, -(2**63), True, False,
+                            "Grüße", "", None, DateTime(1_796_205_600_123)]
+    pts = [Point(f"t{i % 3}", v, TS + i, status, None, reason)
+           for i, v in enumerate(values)
+           for status, reason in ((0, None), (Status.BAD_TIMEOUT, "timeout"), (Status.BAD, "new"), (0, ""))]
+    ids = {"t0": (10, None), "t1": (11, "degC"), "t2": (12, None)}
+    held: list[tuple[bytes, str]] = []
+    out = encode_rows(pts, ids, {"timeout": 7}, held)
+    expect, expect_held = [], []
+    for p in pts:
+        row = encode_row(p.ts, ids[p.tag][0], p.value, p.status)
+        if p.reason == "new":
+            expect_held.append((row, "new"))
+        else:
+            expect.append(with_reason(row, 7) if p.reason else row)
+    assert out == b"".join(expect)
+    assert held == expect_held
+    with pytest.raises(KeyError):
+        encode_rows([Point("unknown", 1.0, TS)], ids, {}, [])
 
 
 def test_the_delivery_id_is_read_from_the_head_of_a_message_too_large_to_decode() -> None:
