@@ -223,8 +223,11 @@ class EdgeNode:
                 self.dropped_held += len(dev.held) + len(pts) - self.max_held
             dev.held.extend(pts)
             return []
-        if not dev.born:  # down: born again by its first reading that is not BAD
-            return self._device_birth(device) if any(p.status < _BAD for p in pts) else []
+        if not dev.born:  # down: born again by its first reading that is not BAD (older ones follow as history)
+            if not any(p.status < _BAD for p in pts):
+                return []
+            dev.held.extend(pts)
+            return self._device_birth(device)
         return [self._ddata(device, dev, pts, historical=False)] if pts else []
 
     def current(self, device: str, tag: str) -> Point | None:

@@ -17,6 +17,7 @@ import pytest
 from devtools.local import free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
+from proto.sparkplug import DataType, Metric, Payload, encode_payload
 from tests.support.daemons import gateway_env, ingestion_env
 from tests.support.db import query
 from tests.support.wait import wait_for
@@ -32,7 +33,7 @@ line = "l1"
 [[devices]]
 id = "plc0"
 port = {port}
-interval_ms = 50
+interval_ms = {interval_ms}
   [[devices.tags]]
   name = "n"
   address = 0
@@ -42,6 +43,7 @@ interval_ms = 50
   address = 2
   type = "int16"
   unit = "mm"
+  writable = true
   transform = {{ scale = 0.5 }}
 """
 
@@ -52,16 +54,17 @@ ROWS = ("SELECT (extract(epoch FROM p.time) * 1000)::bigint, p.value, p.status, 
 
 
 class Pipeline:
-    def __init__(self, tmp_path: Path, broker: Any, db: str, prefix: str, daemons: Any, bg_loop: Any) -> None:
+    def __init__(self, tmp_path: Path, broker: Any, db: str, prefix: str, daemons: Any, bg_loop: Any, *,
+                 interval_ms: int = 50, primary_host: bool = True) -> None:
         self.broker, self.db, self.prefix, self.daemons, self.bg_loop = broker, db, prefix, daemons, bg_loop
         self.host_id = f"{prefix}-host"
         plant_file = tmp_path / "plant.toml"
-        plant_file.write_text(PLANT.format(port=free_port()))
+        plant_file.write_text(PLANT.format(port=free_port(), interval_ms=interval_ms))
         self.plc = SimulatedPlc(load_plant(plant_file).devices[0], constants={"level": 84}, counters=frozenset({"n"}))
         bg_loop.run(self.plc.start())
         self.gateway_env = gateway_env(broker, plant_file, prefix, NEXUS_GATEWAY_SPARKPLUG_ENABLED="true",
                                        NEXUS_GATEWAY_SPARKPLUG_GROUP_ID=prefix,
-                                       NEXUS_GATEWAY_SPARKPLUG_PRIMARY_HOST_ID=self.host_id,
+                                       NEXUS_GATEWAY_SPARKPLUG_PRIMARY_HOST_ID=self.host_id if primary_host else "",
                                        # QoS 1 so that the broker does not drop DDATA to a slow host (QoS 0 may)
                                        NEXUS_GATEWAY_SPARKPLUG_DATA_QOS="1",
                                        # a killed worker's unconfirmed JSON batches are re-sent after 1 s
@@ -92,16 +95,19 @@ class Pipeline:
     def sparkplug_rows(self) -> list[tuple[Any, ...]]:
         return self.rows(self.prefix)
 
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+        c.connect("127.0.0.1", self.broker.port)
+        c.loop_start()
+        c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+        c.loop_stop()
+        c.disconnect()
+
     def close(self) -> None:
         self.sub.loop_stop()
         self.sub.disconnect()
         self.bg_loop.run(self.plc.stop())
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)  # no retained STATE left behind
-        c.connect("127.0.0.1", self.broker.port)
-        c.loop_start()
-        c.publish(f"spBv1.0/STATE/{self.host_id}", b"", qos=1, retain=True).wait_for_publish(5)
-        c.loop_stop()
-        c.disconnect()
+        self.publish(f"spBv1.0/STATE/{self.host_id}", b"", retain=True)  # no retained STATE left behind
 
 
 def good(rows: list[tuple[Any, ...]]) -> list[tuple[int, float]]:
@@ -122,13 +128,8 @@ def test_every_reading_once_through_the_host_going_offline_and_online(tmp_path: 
         wait_for(lambda: len(good(p.sparkplug_rows())) >= 20, 30,
                  what=lambda: f"Sparkplug rows\n{gw.output()}\n{ing.output()}")
         online = next(s for s in reversed(p.state) if s.get("online"))
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        c.connect("127.0.0.1", broker.port)
-        c.loop_start()
-        c.publish(f"spBv1.0/STATE/{p.host_id}", orjson.dumps({"online": False, "timestamp": online["timestamp"]}),
-                  qos=1, retain=True).wait_for_publish(5)
-        c.loop_stop()
-        c.disconnect()
+        p.publish(f"spBv1.0/STATE/{p.host_id}", orjson.dumps({"online": False, "timestamp": online["timestamp"]}),
+                  retain=True)
         # the node's NDEATH: one BAD row per metric, then born again (the host re-published online)
         wait_for(lambda: any(r == "edge node offline" for _, _, _, r in p.sparkplug_rows()), 20,
                  what=lambda: f"the NDEATH's BAD rows\n{gw.output()}\n{ing.output()}")
@@ -206,3 +207,42 @@ def test_a_killed_host_is_taken_over_and_the_node_sends_its_history(tmp_path: Pa
     assert missing == list(range(missing[0], missing[0] + len(missing))) if missing else True, missing
     assert len(missing) <= 20, missing
     assert sp_n[-1] == json_n[-1]
+
+
+def test_seq_wraps_a_dcmd_write_comes_back_and_a_killed_gateway_leaves_bad_rows(tmp_path: Path, broker: Any,
+                                                                               db: str, prefix: str, daemons: Any,
+                                                                               bg_loop: Any) -> None:
+    """No primary host (the node is born at once). 300+ DDATA: seq wraps past 255 without the host seeing a gap
+    (no rebirth asked) and every reading of the counter is stored once, in order; a DCMD writes the scaled tag
+    through the gateway's write path and the value read back is stored; SIGKILL of the gateway: the broker
+    delivers its NDEATH (the will) and the host stores BAD rows "edge node offline"."""
+    p = Pipeline(tmp_path, broker, db, prefix, daemons, bg_loop, interval_ms=15, primary_host=False)
+    try:
+        ing = p.worker("w1")
+        wait_for(lambda: any(s.get("online") for s in p.state), 30, what=lambda: f"host online\n{ing.output()}")
+        gw = daemons("gateway", p.gateway_env)
+        wait_for(lambda: len(good(p.sparkplug_rows())) >= 300, 60,
+                 what=lambda: f"300 Sparkplug rows, got {len(good(p.sparkplug_rows()))}\n{gw.output()}")
+        p.publish(f"spBv1.0/{prefix}/DCMD/{prefix}-gw/plc0",
+                  encode_payload(Payload(timestamp=1, metrics=[Metric("level", DataType.DOUBLE, 21.5)])))
+        wait_for(lambda: 21.5 in {v for _, v in good(p.rows(prefix, "level"))}, 20,
+                 what=lambda: f"the written value stored\n{gw.output()}")
+        assert p.plc.constants["level"] == 43  # raw = 21.5 / 0.5: the normalizer's inverse
+        gw.kill()
+        wait_for(lambda: any(r[3] == "edge node offline" for r in p.sparkplug_rows()), 20,
+                 what=lambda: f"the will's BAD rows\n{ing.output()}")
+        assert ing.stop() == 0
+        log = ing.output()
+    finally:
+        p.close()
+    rows = p.sparkplug_rows()
+    n = good(rows)
+    assert [v for _, v in n] == list(range(1, len(n) + 1)) and len(n) >= 300  # across the wrap, none lost
+    assert len(n) == len({t for t, _ in n})
+    assert "rebirth asked" not in log
+    # BAD rows: the births before the first reading (born when assigned, so nothing read yet), and the will
+    deaths = [r for r in rows if r[2] != 0 and r[3] != "no value read yet"]
+    assert len(deaths) == 1 and deaths[0][3] == "edge node offline" and deaths[0][0] > n[-1][0]
+    assert all(r[0] < n[0][0] for r in rows if r[3] == "no value read yet")
+    level = [r for r in p.rows(prefix, "level") if r[3] == "edge node offline"]
+    assert len(level) == 1

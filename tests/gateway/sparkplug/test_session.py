@@ -43,7 +43,7 @@ def plant_text(ports: list[int], interval_ms: int) -> str:
 id = "plc{i}"
 port = {port}
 interval_ms = {interval_ms}
-timeout_ms = 300
+timeout_ms = 1000
 breaker_failures = 1
   [[devices.tags]]
   name = "n"
@@ -265,7 +265,8 @@ async def test_ncmd_rebirth_sends_nbirth_and_every_dbirth_with_the_same_bdseq(tm
     cmd = Client(broker.port)
     try:
         async with gateway(tmp_path, broker, prefix, devices=2, interval_ms=100) as r:
-            await until(lambda: r.rec.kinds().count("DDATA/plc1") >= 2, 20, what="DDATA of both devices")
+            await until(lambda: min(r.rec.kinds().count("DDATA/plc0"), r.rec.kinds().count("DDATA/plc1")) >= 2, 20,
+                        what="DDATA of both devices")
             first = r.decoded()
             ncmd = encode_payload(Payload(timestamp=1, metrics=[Metric(REBIRTH, DataType.BOOLEAN, True)]))
             cmd.publish(f"spBv1.0/{prefix}/NCMD/{prefix}-gw", ncmd)
@@ -294,7 +295,7 @@ async def test_dcmd_writes_go_through_the_write_path_and_the_new_value_comes_bac
     try:
         # one poll at the start, the next a minute later: what comes back in DDATA is the read-back
         async with gateway(tmp_path, broker, prefix, interval_ms=60_000) as r:
-            await until(lambda: "DBIRTH/plc0" in r.rec.kinds() and r.decoded().values("plc0", "n"), 20,
+            await until(lambda: "DBIRTH/plc0" in r.rec.kinds() and r.decoded().values("plc0", "n", births=True), 20,
                         what="births and the first reading")
             d = r.decoded()
             alias = {name: a for (dev, a), name in d.names.items() if dev == "plc0"}
