@@ -15,8 +15,9 @@ The host's MQTT session (its own client, ``<worker client id>-spb-host``, clean 
 1. CONNECT with the will ``spBv1.0/STATE/<host_id>`` = ``{"online": false, "timestamp": T}``, retained, QoS 1,
    T chosen for this CONNECT (the client asks :meth:`SparkplugHost._will` before each one);
 2. SUBSCRIBE ``spBv1.0/#`` (or each ``spBv1.0/<group>/#`` of ``sparkplug.group_filter`` and our STATE topic) at
-   QoS 1, sent by the client on CONNACK; then PUBLISH ``{"online": true, "timestamp": T}`` retained, QoS 1 (the
-   broker handles one session's packets in order: the subscriptions exist when the STATE goes out);
+   QoS 1, sent by the client on CONNACK; once the broker answered it (SUBACK, ``on_subscribed``), PUBLISH
+   ``{"online": true, "timestamp": T}`` retained, QoS 1: the subscriptions exist when the STATE goes out, on a
+   broker cluster too (Sparkplug 3.0 ``host-topic-phid-birth-sub-required``);
 3. a STATE ``online: false`` delivered on our own topic while we host (a stale will of an earlier host) is
    answered by publishing online again, with the same T (our will's);
 4. a clean stop publishes the offline STATE (timestamp T) before DISCONNECT (the broker sends no will then).
@@ -140,7 +141,7 @@ class SparkplugHost:
         wid = self.settings.worker_id
         client = MqttClient(self.settings.mqtt, client_id=f"{self.settings.client_id}-spb-host",
                             subscriptions=self.subscriptions, on_message=self.on_message, clean_start=True,
-                            session_expiry=0, manual_ack=True, will=self._will, on_connect=self._announce.set)
+                            session_expiry=0, manual_ack=True, will=self._will, on_subscribed=self._announce.set)
         self.host, self.client = Host(self.spb.host_id, self.spb.paths), client
         self.hosting, self._closing = True, False
         self._announce.clear()
