@@ -67,6 +67,11 @@ ALLOWED = [
     ("core", "$nexus/status/gateways/gw-a"), ("core", "$nexus/cmd/press-1/setpoint/set"),
     ("normalizer", BATCH), ("normalizer", "nexus/windows/v1/acme/berlin/stamping/line-1/press-1"),
     ("normalizer", "nexus/deadletter/v1/normalizer/nz-1"), ("normalizer", "raw/ack/v1/gw-a"),
+    # Sparkplug B: the gateway as edge node gw-a of group plant1, ingestion as the primary host "nexus"
+    ("gw-a", "spBv1.0/plant1/NBIRTH/gw-a"), ("gw-a", "spBv1.0/plant1/NDEATH/gw-a"),
+    ("gw-a", "spBv1.0/plant1/DBIRTH/gw-a/press-1"), ("gw-a", "spBv1.0/plant1/DDATA/gw-a/press-1"),
+    ("gw-a", "spBv1.0/plant1/DDEATH/gw-a/press-1"), ("gw-b", "spBv1.0/plant1/DDATA/gw-b/press-2"),
+    ("ingestion", "spBv1.0/plant1/NCMD/gw-a"), ("ingestion", "spBv1.0/STATE/nexus"),
 ]
 #: (user, topic) each role must be refused
 REFUSED = [
@@ -75,6 +80,10 @@ REFUSED = [
     ("ingestion", BATCH), ("ingestion", "$nexus/config/devices/press-1"),
     ("core", BATCH), ("core", "nexus/ack/v1/gw-a"),
     ("normalizer", "nexus/ack/v1/gw-a"), ("normalizer", "$nexus/status/gateways/gw-a"),
+    # an edge node may not speak for another node, command nodes or claim to be the host
+    ("gw-a", "spBv1.0/plant1/DDATA/gw-b/press-2"), ("gw-a", "spBv1.0/plant1/NBIRTH/gw-b"),
+    ("gw-a", "spBv1.0/plant1/NCMD/gw-b"), ("gw-a", "spBv1.0/STATE/nexus"),
+    ("ingestion", "spBv1.0/plant1/DDATA/gw-a/press-1"), ("core", "spBv1.0/plant1/NCMD/gw-a"),
 ]
 
 
