@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway_core import history, history_aggregates, live_ws, routes_auth, routes_config, routes_devices
 from gateway_core import metrics as m
 from gateway_core.auth import Auth
+from gateway_core.console import mount as mount_console
 from gateway_core.control import Control
 from gateway_core.errors import ApiError
 from gateway_core.history import History
@@ -212,4 +213,5 @@ def create_app(core: Core) -> FastAPI:
     app.include_router(
         history.router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(history.single_values_but_tag)]
     )
+    mount_console(app)  # the web console at /, for what no route above answers
     return app
