@@ -1,12 +1,12 @@
 """The gateway daemon: one task group per device, one publish loop, one MQTT connection.
 
 Task names: ``gateway[<id>].mqtt_loop``, ``.publish_loop`` (queue → spool), ``.send_loop`` (spool →
-broker, re-sends), ``.respond_loop`` (write answers), in core mode ``.apply_loop`` and ``.status_loop``,
-with Sparkplug on ``.sparkplug_loop`` (and its ``.sparkplug_mqtt_loop``), and per device
-``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
+broker, re-sends), ``.respond_loop`` (write answers), ``.health_loop`` (per-device health), in core mode
+``.apply_loop`` and ``.status_loop``, with Sparkplug on ``.sparkplug_loop`` (and its ``.sparkplug_mqtt_loop``),
+and per device ``gateway[<device>].run`` (with ``poll_loop`` and ``command_loop`` inside).
 Shutdown: stop polling and answer pending writes → the edge node sends what it has queued, its NDEATH and
 disconnects, while the JSON path spools what is queued → wait for ingestion's confirmations under a
-deadline (what is unconfirmed stays in the spool) → offline status → disconnect.
+deadline (what is unconfirmed stays in the spool) → devices' health offline → offline status → disconnect.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gateway.commands import Commands
 from gateway.config import PlantConfig, load_plant
 from gateway.errors import ConfigError, SpoolFull
 from gateway.fleet import Fleet
+from gateway.health import HealthReporter
 from gateway.managed import Managed
 from gateway.poller import PollPool
 from gateway.publisher import Publisher
@@ -64,6 +65,7 @@ class Gateway:
             m.mqtt = self.mqtt
         self.spool = spool
         self.publisher = Publisher(s, self.mqtt, self.queue, spool)
+        self.health = HealthReporter(s, self.mqtt, self.fleet) if s.health.enabled else None
         self.sparkplug: SparkplugSession | None = None
         if s.sparkplug.enabled:
             folder = Path(s.spool_dir) / s.gateway_id / "sparkplug" if s.spool_dir else None
@@ -73,6 +75,8 @@ class Gateway:
 
     def _on_connect(self) -> None:
         self.publisher.on_connect()
+        if self.health is not None:
+            self.health.on_connect()
         if self.managed is not None:
             self.managed.on_connect()
 
@@ -98,6 +102,8 @@ class Gateway:
             if self.managed is not None:
                 tg.create_task(self.managed.apply_loop(devices_stopped), name=f"gateway[{gid}].apply_loop")
                 tg.create_task(self.managed.status_loop(devices_stopped), name=f"gateway[{gid}].status_loop")
+            if self.health is not None:
+                tg.create_task(self.health.health_loop(devices_stopped), name=f"gateway[{gid}].health_loop")
             if plant is not None:
                 await self.fleet.apply(plant.devices)
             await stop.wait()
@@ -106,6 +112,8 @@ class Gateway:
             devices_stopped.set()
             await self._flush(pub, responses)
             send_stop.set()
+            if self.health is not None:
+                await self.health.offline()
             if self.managed is not None:
                 await self.managed.offline()
             mqtt_stop.set()

@@ -101,9 +101,9 @@ class Fleet:
             r = self._running.get(dev_id)
             if r is not None and r.poller.device == dev:
                 continue
-            old_rules = None
+            old_rules = old_stats = None
             if r is not None:
-                old_rules = r.poller.rules
+                old_rules, old_stats = r.poller.rules, r.poller.stats
                 await self.stop(dev_id)
                 changes["restarted"].append(dev_id)
             else:
@@ -111,6 +111,8 @@ class Fleet:
             poller = self.start(dev, spread_s=min(dev.interval_ms / 1000, 5.0) if together else 0.0)
             if poller is not None and old_rules is not None:  # tags whose rules did not change keep their state
                 poller.rules.adopt(old_rules)
+            if poller is not None and old_stats is not None:  # the device's health counts go on
+                poller.stats = old_stats
         if any(changes.values()):
             log.info("devices changed: %s", {k: v for k, v in changes.items() if v})
         return changes
@@ -169,6 +171,7 @@ class Fleet:
             self.skipped_done += old.skipped
             r.poller = self._poller(old.device, 0.0)
             r.poller.rules = old.rules  # the same config: every tag's rules keep their state
+            r.poller.stats = old.stats
             self._set_failed(dev_id, None)
             log.info("device task restarted", extra={"device": dev_id})
 

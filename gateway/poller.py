@@ -31,6 +31,7 @@ from gateway.config import DeviceConfig, TagConfig
 from gateway.drivers import make_driver
 from gateway.drivers.base import Driver
 from gateway.errors import GatewayError, PermanentError, TemporaryError
+from gateway.pollstats import PollStats
 from gateway.readings import DeviceBatch, Readings
 from nexus.report import bounded_traceback, cause_of, describe
 from nexus.runtime import sleep_or_stop, wait_first
@@ -80,19 +81,17 @@ class DevicePoller:
         self.breaker = CircuitBreaker(device.id, failures=device.breaker_failures,
                                       open_s=device.breaker_open_ms / 1000)
         self.commands: asyncio.Queue[WriteCommand] = asyncio.Queue(maxsize=device.max_pending_writes)
-        self.polls = 0
-        self.skipped = 0
-        self.writes = 0
+        self.polls = self.skipped = self.writes = 0
         self._io = asyncio.Lock()  # one request at a time on the device's connection
         self._up = False
         self._generation = 0  # connections made so far
         self._failed_generation = -1  # the connection whose failure the breaker has counted
         self._connect_warned = False  # a failed connect was logged since the last success (once per outage)
         self._causes: set[tuple[str, str, int]] = set()  # unexpected errors whose traceback was logged
-        #: why this poller takes no more writes (its loops ended); None while it runs
-        self.halted: str | None = None
+        self.halted: str | None = None  #: why this poller takes no more writes (its loops ended); None while it runs
         self.rules = DeviceRules(device.tags, device.derived)  #: the tags' value rules and the deadbands' state
         self.spread_s = spread_s  #: the first poll starts at a random point of this many seconds
+        self.stats = PollStats()  #: what the device's health report says (gateway/health.py)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll and execute writes until ``stop``; the device's own task group. Raises when a loop
@@ -237,7 +236,7 @@ class DevicePoller:
             return
         self.breaker.success()
         self._set_up(True)
-        m.POLL_SECONDS.labels(d.id).observe(time.perf_counter() - t0)
+        m.POLL_SECONDS.labels(d.id).observe(self.stats.ok(time.perf_counter() - t0))
         m.POLLS.labels(d.id).inc()
         self.polls += 1
 
@@ -258,7 +257,7 @@ class DevicePoller:
     def _set_up(self, up: bool) -> None:
         if up and not self._up:
             log.info("device connected", extra={"device": self.device.id})
-        self._up = up
+        self._up = self.stats.connected = up
         m.DEVICE_UP.labels(self.device.id).set(1 if up else 0)
 
     def _lost(self, cause: str) -> None:
@@ -283,6 +282,7 @@ class DevicePoller:
 
     def _fail(self, exc: GatewayError, status: int, names: frozenset[str] | None = None) -> None:
         m.READ_ERRORS.labels(self.device.id).inc()
+        self.stats.failed(str(exc))
         if self._up:
             self._lost(str(exc))
         elif not self._connect_warned:  # the first failure since the last success: later retries are quiet

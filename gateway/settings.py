@@ -45,6 +45,24 @@ class SparkplugSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class HealthSettings:
+    """Per-device health reports on ``<control_root>/status/devices/<device>`` (``[health]``, env
+    ``NEXUS_GATEWAY_HEALTH_*``; gateway/health.py)."""
+
+    enabled: bool = True  #: publish them
+    interval_s: float = 2.0  #: least seconds between two reports of one device (a change waits at most this)
+    heartbeat_s: float = 10.0  #: a report at least this often (counts, latencies); 3 missed = stale to readers
+    window_s: float = 60.0  #: seconds of successful polls the latency p50/p99 are taken over (at most 1024 polls)
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "heartbeat_s", "window_s"):
+            positive(getattr(self, name), f"health.{name}")
+        if self.heartbeat_s < self.interval_s:
+            raise SettingsError(f"must be >= health.interval_s ({self.interval_s:g}), got {self.heartbeat_s:g}",
+                                field="health.heartbeat_s")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     gateway_id: str = field(default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname())  #: unique id
     #: path of the plant config (devices and tags), TOML or YAML; used when config_source=file
@@ -73,6 +91,7 @@ class Settings:
     max_points_per_message: int = 1000  #: a device batch larger than this is split into several messages
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     sparkplug: SparkplugSettings = field(default_factory=SparkplugSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
