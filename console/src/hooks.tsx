@@ -1,0 +1,130 @@
+// Hooks and small components the pages share: data loading, the live values of some subtrees, a clock for
+// ages, the quality badge, error banners.
+
+import type { ComponentChildren } from "preact";
+import { createContext } from "preact";
+import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
+
+import { ApiError } from "./api";
+import type { Live, LiveState, LiveValue } from "./live";
+import type { TagState } from "./uns";
+import { qualityOfStatus, qualityTitle } from "./uns";
+
+export const LiveContext = createContext<Live | null>(null);
+
+export interface Loaded<T> {
+  data: T | undefined;
+  error: ApiError | Error | undefined;
+  loading: boolean;
+  reload: () => void;
+}
+
+/** `load()` once and again on `reload()` or when `deps` change; aborted when the page goes away. */
+export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unknown[]): Loaded<T> {
+  const [state, setState] = useState<{ data?: T; error?: Error; loading: boolean }>({ loading: true });
+  const [n, setN] = useState(0);
+  useEffect(() => {
+    const ctl = new AbortController();
+    setState((s) => ({ ...s, loading: true }));
+    load(ctl.signal).then(
+      (data) => !ctl.signal.aborted && setState({ data, loading: false }),
+      (error: Error) => !ctl.signal.aborted && setState({ error, loading: false }),
+    );
+    return () => ctl.abort();
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [...deps, n]);
+  const reload = useCallback(() => setN((x) => x + 1), []);
+  return { data: state.data, error: state.error, loading: state.loading, reload };
+}
+
+/** The newest live value of every tag under `paths` (subtrees), and the stream's state. */
+export function useLive(paths: string[]): { values: Map<string, TagState>; state: LiveState; why: string } {
+  const live = useContext(LiveContext);
+  const map = useRef(new Map<string, TagState>());
+  const [, setTick] = useState(0);
+  const [state, setState] = useState<{ s: LiveState; why: string }>({ s: live?.state ?? "closed", why: "" });
+  const key = paths.join("\n");
+  useEffect(() => {
+    if (live === null) return;
+    let frame = 0;
+    const offValues = live.onValues((values: LiveValue[]) => {
+      for (const v of values) {
+        if (v.removed) map.current.delete(v.path);
+        else
+          map.current.set(v.path, {
+            path: v.path,
+            value: v.value,
+            unit: v.unit,
+            q: v.q,
+            ts: v.ts,
+            reason: v.reason,
+            quality: v.quality ?? qualityOfStatus(v.q),
+          });
+      }
+      if (!frame) frame = requestAnimationFrame(() => ((frame = 0), setTick((x) => x + 1)));
+    });
+    const offState = live.onState((s, why) => setState({ s, why }));
+    live.watch(paths);
+    setState({ s: live.state, why: live.error });
+    return () => {
+      offValues();
+      offState();
+      cancelAnimationFrame(frame);
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [live, key]);
+  return { values: map.current, state: state.s, why: state.why };
+}
+
+/** Date.now(), renewed every `ms` (ages on the page). */
+export function useNow(ms = 1000): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), ms);
+    return () => clearInterval(t);
+  }, [ms]);
+  return now;
+}
+
+export function QualityBadge({ tag }: { tag: TagState }) {
+  const title = qualityTitle(tag);
+  return (
+    <span class={`q q-${tag.quality}`} title={title} aria-label={title} tabIndex={0} data-quality={tag.quality}>
+      {tag.quality === "none" ? "no value" : tag.quality}
+    </span>
+  );
+}
+
+export function ErrorBox({ error }: { error: unknown }) {
+  if (!error) return null;
+  const text =
+    error instanceof ApiError ? `${error.status}: ${error.detail}` : error instanceof Error ? error.message : String(error);
+  return (
+    <p class="error" role="alert">
+      {text}
+    </p>
+  );
+}
+
+export function LiveStatus({ state, why }: { state: LiveState; why: string }) {
+  return (
+    <span class={`live live-${state}`} title={why} role="status">
+      {state === "live" ? "● live" : state === "connecting" ? "○ connecting…" : `○ offline${why ? `: ${why}` : ""}`}
+    </span>
+  );
+}
+
+export function Page({ title, actions, children }: { title: string; actions?: ComponentChildren; children: ComponentChildren }) {
+  useEffect(() => {
+    document.title = `${title} · NEXUS Edge`;
+  }, [title]);
+  return (
+    <section class="page" aria-labelledby="page-title">
+      <header class="page-head">
+        <h1 id="page-title">{title}</h1>
+        <div class="actions">{actions}</div>
+      </header>
+      {children}
+    </section>
+  );
+}

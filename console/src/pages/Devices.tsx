@@ -1,0 +1,76 @@
+// Devices: every device with its protocol, UNS place, gateway and the gateway's last error for it.
+
+import { useState } from "preact/hooks";
+
+import { allDevices, atLeast, get, type GatewayList, type User } from "../api";
+import { ErrorBox, Page, useLoad } from "../hooks";
+import { href } from "../router";
+
+export function Devices({ user }: { user: User }) {
+  const devices = useLoad((signal) => allDevices(signal), []);
+  const gateways = useLoad((signal) => get<GatewayList>("/gateways", signal), []);
+  const [text, setText] = useState("");
+  const errors = new Map<string, string>();
+  for (const g of gateways.data?.items ?? []) for (const [d, e] of Object.entries(g.errors ?? {})) errors.set(d, e);
+  const words = text.toLowerCase().split(/\s+/).filter(Boolean);
+  const rows = (devices.data ?? []).filter((d) => {
+    const hay = `${d.id} ${d.device.protocol} ${d.device.enterprise}/${d.device.site}/${d.device.area}/${d.device.line} ${d.gateway ?? ""}`;
+    return words.every((w) => hay.toLowerCase().includes(w));
+  });
+  return (
+    <Page
+      title="Devices"
+      actions={
+        <>
+          <button type="button" onClick={() => (devices.reload(), gateways.reload())}>
+            Reload
+          </button>
+          {atLeast(user.role, "engineer") ? (
+            <a class="button" href="/devices/new">
+              New device
+            </a>
+          ) : null}
+        </>
+      }
+    >
+      <form class="filters" role="search" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          Filter
+          <input type="search" name="filter" value={text} onInput={(e) => setText(e.currentTarget.value)} />
+        </label>
+        <span class="summary">
+          {rows.length} of {devices.data?.length ?? 0} devices
+        </span>
+      </form>
+      <ErrorBox error={devices.error} />
+      <ErrorBox error={gateways.error} />
+      <table class="list devices">
+        <thead>
+          <tr>
+            <th scope="col">device</th>
+            <th scope="col">protocol</th>
+            <th scope="col">place (enterprise/site/area/line)</th>
+            <th scope="col">tags</th>
+            <th scope="col">gateway</th>
+            <th scope="col">last error</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((d) => (
+            <tr key={d.id} data-device={d.id}>
+              <th scope="row">
+                <a href={href("devices", d.id)}>{d.id}</a>
+              </th>
+              <td>{d.device.protocol}</td>
+              <td>{[d.device.enterprise, d.device.site, d.device.area, d.device.line].join("/")}</td>
+              <td>{d.device.tags?.length ?? 0}</td>
+              <td>{d.gateway ?? <span class="muted">none</span>}</td>
+              <td class={errors.has(d.id) ? "error-text" : "muted"}>{errors.get(d.id) ?? "—"}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {devices.data && !devices.data.length ? <p class="empty">No devices configured.</p> : null}
+    </Page>
+  );
+}
