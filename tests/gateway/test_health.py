@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 
 from devtools.local import free_port
@@ -23,7 +22,8 @@ from gateway.settings import HealthSettings, Settings
 from nexus.common import MqttSettings
 from proto.health import DeviceHealth, decode_health, health_filter, health_topic
 from tests.support.core import Recorder
-from tests.support.wait import until, wait_for
+from tests.support.health import retained_now
+from tests.support.wait import until
 
 pytestmark = pytest.mark.slow
 
@@ -78,24 +78,6 @@ async def running(tmp_path: Path, broker: Any, prefix: str, bg_loop: Any) -> Asy
         await asyncio.wait_for(task, 30)
         rec.close()
         bg_loop.run(plc.stop())
-
-
-def retained_now(port: int, root: str) -> dict[str, bytes]:
-    """What a new subscriber gets retained under the health topics: a marker published after the SUBSCRIBE
-    comes after every retained message."""
-    marker = f"{root}/status/devices/zz-marker"
-    rec = Recorder(port, [health_filter(root)])
-    try:
-        pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
-        pub.connect("127.0.0.1", port)
-        pub.loop_start()
-        pub.publish(marker, b"end", qos=1).wait_for_publish(5)
-        pub.loop_stop()
-        pub.disconnect()
-        wait_for(lambda: any(t == marker for _, t, _, _ in rec.snapshot()), 5, what="the marker")
-        return {t: p for _, t, p, retain in rec.snapshot() if retain and t != marker}
-    finally:
-        rec.close()
 
 
 async def test_device_health_follows_the_plc(tmp_path: Path, broker: Any, prefix: str, bg_loop: Any) -> None:
