@@ -1,0 +1,211 @@
+"""The console in a real headless browser (Debian's chromium, driven by Playwright) against the real stack:
+gateway_core as a process serving the built console on a fresh PostgreSQL database, mosquitto, a gateway in
+core mode polling a simulated Modbus PLC (press-1). Log in and out, a value changing live in the plant tree, a
+device the gateway cannot reach shown BAD with its reason and kept by "bad only", a 422 shown on the field it
+names, a stale If-Match, a write answered by the gateway, a viewer kept out of the editor."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools.local import Mosquitto, Postgres, free_port
+from tests.support.console import (
+    ADMIN_PASSWORD,
+    PLACE,
+    PRESS,
+    Stack,
+    browser_context,
+    missing_browser,
+    start_stack,
+    stop_stack,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(missing_browser() is not None, reason=missing_browser() or ""),
+]
+
+if missing_browser() is None:
+    from playwright.sync_api import Page, expect, sync_playwright
+
+OPERATOR_PASSWORD = "operator-password-1"
+VIEWER_PASSWORD = "viewer-password-12"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres, broker: Mosquitto) -> Iterator[Stack]:
+    s = start_stack(tmp_path_factory.mktemp("console"), postgres, broker)
+    try:
+        s.user("olga", "operator", OPERATOR_PASSWORD)
+        s.user("vic", "viewer", VIEWER_PASSWORD)
+        yield s
+    finally:
+        stop_stack(s)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture
+def page(playwright: Any, tmp_path: Path, stack: Stack) -> Iterator[Page]:
+    context = browser_context(playwright, tmp_path / "profile")
+    errors: list[str] = []
+    p = context.new_page()
+    p.set_default_timeout(15_000)
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "status of 4" not in msg.text
+         else None)
+    yield p
+    context.close()
+    # no script error and no CSP violation on any page the test saw (refused requests are the API's answers)
+    assert not errors, errors
+
+
+def log_in(page: Page, stack: Stack, name: str = "admin", password: str = ADMIN_PASSWORD, path: str = "/") -> None:
+    page.goto(stack.url + path)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".top .who")).to_contain_text(name)
+
+
+def row(page: Page, path: str) -> Any:
+    return page.locator(f'tr[data-path="{path}"]')
+
+
+def test_login_refresh_and_logout(page: Page, stack: Stack) -> None:
+    page.goto(stack.url + "/plant")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill("not-the-password")
+    page.keyboard.press("Enter")  # the form works from the keyboard
+    expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Plant")).to_be_visible()
+    expect(page.locator(".top .who")).to_contain_text("admin · admin")
+    # the access token is in memory only: a reload logs in again from the HTTP-only refresh cookie
+    assert all(c["httpOnly"] for c in page.context.cookies() if c["name"] == "nexus_refresh")
+    assert page.evaluate("document.cookie") == ""
+    page.reload()
+    expect(page.get_by_role("heading", name="Plant")).to_be_visible()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.reload()
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    # the API's own paths stay the API's
+    assert page.goto(stack.url + "/api/v1/nothing").status == 404
+    assert page.goto(stack.url + "/healthz").text() == "ok\n"  # type: ignore[union-attr]
+
+
+def test_the_plant_shows_a_value_changing_live(page: Page, stack: Stack) -> None:
+    log_in(page, stack)
+    temp = row(page, f"{PRESS}/temp")
+    expect(temp.locator("td.value")).to_have_text("21.5", timeout=30_000)
+    expect(temp.locator("td.unit")).to_have_text("degC")
+    expect(temp.locator(".q")).to_have_attribute("data-quality", "good")
+    stack.plc.constants["temp"] = 232
+    expect(temp.locator("td.value")).to_have_text("23.2", timeout=15_000)
+    expect(temp.locator("td.age")).to_have_text(re.compile(r"^\d+ s$"))
+    # the filter narrows the tree to what matches
+    page.get_by_label("Filter").fill("setpoint")
+    expect(temp).to_have_count(0)
+    expect(row(page, f"{PRESS}/setpoint")).to_have_count(1)
+
+
+def test_a_device_the_gateway_cannot_reach_is_bad_with_its_reason(page: Page, stack: Stack) -> None:
+    oven = {"id": "oven-1", **PLACE, "protocol": "modbus_tcp", "host": "127.0.0.1", "port": free_port(),
+            "interval_ms": 200, "timeout_ms": 300,
+            "tags": [{"name": "zone_temp", "table": "holding", "address": 0, "type": "int16", "unit": "degC"}]}
+    assert stack.api.post("/api/v1/devices", json=oven).status_code == 201
+    try:
+        log_in(page, stack)
+        bad = row(page, "acme/berlin/stamping/line-1/oven-1/zone_temp")
+        badge = bad.locator(".q")
+        expect(badge).to_have_attribute("data-quality", "bad", timeout=30_000)
+        title = badge.get_attribute("title") or ""
+        assert title.startswith("bad: ") and "status 0x8" in title, title  # the gateway's reason on hover
+        expect(row(page, f"{PRESS}/temp").locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)
+        page.get_by_label("Bad only").check()
+        expect(row(page, f"{PRESS}/temp")).to_have_count(0)
+        expect(bad).to_have_count(1)
+        expect(page.locator(".summary")).to_contain_text("1 of ")
+        page.get_by_label("Bad only").uncheck()
+        expect(row(page, f"{PRESS}/temp")).to_have_count(1)
+    finally:
+        stack.api.delete("/api/v1/devices/oven-1")
+
+
+def test_a_422_is_shown_on_the_field_it_names(page: Page, stack: Stack) -> None:
+    log_in(page, stack, path="/devices/press-1/edit")
+    interval = page.locator('[data-field="device.interval_ms"]')
+    interval.fill("5")
+    page.get_by_role("button", name="Save").click()
+    error = page.locator(".field.invalid .field-error")
+    expect(error).to_have_count(1)
+    expect(error).to_contain_text("interval_ms")
+    expect(error).to_contain_text("10..86400000")
+    expect(interval).to_have_attribute("aria-invalid", "true")
+    expect(interval).to_be_focused()
+    # a tag's field: shown on that tag's row
+    interval.fill("200")
+    address = page.locator('[data-field="device.tags[1].address"]')
+    address.fill("70000")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".field.invalid [data-field]")).to_have_attribute("data-field", "device.tags[1].address")
+    expect(page.locator(".field.invalid .field-error")).to_contain_text("70000")
+    # nothing was changed by the refused saves
+    assert stack.api.get("/api/v1/devices/press-1").json()["device"]["interval_ms"] == 200
+
+
+def test_a_stale_if_match_says_someone_else_changed_it(page: Page, stack: Stack) -> None:
+    log_in(page, stack, path="/devices/press-1/edit")
+    timeout = page.locator('[data-field="device.timeout_ms"]')
+    expect(timeout).to_have_value("500")
+    # meanwhile, someone else changes the device
+    current = stack.api.get("/api/v1/devices/press-1")
+    changed = {**current.json()["device"], "timeout_ms": 600}
+    r = stack.api.put("/api/v1/devices/press-1", json=changed, headers={"If-Match": current.headers["ETag"]})
+    assert r.status_code == 200, r.text
+    timeout.fill("700")
+    page.get_by_role("button", name="Save").click()
+    banner = page.locator("[data-banner]")
+    expect(banner).to_contain_text("changed by someone else")
+    assert stack.api.get("/api/v1/devices/press-1").json()["device"]["timeout_ms"] == 600
+    banner.get_by_role("button", name="Reload").click()
+    expect(timeout).to_have_value("600")
+    timeout.fill("500")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("[data-banner]")).to_contain_text("saved: revision")
+    assert stack.api.get("/api/v1/devices/press-1").json()["device"]["timeout_ms"] == 500
+
+
+def test_an_operator_writes_and_sees_the_gateways_answer(page: Page, stack: Stack) -> None:
+    log_in(page, stack, "olga", OPERATOR_PASSWORD, path="/devices/press-1")
+    setpoint = row(page, f"{PRESS}/setpoint")
+    expect(setpoint.locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)
+    form = setpoint.locator("form[data-write]")
+    form.get_by_label("new value of setpoint").fill("42")
+    form.get_by_role("button", name="Write").click()
+    expect(form.locator("output")).to_have_text("written: 42 (the gateway confirmed)", timeout=15_000)
+    expect(setpoint.locator("td.value")).to_have_text("42", timeout=15_000)  # read back from the PLC
+    form.get_by_label("new value of setpoint").fill("70000")
+    form.get_by_role("button", name="Write").click()
+    expect(form.locator("output")).to_contain_text("422: value:")
+    # an operator does not edit devices
+    expect(page.get_by_role("link", name="Edit")).to_have_count(0)
+
+
+def test_a_viewer_is_kept_out_of_the_editor(page: Page, stack: Stack) -> None:
+    log_in(page, stack, "vic", VIEWER_PASSWORD, path="/devices/press-1/edit")
+    expect(page.locator(".page")).to_contain_text("may not change devices")
+    page.goto(stack.url + "/devices/press-1")
+    expect(row(page, f"{PRESS}/temp")).to_have_count(1)
+    expect(page.locator("form[data-write]")).to_have_count(0)
