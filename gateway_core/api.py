@@ -21,7 +21,15 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway_core import history, history_aggregates, live_ws, routes_auth, routes_config, routes_devices
+from gateway_core import (
+    history,
+    history_aggregates,
+    live_ws,
+    routes_auth,
+    routes_config,
+    routes_devices,
+    routes_health,
+)
 from gateway_core import metrics as m
 from gateway_core.auth import Auth
 from gateway_core.console import mount as mount_console
@@ -204,7 +212,8 @@ def create_app(core: Core) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for router in (routes_devices.router, routes_config.router, routes_auth.router, history_aggregates.router):
+    for router in (routes_devices.router, routes_config.router, routes_auth.router, history_aggregates.router,
+                   routes_health.router):
         app.include_router(
             router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_query_values)]
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway_core import metrics as m
 from gateway_core.errors import ApiError
+from gateway_core.health import HealthStore
 from gateway_core.settings import Settings
 from gateway_core.sharding import Assigner
 from gateway_core.store import Commit
@@ -42,6 +43,8 @@ class Control:
         self._wake = asyncio.Event()
         self._syncs: dict[str, None] = {}  # gateways waiting for a sync response, in arrival order
         self._writes: dict[str, asyncio.Future[pcmd.WriteResponse]] = {}
+        #: the devices' health reports (<root>/status/devices/+), with the gateways' liveness from the assigner
+        self.health = HealthStore(self.root, assigner, max_devices=settings.live.max_health_devices)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [
@@ -113,6 +116,7 @@ class Control:
                 # Deaf while disconnected: gateways are not dead because we cannot hear them, and
                 # config messages wait in the assigner's state instead of piling up in the client.
                 self.assigner.grace()
+            self.health.sweep()
             await sleep_or_stop(TICK, self._wake)
 
     async def publish_step(self) -> None:

@@ -101,15 +101,19 @@ class Service:
         await core.load()
         control = core.control
         live = core.live
+        health = control.health
         assert live is not None
 
         def on_message(msg: Message) -> None:
-            (live.on_message if live.handles(msg.topic) else control.on_message)(msg)
+            if health.handles(msg.topic):  # first: a control root of several levels may look like a tag topic
+                health.on_message(msg)
+            else:
+                (live.on_message if live.handles(msg.topic) else control.on_message)(msg)
 
         mqtt = MqttClient(
             s.mqtt,
             client_id=s.client_id,
-            subscriptions=[*control.subscriptions(), *live.subscriptions()],
+            subscriptions=[*control.subscriptions(), *health.subscriptions(), *live.subscriptions()],
             on_message=on_message,
             on_connect=control.on_connect,
         )

@@ -6,6 +6,9 @@ The client's first message is its token, ``{"type": "auth", "token": "<access to
     → {"type": "subscribe", "paths": ["acme/berlin", "acme/berlin/stamping/line-1/press-1/temp"]}
     ← {"type": "subscribed", "paths": [...every path now subscribed...]}
     ← {"type": "values", "values": [{"path", "value", "ts", "q", "quality", "unit"?, "reason"?}, ...]}
+    → {"type": "subscribe", "devices": ["press-1"]}     (device health; "*" = every device; with or without paths)
+    ← {"type": "subscribed", "paths": [...], "devices": [...]}
+    ← {"type": "health", "devices": [{<GET /devices/{id}/health's view>}, {"device_id", "removed": true}]}
     → {"type": "unsubscribe", "paths": [...]}          → {"type": "auth", "token": ...} (renew, any time)
     ← {"type": "error", "detail": "...", "field": "..."}  (the request is ignored; the socket stays)
 
@@ -31,6 +34,7 @@ from fastapi import WebSocket, WebSocketDisconnect
 
 from gateway_core.auth import Auth, Principal
 from gateway_core.errors import ApiError
+from gateway_core.health import HealthStore, parse_device_id
 from gateway_core.live import LiveHub, Watcher, parse_path
 from gateway_core.settings import LiveSettings
 from nexus.runtime import sleep_or_stop, wait_first
@@ -46,9 +50,12 @@ class _Closed(Exception):
 
 
 class LiveSession:
-    def __init__(self, ws: WebSocket, hub: LiveHub, auth: Auth, settings: LiveSettings) -> None:
+    def __init__(self, ws: WebSocket, hub: LiveHub, auth: Auth, settings: LiveSettings,
+                 health: HealthStore | None = None) -> None:
         self.ws = ws
         self.hub = hub
+        self.health = health
+        self.devices = Watcher(settings.max_tags)  #: the device health this client watches (ids, or "*")
         self.auth = auth
         self.settings = settings
         self.id = next(_ids)
@@ -73,6 +80,8 @@ class LiveSession:
                     reader.cancel()  # it may wait for a message that never comes; the sender sees stop
         finally:
             self.hub.leave(self.watcher)
+            if self.health is not None:
+                self.health.unsubscribe(self.devices, list(self.devices.paths))
             log.debug("live client %s left", self.id)
 
     # -- credentials -------------------------------------------------------------------------------
@@ -152,6 +161,12 @@ class LiveSession:
         if kind not in ("subscribe", "unsubscribe"):
             await self._error(f"type: one of auth, subscribe, unsubscribe, not {str(kind)[:32]!r}", "type")
             return
+        if "devices" in msg:
+            if not await self._devices(kind, msg["devices"]):
+                return
+            if "paths" not in msg:
+                await self._subscribed()
+                return
         raw = msg.get("paths")
         if not isinstance(raw, list) or not raw or len(raw) > self.settings.max_subscriptions:
             await self._error(f"paths: a list of 1..{self.settings.max_subscriptions} UNS paths", "paths")
@@ -176,7 +191,36 @@ class LiveSession:
                                   "subscribe to smaller subtrees", "paths")
                 return
             self.hub.subscribe(w, paths)
-        await self._send({"type": "subscribed", "paths": sorted(w.paths)})
+        await self._subscribed()
+
+    async def _devices(self, kind: str, raw: object) -> bool:
+        """A (un)subscription to device health; False (after an error reply) when it is refused."""
+        limit = self.settings.max_subscriptions
+        if self.health is None:
+            await self._error("devices: device health is not available here", "devices")
+            return False
+        if not isinstance(raw, list) or not raw or len(raw) > limit:
+            await self._error(f"devices: a list of 1..{limit} device ids, or ['*'] for every device", "devices")
+            return False
+        try:
+            devices = [parse_device_id(d) for d in raw]
+        except ValueError as exc:
+            await self._error(f"devices: {exc}", "devices")
+            return False
+        if kind == "unsubscribe":
+            self.health.unsubscribe(self.devices, devices)
+        elif len(self.devices.paths | set(devices)) > limit:
+            await self._error(f"devices: at most {limit} at once ({len(self.devices.paths)} now)", "devices")
+            return False
+        else:
+            self.health.subscribe(self.devices, devices)
+        return True
+
+    async def _subscribed(self) -> None:
+        message: dict[str, Any] = {"type": "subscribed", "paths": sorted(self.watcher.paths)}
+        if self.devices.paths:
+            message["devices"] = sorted(self.devices.paths)
+        await self._send(message)
 
     # -- to the client -----------------------------------------------------------------------------
     async def _send_loop(self) -> None:
@@ -188,20 +232,26 @@ class LiveSession:
             self.stop.set()
 
     async def _sends(self) -> None:
-        w = self.watcher
+        w, d = self.watcher, self.devices
         while not self.stop.is_set():
             now = time.time()
             if now >= self._check_at:
                 if not await self._authenticate(self._token, announce=False):
                     return
                 continue
-            await wait_first(w.wake.wait(), self.stop.wait(), timeout=self._check_at - now)
-            if self.stop.is_set() or not w.pending:
+            await wait_first(w.wake.wait(), d.wake.wait(), self.stop.wait(), timeout=self._check_at - now)
+            if self.stop.is_set() or not (w.pending or d.pending):
                 continue
-            message: dict[str, Any] = {"type": "values", "values": w.take()}
-            if w.dropped:
-                message["dropped"], w.dropped = w.dropped, 0
-            await self._send(message)
+            if w.pending:
+                message: dict[str, Any] = {"type": "values", "values": w.take()}
+                if w.dropped:
+                    message["dropped"], w.dropped = w.dropped, 0
+                await self._send(message)
+            if d.pending:
+                health: dict[str, Any] = {"type": "health", "devices": d.take()}
+                if d.dropped:
+                    health["dropped"], d.dropped = d.dropped, 0
+                await self._send(health)
             if await sleep_or_stop(self.settings.batch_interval, self.stop):
                 return
 
@@ -228,4 +278,4 @@ class LiveSession:
 
 async def endpoint(ws: WebSocket) -> None:
     core = ws.app.state.core
-    await LiveSession(ws, core.live, core.auth, core.settings.live).run()
+    await LiveSession(ws, core.live, core.auth, core.settings.live, core.control.health).run()

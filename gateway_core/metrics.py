@@ -29,3 +29,8 @@ LIVE_MESSAGES = Counter(
 LIVE_DROPPED = Counter(
     "nexus_core_live_dropped_total", "Changes not queued for a client already holding live.max_tags pending tags"
 )
+HEALTH_DEVICES = Gauge("nexus_core_health_devices", "Devices whose newest health report the service keeps")
+HEALTH_MESSAGES = Counter(
+    "nexus_core_health_messages_total", "Device health messages received",
+    ["result"],  # ok, removed (cleared), bad (off the contract), overflow (beyond live.max_health_devices)
+)

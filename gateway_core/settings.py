@@ -122,6 +122,7 @@ class LiveSettings:
     max_tags: int = 10_000  #: tags one client may watch (a subscription that would exceed it is refused)
     max_clients: int = 256  #: WebSocket clients at once; more are refused (close 1013)
     max_cached_tags: int = 1_000_000  #: current values kept from the broker; tags beyond it are not streamed
+    max_health_devices: int = 100_000  #: devices whose newest health report is kept; more are not kept (counted)
     role: str = "viewer"  #: the lowest role that may subscribe
     auth_timeout: float = 5.0  #: seconds a new client has to send its token
     recheck_interval: float = 30.0  #: seconds between checks that a client's credentials are still valid
@@ -134,7 +135,7 @@ class LiveSettings:
             raise SettingsError(str(exc), field="live.uns_prefix") from exc
         for name in ("batch_interval", "auth_timeout", "recheck_interval", "send_timeout"):
             positive(getattr(self, name), f"live.{name}")
-        for name in ("max_subscriptions", "max_tags", "max_clients", "max_cached_tags"):
+        for name in ("max_subscriptions", "max_tags", "max_clients", "max_cached_tags", "max_health_devices"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"must be >= 1, got {getattr(self, name)}", field=f"live.{name}")
         if self.role not in ("viewer", "operator", "engineer", "admin"):
