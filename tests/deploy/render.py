@@ -8,6 +8,8 @@ from typing import Any
 
 from devtools import render_k8s
 
+#: the broker roles of mqtt.users
+ROLES = ("gateway", "ingestion", "core", "normalizer")
 #: name -> values over the chart's defaults (profiles first)
 CASES: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -36,6 +38,33 @@ CASES: dict[str, dict[str, Any]] = {
     "operator-clusterwide": {"operator": {"enabled": True, "clusterwide": True,
                                           "coreUrl": "https://core.example:8080"},
                              "core": {"enabled": False}},
+    # secured broker and database, each option on (docs/security.md, "In the chart"): TLS to the bundled
+    # EMQX with client certificates for every role, one broker identity per gateway, PostgreSQL over TLS,
+    # nexus-core on HTTPS with its users' settings, the operator calling it over HTTPS
+    "secured": {**render_k8s.profile_values("prod"),
+                "mqtt": {"credentialsSecret": "nexus-mqtt", "gatewayIdentity": {"enabled": True, "tokenTtlDays": 30},
+                         "tls": {"enabled": True, "clientCertSecrets": {r: f"{r}-mqtt-cert" for r in ROLES}}},
+                "emqx": {"replicas": 3, "cookieSecret": "nexus-emqx",
+                         "tls": {"enabled": True, "secret": "emqx-tls", "verifyClients": True}},
+                "db": {"tls": {"sslmode": "verify-full", "caSecret": "pg-ca", "clientCertSecret": "pg-client"}},
+                "timescaledb": {"tls": {"secret": "timescaledb-tls"}},
+                "gateway": {"unsPrefix": "v1"},
+                "core": {"http": {"tls": {"secret": "core-tls"}},
+                         "adminUser": {"name": "ops-admin", "passwordSecret": {"name": "core-admin-user"}},
+                         "jwtSecret": {"name": "core-jwt"}},
+                "normalizer": {"enabled": True},
+                "operator": {"enabled": True}},
+    # a chart-made credentials Secret; file mode with its own identity; an external TLS broker with a CA
+    "file-mode-identity": {"mqtt": {"host": "broker.example", "createCredentials": True,
+                                    "gatewayIdentity": {"enabled": True},
+                                    "tls": {"enabled": True, "caSecret": "plant-ca", "caKey": "ca.pem",
+                                            "insecureNoHostnameCheck": True}},
+                           "emqx": {"enabled": False},
+                           "gateway": {"configSource": "file", "autoscaling": {"enabled": False},
+                                       "gatewayId": "edge.gw-1"}},
+    # the bundled EMQX with TLS and its plain listener kept, the daemons on plain MQTT with created passwords
+    "emqx-tls-and-plain": {"mqtt": {"createCredentials": True},
+                           "emqx": {"tls": {"enabled": True, "secret": "emqx-tls", "plainListener": True}}},
 }
 
 

@@ -41,9 +41,10 @@ DAEMONS: dict[str, tuple[str, type[Any]]] = {
 }
 #: the one workload that calls the Kubernetes API, so the one with a ServiceAccount token
 TOKEN_WORKLOADS = ("operator",)
-#: environment names a daemon container may set that are not its settings: Python's, and libpq's
-#: password (the bundled TimescaleDB's, kept out of the DSN)
-FOREIGN_ENV = {"PYTHONDONTWRITEBYTECODE", "PGPASSWORD"}
+#: environment names a daemon container may set that are not its settings: Python's, libpq's password (the
+#: bundled TimescaleDB's, kept out of the DSN) and TLS defaults (db.tls), OpenSSL's CA file (the operator)
+FOREIGN_ENV = {"PYTHONDONTWRITEBYTECODE", "PGPASSWORD", "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY",
+               "SSL_CERT_FILE"}
 ALL_CASES = sorted(CASES)
 #: cluster-scoped kinds of the renders (kustomize gives them no namespace)
 CLUSTER_KINDS = ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding")
@@ -99,7 +100,7 @@ def test_every_object_validates_against_the_kubernetes_schemas(case: str) -> Non
             pytest.fail(f"{case}: {obj['kind']}/{obj['metadata']['name']}: {exc.message} at {list(exc.path)}")
 
 
-@pytest.mark.parametrize("case", ["defaults", "operator-clusterwide"])
+@pytest.mark.parametrize("case", ["defaults", "operator-clusterwide", "secured"])
 def test_helm_lint_finds_nothing(case: str) -> None:
     report = helm_python.lint(str(render_k8s.CHART), CASES[case], strict=True, kube_version=f"v{K8S_VERSION}")
     bad = [m for m in report["messages"] if m["severity"] >= 2]

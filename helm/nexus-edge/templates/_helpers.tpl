@@ -118,25 +118,183 @@ db.dsnSecret. Call with (dict "root" $ "name" "NEXUS_INGESTION_DB_DSN").
 {{- end }}
 
 {{/*
+The Secret with the broker passwords per role: mqtt.credentialsSecret, or the chart-made one
+(mqtt.createCredentials), or none ("").
+*/}}
+{{- define "nexus-edge.credentialsSecret" -}}
+{{- if .Values.mqtt.credentialsSecret }}{{ .Values.mqtt.credentialsSecret }}
+{{- else if .Values.mqtt.createCredentials }}{{ include "nexus-edge.fullname" . }}-mqtt
+{{- end }}
+{{- end }}
+
+{{/*
+The broker port the daemons connect to: mqtt.tls.port with TLS, else mqtt.port.
+*/}}
+{{- define "nexus-edge.mqttPort" -}}
+{{- if .Values.mqtt.tls.enabled }}{{ .Values.mqtt.tls.port | int }}{{ else }}{{ .Values.mqtt.port | int }}{{ end }}
+{{- end }}
+
+{{/*
+Whether the daemons use the bundled EMQX ("true" or "").
+*/}}
+{{- define "nexus-edge.bundledBroker" -}}
+{{- if and .Values.emqx.enabled (not .Values.mqtt.host) }}true{{ end }}
+{{- end }}
+
+{{/*
+The Secret and key of the broker's CA for the daemons: mqtt.tls.caSecret, or the bundled EMQX's
+certificate Secret (its ca.crt), or none (the system's CAs). Two lines: name, key.
+*/}}
+{{- define "nexus-edge.mqttCa" -}}
+{{- $t := .Values.mqtt.tls }}
+{{- if $t.caSecret }}{{ $t.caSecret }}
+{{ $t.caKey }}
+{{- else if and (include "nexus-edge.bundledBroker" .) .Values.emqx.tls.enabled .Values.emqx.tls.secret }}{{ .Values.emqx.tls.secret }}
+ca.crt
+{{- end }}
+{{- end }}
+
+{{/*
+The user name patterns of the gateways with a broker identity each: a regular expression (EMQX's ACL
+"re") matching every gateway id this release runs and no other role's user.
+*/}}
+{{- define "nexus-edge.gatewayUserRegex" -}}
+{{- if eq (include "nexus-edge.gateway.fileMode" .) "true" }}
+{{- printf "^%s$" (regexQuoteMeta .Values.gateway.gatewayId) }}
+{{- else }}
+{{- /* Deployment pods: <deployment>-<pod-template-hash>-<5 characters> */}}
+{{- printf "^%s-[a-z0-9]+-[a-z0-9]+$" (regexQuoteMeta (include "nexus-edge.gateway.fullname" .)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Every file a daemon reads from a Secret: TLS material for the broker, PostgreSQL, the REST API. A YAML
+list of {volume, path, secret, items}; the env entries name the same paths. Call with
+(dict "root" $ "role" "core").
+*/}}
+{{- define "nexus-edge.secretFiles" -}}
+{{- $v := .root.Values }}
+{{- $role := .role | default .component }}
+{{- if and $v.mqtt.tls.enabled (has $role (list "gateway" "ingestion" "core" "normalizer")) }}
+{{- $ca := include "nexus-edge.mqttCa" .root | splitList "\n" }}
+{{- if gt (len $ca) 1 }}
+- {volume: mqtt-ca, path: /etc/nexus-tls/mqtt-ca, secret: {{ index $ca 0 | quote }}, items: [{key: {{ index $ca 1 | quote }}, path: ca.crt}]}
+{{- end }}
+{{- with get $v.mqtt.tls.clientCertSecrets $role }}
+- {volume: mqtt-client, path: /etc/nexus-tls/mqtt-client, secret: {{ . | quote }}, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}
+{{- end }}
+{{- end }}
+{{- if has $role (list "ingestion" "core") }}
+{{- with $v.db.tls.caSecret }}
+- {volume: db-ca, path: /etc/nexus-tls/db-ca, secret: {{ . | quote }}, items: [{key: {{ $v.db.tls.caKey | quote }}, path: ca.crt}]}
+{{- end }}
+{{- with $v.db.tls.clientCertSecret }}
+- {volume: db-client, path: /etc/nexus-tls/db-client, secret: {{ . | quote }}, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}
+{{- end }}
+{{- end }}
+{{- if eq $role "core" }}
+{{- with $v.core.http.tls.secret }}
+- {volume: http-tls, path: /etc/nexus-tls/http, secret: {{ . | quote }}, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}
+{{- end }}
+{{- with $v.core.http.tls.clientCaSecret }}
+- {volume: http-client-ca, path: /etc/nexus-tls/http-client-ca, secret: {{ . | quote }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end }}
+{{- end }}
+{{- if and (eq $role "operator") (not $v.operator.coreUrl) $v.core.http.tls.secret }}
+- {volume: core-ca, path: /etc/nexus-tls/core-ca, secret: {{ $v.core.http.tls.secret | quote }}, items: [{key: ca.crt, path: ca.crt}]}
+{{- end }}
+{{- end }}
+
+{{- define "nexus-edge.secretMounts" -}}
+{{- range (include "nexus-edge.secretFiles" . | fromYamlArray) }}
+- name: {{ .volume }}
+  mountPath: {{ .path }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "nexus-edge.secretVolumes" -}}
+{{- range (include "nexus-edge.secretFiles" . | fromYamlArray) }}
+- name: {{ .volume }}
+  secret:
+    secretName: {{ .secret }}
+    # 0440: root-owned, read by the daemons' group (fsGroup); libpq and OpenSSL accept such a key
+    defaultMode: 288
+    items:
+      {{- toYaml .items | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/*
+libpq's TLS variables for a daemon that connects to the historian (db.tls).
+*/}}
+{{- define "nexus-edge.dbTlsEnv" -}}
+{{- $t := .Values.db.tls }}
+{{- with $t.sslmode }}
+{{- if not (has . (list "disable" "allow" "prefer" "require" "verify-ca" "verify-full")) }}
+{{- fail (printf "db.tls.sslmode must be disable, allow, prefer, require, verify-ca or verify-full, got %q" .) }}
+{{- end }}
+- name: PGSSLMODE
+  value: {{ . | quote }}
+{{- end }}
+{{- if $t.caSecret }}
+- name: PGSSLROOTCERT
+  value: /etc/nexus-tls/db-ca/ca.crt
+{{- end }}
+{{- if $t.clientCertSecret }}
+- name: PGSSLCERT
+  value: /etc/nexus-tls/db-client/tls.crt
+- name: PGSSLKEY
+  value: /etc/nexus-tls/db-client/tls.key
+{{- end }}
+{{- end }}
+
+{{/*
 Broker, ops and log env entries every daemon has. Call with
 (dict "root" $ "prefix" "NEXUS_GATEWAY" "role" "gateway" "logLevel" .. "logJson" ..).
 */}}
 {{- define "nexus-edge.commonEnv" -}}
 {{- $v := .root.Values }}
+{{- $t := $v.mqtt.tls }}
+{{- $creds := include "nexus-edge.credentialsSecret" .root }}
+{{- $identity := and (eq .role "gateway") $v.mqtt.gatewayIdentity.enabled }}
 - name: {{ .prefix }}_MQTT_HOST
   value: {{ include "nexus-edge.mqttHost" .root | quote }}
 - name: {{ .prefix }}_MQTT_PORT
-  value: {{ $v.mqtt.port | int | quote }}
+  value: {{ include "nexus-edge.mqttPort" .root | quote }}
 - name: {{ .prefix }}_MQTT_MAX_INFLIGHT
   value: {{ $v.mqtt.maxInflight | int | quote }}
-{{- with $v.mqtt.credentialsSecret }}
-- name: {{ $.prefix }}_MQTT_USERNAME
-  value: {{ get $v.mqtt.users $.role | quote }}
-- name: {{ $.prefix }}_MQTT_PASSWORD
+{{- if $identity }}
+# its own broker user (its gateway id) and token: [mqtt] username, password of the file the init container wrote
+- name: {{ .prefix }}_CONFIG
+  value: /run/nexus/mqtt-identity/mqtt.toml
+{{- else if $creds }}
+- name: {{ .prefix }}_MQTT_USERNAME
+  value: {{ get $v.mqtt.users .role | quote }}
+- name: {{ .prefix }}_MQTT_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ . }}
-      key: {{ $.role }}-password
+      name: {{ $creds }}
+      key: {{ .role }}-password
+{{- end }}
+{{- if $t.enabled }}
+- name: {{ .prefix }}_MQTT_TLS
+  value: "true"
+{{- range (include "nexus-edge.secretFiles" (dict "root" .root "role" .role) | fromYamlArray) }}
+{{- if eq .volume "mqtt-ca" }}
+- name: {{ $.prefix }}_MQTT_CA_FILE
+  value: /etc/nexus-tls/mqtt-ca/ca.crt
+{{- else if eq .volume "mqtt-client" }}
+- name: {{ $.prefix }}_MQTT_CERT_FILE
+  value: /etc/nexus-tls/mqtt-client/tls.crt
+- name: {{ $.prefix }}_MQTT_KEY_FILE
+  value: /etc/nexus-tls/mqtt-client/tls.key
+{{- end }}
+{{- end }}
+{{- if $t.insecureNoHostnameCheck }}
+- name: {{ .prefix }}_MQTT_TLS_INSECURE_NO_HOSTNAME_CHECK
+  value: "true"
+{{- end }}
 {{- end }}
 - name: {{ .prefix }}_OPS_HOST
   value: "0.0.0.0"
