@@ -35,7 +35,7 @@ SWEEP_INTERVAL = 1.0  #: seconds between two looks for reports gone stale
 class _Entry:
     report: DeviceHealth
     received: float  #: our monotonic clock when the report was made (a retained one: from its ts)
-    shown: tuple[bool, bool | None] = (False, None)  #: (stale, gateway_online) last fanned out
+    shown: tuple[bool, bool | None] = (False, None)  #: (stale, gateway_online) the watchers were last told
 
 
 class HealthStore:
@@ -87,16 +87,21 @@ class HealthStore:
         entry = self.entries[device_id] = _Entry(report, received)
         m.HEALTH_MESSAGES.labels("ok").inc()
         m.HEALTH_DEVICES.set(len(self.entries))
-        self._fan_out(device_id, self._view(entry, now))
+        self._show(device_id, entry, now)
 
     # -- what is shown ---------------------------------------------------------------------------
-    def _view(self, entry: _Entry, now: float) -> State:
+    def _flags(self, entry: _Entry, now: float) -> tuple[bool, bool | None, float]:
+        """(stale, gateway_online, age in seconds) of a report now."""
         h = entry.report
         g = self.assigner.gateways.get(h.gateway)
         online = None if g is None else g.online
         age = max(0.0, now - entry.received)
-        stale = h.state != "offline" and (online is False or age > STALE_HEARTBEATS * h.heartbeat_ms / 1000)
-        entry.shown = (stale, online)
+        return h.state != "offline" and (online is False or age > STALE_HEARTBEATS * h.heartbeat_ms / 1000), \
+            online, age
+
+    def _view(self, entry: _Entry, now: float) -> State:
+        h = entry.report
+        stale, online, age = self._flags(entry, now)
         lat = h.latency
         return {
             "device_id": h.device_id, "gateway": h.gateway, "assigned_gateway": self.assigner.owner.get(h.device_id),
@@ -134,12 +139,18 @@ class HealthStore:
             return
         self._swept = now
         for device_id, entry in self.entries.items():
-            before = entry.shown
-            view = self._view(entry, now)
-            if entry.shown != before:
-                self._fan_out(device_id, view)
+            stale, online, _ = self._flags(entry, now)
+            if (stale, online) != entry.shown:
+                self._show(device_id, entry, now)
 
     # -- the live stream's side ------------------------------------------------------------------
+    def _show(self, device_id: str, entry: _Entry, now: float) -> None:
+        """Send the device's view to its watchers; what they were told is kept for :meth:`sweep` (only here:
+        a REST read of the same view must not keep a change from them)."""
+        view = self._view(entry, now)
+        entry.shown = (view["stale"], view["gateway_online"])
+        self._fan_out(device_id, view)
+
     def _fan_out(self, device_id: str, state: State) -> None:
         for key in (device_id, ALL):
             for w in self._index.get(key, ()):

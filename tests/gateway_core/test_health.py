@@ -143,6 +143,8 @@ async def test_a_dead_gateways_devices_are_stale(db: str, broker: Any, prefix: s
             v = await health_until(ws, "press-1", lambda v: True)
             assert v["stale"] is False and v["gateway_online"] is True
             gw.crash()  # its will: offline; its retained device report still says connected
+            # a REST client sees it first: the live stream is told all the same
+            await until(lambda: _stale(running.client, "press-1"), 10, what="press-1 stale over REST")
             v = await health_until(ws, "press-1", lambda v: v["stale"], timeout=10)
             assert v["gateway_online"] is False and v["connected"] is True
         r = await running.client.get("/api/v1/health/devices", params={"stale": "true"})
