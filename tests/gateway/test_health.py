@@ -18,9 +18,14 @@ from devtools.local import free_port
 from gateway.config import PlantConfig, load_plant
 from gateway.daemon import Gateway, open_spool
 from gateway.drivers.modbus.simulator import SimulatedPlc
+from gateway.fleet import Fleet
+from gateway.health import HealthReporter
+from gateway.poller import PollPool
 from gateway.settings import HealthSettings, Settings
 from nexus.common import MqttSettings
+from nexus.mqtt import MqttClient
 from proto.health import DeviceHealth, decode_health, health_filter, health_topic
+from tests.gateway.test_device_faults import VALUES, Fault, FaultyModbus, modbus_device
 from tests.support.core import Recorder
 from tests.support.health import retained_now
 from tests.support.wait import until
@@ -133,3 +138,48 @@ async def test_device_health_follows_the_plc(tmp_path: Path, broker: Any, prefix
     retained = await asyncio.to_thread(retained_now, broker.port, r.root)
     offline = decode_health(retained[health_topic(r.root, "press-1")])
     assert offline.state == "offline" and offline.gateway == gid
+
+
+async def test_an_ended_device_task_is_reported_failed_and_its_counts_go_on(broker: Any, prefix: str) -> None:
+    """A bug outside the poller's guards ends the device's task: its report says ``failed`` with the reason at
+    once; after the fleet's restart it says ``polling`` again, its counts carried over to the new poller."""
+    port = free_port()
+    dev = modbus_device("crashy", port)
+    sim = SimulatedPlc(modbus_device("sim", port), constants=dict(VALUES))
+    await sim.start()
+    root = f"$t/{prefix}"
+    settings = Settings(gateway_id="gw-h", control_root=root, spool_dir="", mqtt=MqttSettings(port=broker.port),
+                        health=HealthSettings(interval_s=0.2, heartbeat_s=1.0))
+    faults: dict[str, Fault] = {}
+    fleet = Fleet(asyncio.Queue(5000), PollPool(4), driver_factory=lambda d: FaultyModbus(d, faults),
+                  restart_first_s=0.4, restart_max_s=2.0)
+    mqtt = MqttClient(settings.mqtt, client_id=f"{prefix}-health")
+    reporter = HealthReporter(settings, mqtt, fleet)
+    rec = Recorder(broker.port, [health_filter(root)])
+    topic = health_topic(root, "crashy")
+
+    def latest() -> DeviceHealth | None:
+        got = [p for _, t, p, _ in rec.snapshot() if t == topic]
+        return decode_health(got[-1]) if got else None
+
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(mqtt.run_loop(stop), name="test.mqtt_loop")
+        tg.create_task(reporter.health_loop(stop), name="test.health_loop")
+        try:
+            await fleet.apply([dev])
+            h = await until(lambda: (x := latest()) is not None and x.polls >= 5 and x, 10, what="five polls")
+            faults["connected"] = lambda: RuntimeError("connected exploded")
+            h = await until(lambda: (x := latest()) is not None and x.state == "failed" and x, 5,
+                            what=lambda: f"a failed report ({latest()})")
+            assert h.last_error is not None and h.last_error.startswith(
+                "device task ended: RuntimeError: connected exploded") and not h.connected
+            polls = h.polls
+            faults.clear()
+            h = await until(lambda: (x := latest()) is not None and x.state == "polling" and x.connected
+                            and x.polls > polls and x, 10, what=lambda: f"polling again ({latest()})")
+        finally:
+            await fleet.stop_all()
+            stop.set()
+            rec.close()
+            await sim.stop()
