@@ -77,6 +77,7 @@ class Demo:
         self.mq: Mosquitto | None = None
         self.stopping = False
         self.api_key = ""
+        self.admin_password = ""
 
     # -- start -----------------------------------------------------------------------------------
     def _check_ports(self) -> None:
@@ -134,10 +135,12 @@ class Demo:
         print(f"starting gateway_core (REST API on http://127.0.0.1:{a.api_port}/docs), ingestion, gateway ...",
               flush=True)
         self.api_key = secrets.token_urlsafe(24)
+        self.admin_password = self._console_password()
         self._spawn("gateway_core", [py, "-m", "gateway_core"], {
             **{f"NEXUS_CORE_{k}": v for k, v in common.items()},
             "NEXUS_CORE_SERVICE_ID": "demo-core", "NEXUS_CORE_DB_DSN": dsn, "NEXUS_CORE_HTTP_PORT": str(a.api_port),
-            "NEXUS_CORE_ADMIN_KEY": self.api_key, "NEXUS_CORE_OPS_PORT": str(a.ops_port + 2)})
+            "NEXUS_CORE_ADMIN_KEY": self.api_key, "NEXUS_CORE_OPS_PORT": str(a.ops_port + 2),
+            "NEXUS_CORE_ADMIN_USER": "admin", "NEXUS_CORE_ADMIN_PASSWORD": self.admin_password})
         self._spawn("ingestion", [py, "-m", "ingestion"], {
             **{f"NEXUS_INGESTION_{k}": v for k, v in common.items()},
             "NEXUS_INGESTION_WORKER_ID": "demo-1", "NEXUS_INGESTION_DB_DSN": dsn,
@@ -145,14 +148,34 @@ class Demo:
         # the ingestion session must exist before the first batch: the broker keeps messages only
         # for sessions it knows (afterwards it queues for them across restarts)
         self._wait_ready(a.ops_port + 1, "ingestion")
-        self._wait_ready(a.ops_port + 2, "gateway_core")
+        # its API port, not its ops port: the ops port answers before the REST API listens
+        self._wait_ready(a.api_port, "gateway_core")
         self._spawn("gateway", [py, "-m", "gateway"], {
             **{f"NEXUS_GATEWAY_{k}": v for k, v in common.items()},
             "NEXUS_GATEWAY_GATEWAY_ID": "demo-gw", "NEXUS_GATEWAY_CONFIG_SOURCE": "core",
             "NEXUS_GATEWAY_SPOOL_DIR": str(self.home / "spool"),
             "NEXUS_GATEWAY_OPS_PORT": str(a.ops_port)})
         self._import_plant(plant)
+        self._print_console()
         return dsn
+
+    def _console_password(self) -> str:
+        """The console's admin password: made at the first run and kept in the project folder, as the database
+        is (gateway_core creates the bootstrap user only when it is missing, so a new password each run would
+        not log in)."""
+        path = self.home / "console-admin-password"
+        if path.is_file() and (kept := path.read_text().strip()):
+            return kept
+        password = secrets.token_urlsafe(12)
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+        return password
+
+    def _print_console(self) -> None:
+        url = f"http://127.0.0.1:{self.args.api_port}/"
+        built = (Path(__file__).resolve().parent.parent / "console" / "dist" / "index.html").is_file()
+        print(f"web console: {url}  user: admin  password: {self.admin_password}"
+              + ("" if built else "  -- not built: run `make console` (Node.js 20.19+)"), flush=True)
 
     def _import_plant(self, plant: str) -> None:
         """Configure the demo plant the way a user would: one POST of the plant document."""
