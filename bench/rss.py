@@ -7,7 +7,8 @@ reading ``VmRSS`` and ``VmHWM`` (the kernel's own peak RSS, so a peak between tw
 process from ``/proc/<pid>/status``. A process is named by its command line (``python -m ingestion`` →
 ingestion, ``mosquitto``, ``postgres``, ...). At the end it prints, per name: how many processes ran, the
 largest VmHWM of one process, and the largest sum of VmRSS of the processes running at one sample (what one
-pod holds when a daemon runs more than one process). The command's own output passes through unchanged.
+pod holds when a daemon runs more than one process). The command's own output passes through unchanged. A child
+caught between fork and exec counts under its parent's name (``bench``) with its parent's memory.
 Linux only; the benchmark is not changed.
 """
 
@@ -84,31 +85,33 @@ def main() -> int:
     if not cmd:
         ap.error("give the benchmark command after --")
     proc = subprocess.Popen(cmd)
-    hwm: dict[int, int] = {}  # pid -> its last VmHWM seen
-    names: dict[int, str] = {}
+    # (pid, name) -> its VmHWM: a child seen between fork and exec still has its parent's command line (and
+    # memory); exec gives it a new name and a new VmHWM, so the two are kept apart
+    hwm: dict[tuple[int, str], int] = {}
     peak_sum: dict[str, int] = defaultdict(int)
     t0 = time.monotonic()
     while proc.poll() is None:
         now: dict[str, int] = defaultdict(int)
         for pid in tree(proc.pid)[1:]:
-            name = names.get(pid) or name_of(pid)
+            name = name_of(pid)
             kib = status_kib(pid)
             if name is None or kib is None:
                 continue
-            names[pid] = name
-            hwm[pid] = max(hwm.get(pid, 0), kib[1])
+            hwm[(pid, name)] = max(hwm.get((pid, name), 0), kib[1])
             now[name] += kib[0]
         for name, kib_sum in now.items():
             peak_sum[name] = max(peak_sum[name], kib_sum)
         time.sleep(args.every)
     per_name: dict[str, list[int]] = defaultdict(list)
-    for pid, peak in hwm.items():
-        per_name[names[pid]].append(peak)
+    for (_, name), peak in hwm.items():
+        per_name[name].append(peak)
     print(f"\nrss.py: {' '.join(cmd)} (exit {proc.returncode}, {time.monotonic() - t0:.0f} s, "
           f"sampled every {args.every:g} s)")
-    print(f"{'process':<36} {'count':>5} {'max VmHWM MiB':>14} {'max sum VmRSS MiB':>18}")
+    print(f"{'process':<36} {'count':>5} {'max VmHWM MiB':>14} {'max sum VmRSS MiB':>18}  each VmHWM, in start order")
     for name in sorted(per_name, key=lambda n: -max(per_name[n])):
-        print(f"{name:<36} {len(per_name[name]):>5} {max(per_name[name]) / 1024:>14.1f} {peak_sum[name] / 1024:>18.1f}")
+        each = " ".join(f"{k / 1024:.0f}" for k in per_name[name][:8])
+        print(f"{name:<36} {len(per_name[name]):>5} {max(per_name[name]) / 1024:>14.1f} {peak_sum[name] / 1024:>18.1f}"
+              f"  {each}")
     return proc.returncode
 
 
