@@ -70,6 +70,7 @@ console/dist/index.html: $(CONSOLE_SRC)
 	@touch $@
 
 test: deps venv console
+	cd console && npm test --silent
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

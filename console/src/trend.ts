@@ -68,3 +68,21 @@ export function fromLocalInput(text: string): number | null {
   const ms = new Date(text).getTime();
   return Number.isNaN(ms) ? null : ms;
 }
+
+/** The tags' names without the levels they all share ("press-1/temp" for two devices of one line). */
+export function shortNames(tags: string[]): string[] {
+  if (tags.length < 2) return tags.map((t) => t.split("/").slice(-2).join("/"));
+  const split = tags.map((t) => t.split("/"));
+  let common = 0;
+  while (common < 5 && split.every((p) => p[common] === split[0]?.[common])) common++;
+  return split.map((p) => p.slice(Math.min(common, p.length - 1)).join("/"));
+}
+
+/** An axis number in at most about six characters (12.5k, 3.2M). */
+export function compact(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 1e9) return `${+(v / 1e9).toPrecision(3)}G`;
+  if (a >= 1e6) return `${+(v / 1e6).toPrecision(3)}M`;
+  if (a >= 1e4) return `${+(v / 1e3).toPrecision(3)}k`;
+  return String(+v.toPrecision(4));
+}

@@ -4,13 +4,13 @@
 
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 
 import { allDevices, get, query, unsPath } from "../api";
 import { ErrorBox, Page, useLoad } from "../hooks";
 import type { Route } from "../router";
 import { navigate } from "../router";
-import { align, bucketFor, fromLocalInput, seriesOf, toLocalInput, type HistoryAnswer } from "../trend";
+import { align, bucketFor, compact, fromLocalInput, seriesOf, shortNames, toLocalInput, type HistoryAnswer } from "../trend";
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
 const PRESETS: [string, number][] = [["15 min", 900_000], ["1 h", 3_600_000], ["6 h", 21_600_000], ["24 h", 86_400_000], ["7 d", 604_800_000]];
@@ -22,9 +22,12 @@ function goTo(tags: string[], prefix: string, from: number, to: number): void {
 export function Trends({ route }: { route: Route }) {
   const tags = route.params.getAll("tag");
   const prefix = route.params.get("prefix") ?? "";
-  const now = Date.now();
-  const to = Date.parse(route.params.get("to") ?? "") || now;
-  const from = Date.parse(route.params.get("from") ?? "") || to - 3_600_000;
+  // without a range in the URL: the last hour, fixed when the URL was opened (not at every render)
+  const search = route.params.toString();
+  const [from, to] = useMemo(() => {
+    const end = Date.parse(route.params.get("to") ?? "") || Date.now();
+    return [Date.parse(route.params.get("from") ?? "") || end - 3_600_000, end];
+  }, [search]);
   const bucket = bucketFor(from, to);
   const wanted = tags.length > 0 || prefix !== "";
   const devices = useLoad((signal) => allDevices(signal), []);
@@ -41,12 +44,13 @@ export function Trends({ route }: { route: Route }) {
   useEffect(() => {
     const el = chartEl.current;
     if (!el || !series.length) return;
+    const names = shortNames(series.map((s) => s.tag));
     const opts: uPlot.Options = {
       width: Math.max(320, el.clientWidth),
       height: 360,
       scales: { x: { time: true, min: from / 1000, max: to / 1000 } },
-      series: [{}, ...series.map((s, i) => ({ label: `${s.tag}${s.unit ? ` (${s.unit})` : ""}`, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false }))],
-      axes: [{}, { size: 60 }],
+      series: [{}, ...series.map((s, i) => ({ label: `${names[i]}${s.unit ? ` (${s.unit})` : ""}`, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: false }))],
+      axes: [{}, { size: 64, values: (_u: uPlot, vals: number[]) => vals.map(compact) }],
       cursor: { drag: { x: true, y: false } },
       hooks: {
         setSelect: [(u: uPlot) => {
