@@ -209,7 +209,7 @@ export interface DeviceDoc extends Doc {
   site: string;
   area: string;
   line: string;
-  protocol: string;
+  protocol?: string; // absent: modbus_tcp (the gateway's default, gateway/config.py)
   tags?: TagDoc[];
 }
 
@@ -259,4 +259,9 @@ export async function allDevices(signal?: AbortSignal): Promise<DeviceOut[]> {
 
 export function unsPath(d: DeviceDoc): string {
   return [d.enterprise, d.site, d.area, d.line, d.id].join("/");
+}
+
+/** A device's protocol: absent means the gateway's default. */
+export function protocolOf(d: DeviceDoc): string {
+  return d.protocol ?? "modbus_tcp";
 }

@@ -1,7 +1,7 @@
 // The device form's rules: which keys each protocol's form shows (the rest of the document is kept as it is),
 // how an input's text becomes a JSON value, and where the API's error `field` is shown. Tested in form.test.ts.
 
-import type { DeviceDoc } from "./api";
+import { protocolOf, type DeviceDoc } from "./api";
 
 export interface ProtocolForm {
   device: string[]; // connection keys (gateway/drivers/<protocol>/config.py DEVICE_KEYS)
@@ -41,7 +41,7 @@ export function fromInput(text: string): unknown {
 
 /** The form field that shows an error the API gave for `field`, or null for the page's banner. */
 export function errorPlace(field: string, doc: DeviceDoc): string | null {
-  const form = PROTOCOLS[doc.protocol];
+  const form = PROTOCOLS[protocolOf(doc)];
   const device = new Set([...COMMON, ...(form?.device ?? [])].map((k) => `device.${k}`));
   if (device.has(field)) return field;
   const m = /^device\.tags\[(\d+)\](?:\.([^.[\]]+))?/.exec(field);

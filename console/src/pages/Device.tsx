@@ -3,7 +3,7 @@
 
 import { useState } from "preact/hooks";
 
-import { ApiError, atLeast, call, get, seg, unsPath, type DeviceOut, type GatewayList, type TagDoc, type User } from "../api";
+import { ApiError, atLeast, call, get, protocolOf, seg, unsPath, type DeviceOut, type GatewayList, type TagDoc, type User } from "../api";
 import { ErrorBox, LiveStatus, Page, QualityBadge, useLive, useLoad, useNow } from "../hooks";
 import { href } from "../router";
 import { formatAge, formatValue, type TagState } from "../uns";
@@ -108,7 +108,7 @@ export function DevicePage({ user, id }: { user: User; id: string }) {
         <>
           <dl class="facts">
             <dt>protocol</dt>
-            <dd>{d.device.protocol}</dd>
+            <dd>{protocolOf(d.device)}</dd>
             <dt>place</dt>
             <dd>{base}</dd>
             <dt>gateway</dt>

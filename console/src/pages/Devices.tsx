@@ -2,7 +2,7 @@
 
 import { useState } from "preact/hooks";
 
-import { allDevices, atLeast, get, type GatewayList, type User } from "../api";
+import { allDevices, atLeast, protocolOf, get, type GatewayList, type User } from "../api";
 import { ErrorBox, Page, useLoad } from "../hooks";
 import { href } from "../router";
 
@@ -14,7 +14,7 @@ export function Devices({ user }: { user: User }) {
   for (const g of gateways.data?.items ?? []) for (const [d, e] of Object.entries(g.errors ?? {})) errors.set(d, e);
   const words = text.toLowerCase().split(/\s+/).filter(Boolean);
   const rows = (devices.data ?? []).filter((d) => {
-    const hay = `${d.id} ${d.device.protocol} ${d.device.enterprise}/${d.device.site}/${d.device.area}/${d.device.line} ${d.gateway ?? ""}`;
+    const hay = `${d.id} ${protocolOf(d.device)} ${d.device.enterprise}/${d.device.site}/${d.device.area}/${d.device.line} ${d.gateway ?? ""}`;
     return words.every((w) => hay.toLowerCase().includes(w));
   });
   return (
@@ -61,7 +61,7 @@ export function Devices({ user }: { user: User }) {
               <th scope="row">
                 <a href={href("devices", d.id)}>{d.id}</a>
               </th>
-              <td>{d.device.protocol}</td>
+              <td>{protocolOf(d.device)}</td>
               <td>{[d.device.enterprise, d.device.site, d.device.area, d.device.line].join("/")}</td>
               <td>{d.device.tags?.length ?? 0}</td>
               <td>{d.gateway ?? <span class="muted">none</span>}</td>

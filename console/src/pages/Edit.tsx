@@ -5,7 +5,7 @@
 
 import { useEffect, useState } from "preact/hooks";
 
-import { ApiError, call, seg, type DeviceDoc, type DeviceOut, type TagDoc, type User, atLeast } from "../api";
+import { ApiError, call, protocolOf, seg, type DeviceDoc, type DeviceOut, type TagDoc, type User, atLeast } from "../api";
 import { Page } from "../hooks";
 import { href, navigate } from "../router";
 import { errorPlace, fromInput, PROTOCOLS, TYPES, toInput } from "../form";
@@ -37,6 +37,7 @@ function Field(props: {
   onChange: (value: unknown) => void;
   disabled?: boolean;
   options?: readonly string[];
+  placeholder?: string; // the empty choice of a select: what absent means
   size?: number;
 }) {
   const { doc, name, field, errors } = props;
@@ -55,7 +56,7 @@ function Field(props: {
       <label for={id}>{props.label ?? name}</label>
       {props.options ? (
         <select {...common} value={String(doc[name] ?? "")} onChange={(e) => props.onChange(e.currentTarget.value || undefined)}>
-          <option value="">—</option>
+          <option value="">{props.placeholder ?? "—"}</option>
           {props.options.map((o) => (
             <option value={o} key={o}>
               {o}
@@ -130,7 +131,7 @@ export function EditDevice({ user, id }: Props) {
     });
     set("tags", next);
   };
-  const protocol = PROTOCOLS[doc.protocol] ?? { device: [], tag: [] };
+  const protocol = PROTOCOLS[protocolOf(doc)] ?? { device: [], tag: [] };
 
   const fail = (exc: unknown): void => {
     if (exc instanceof ApiError && exc.status === 412) {
@@ -226,12 +227,12 @@ export function EditDevice({ user, id }: Props) {
               {f("site")}
               {f("area")}
               {f("line")}
-              {f("protocol", { options: Object.keys(PROTOCOLS) })}
+              {f("protocol", { options: Object.keys(PROTOCOLS), placeholder: "modbus_tcp (default)" })}
               {f("interval_ms", { label: "interval_ms (poll period)" })}
               {f("timeout_ms")}
             </fieldset>
             <fieldset>
-              <legend>Connection ({doc.protocol})</legend>
+              <legend>Connection ({protocolOf(doc)})</legend>
               {protocol.device.map((k) => f(k))}
             </fieldset>
             <fieldset class="tag-editor">
