@@ -186,3 +186,18 @@ async def _stale(client: Any, device: str) -> bool:
 async def _state(client: Any, device: str, state: str) -> bool:
     r = await client.get(f"/api/v1/devices/{device}/health")
     return r.status_code == 200 and r.json()["state"] == state
+
+
+async def test_a_retained_report_found_at_start_counts_its_age_from_its_time(db: str, broker: Any,
+                                                                             prefix: str) -> None:
+    pub = Publisher(broker.port, f"$t/{prefix}")  # run_service's control root
+    try:
+        hour_ago = int(time.time() * 1000) - 3_600_000
+        pub.send(report("press-1", gateway="gw-gone", ts=hour_ago, heartbeat_ms=10_000))
+        async with run_service(db, broker, prefix) as running:
+            r = await until(lambda: _get(running.client, "/api/v1/devices/press-1/health"), 5, what="the report")
+            v = r.json()
+            assert v["stale"] is True and v["age_s"] >= 3600 and v["gateway_online"] is None
+    finally:
+        pub.send(b"", "press-1")
+        pub.close()
