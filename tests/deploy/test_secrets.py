@@ -378,3 +378,16 @@ def test_every_secret_key_ref_and_volume_names_a_key(tmp_path: Path) -> None:
                 for e in c.get("env", []):
                     ref = e.get("valueFrom", {}).get("secretKeyRef")
                     assert ref is None or (ref["name"] and ref["key"]), (case, e)
+
+
+def test_file_mode_gateway_user_pattern_is_exactly_its_gateway_id() -> None:
+    acl = render_k8s.render({"gateway": {"configSource": "file", "autoscaling": {"enabled": False},
+                                         "gatewayId": "edge.gw-1"},
+                             "mqtt": {"createCredentials": True, "gatewayIdentity": {"enabled": True}}})
+    text = next(d for d in render_k8s.documents(acl) if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"].endswith("-emqx"))["data"]["acl.conf"]
+    found = re.search(r'\{username, \{re, "((?:[^"\\]|\\.)+)"\}\}', text)
+    assert found
+    pattern = found.group(1).replace("\\\\", "\\")  # an Erlang string: \\ is one backslash
+    assert re.fullmatch(pattern, "edge.gw-1") and not re.fullmatch(pattern, "edgeXgw-1")
+    assert not re.fullmatch(pattern, "edge.gw-1-other")
