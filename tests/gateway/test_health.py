@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from devtools.local import free_port
+from devtools.local import Mosquitto, free_port
 from gateway.config import PlantConfig, load_plant
 from gateway.daemon import Gateway, open_spool
 from gateway.drivers.modbus.simulator import SimulatedPlc
@@ -62,14 +62,15 @@ def write_plant(tmp_path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path: Path, broker: Any, prefix: str, bg_loop: Any) -> AsyncIterator[Running]:
+async def running(tmp_path: Path, broker: Any, prefix: str, bg_loop: Any,
+                  health: HealthSettings | None = None) -> AsyncIterator[Running]:
     plant_file = write_plant(tmp_path)
     plant = load_plant(plant_file)
     root = f"$t/{prefix}"
     settings = Settings(gateway_id=f"{prefix}-gw", plant=str(plant_file), topic_root=prefix, control_root=root,
                         tag_topics=False, delivery="broker", spool_dir="",
                         mqtt=MqttSettings(port=broker.port, reconnect_min=0.2, reconnect_max=1.0),
-                        health=HealthSettings(interval_s=0.5, heartbeat_s=1.5, window_s=30))
+                        health=health or HealthSettings(interval_s=0.5, heartbeat_s=1.5, window_s=30))
     plc = SimulatedPlc(plant.devices[0], constants={"temp": 215})
     bg_loop.run(plc.start())
     rec = Recorder(broker.port, [health_filter(root)])
@@ -183,3 +184,28 @@ async def test_an_ended_device_task_is_reported_failed_and_its_counts_go_on(brok
             stop.set()
             rec.close()
             await sim.stop()
+
+
+async def test_reports_go_out_again_after_a_reconnect(tmp_path: Path, prefix: str, bg_loop: Any) -> None:
+    """A broker restarted without persistence has forgotten every retained report: the gateway sends them
+    again as soon as it is connected, not at its next heartbeat (a minute here)."""
+    broker = Mosquitto(tmp_path / "mosquitto", free_port())
+    broker.start()
+    try:
+        async with running(tmp_path, broker, prefix, bg_loop,
+                           HealthSettings(interval_s=0.5, heartbeat_s=60, window_s=30)) as r:
+            await until(lambda: (x := r.latest()) is not None and x.connected, 15, what="a connected report")
+            topic = health_topic(r.root, "press-1")
+            assert topic in await asyncio.to_thread(retained_now, broker.port, r.root)
+            broker.stop()
+            await until(lambda: not r.gw.mqtt.connected, 10, what="the gateway disconnected")
+            broker.start()
+            await until(lambda: r.gw.mqtt.connected, 15, what="the gateway connected again")
+            retained = await until(lambda: _retained(broker.port, r.root, topic), 5, what="the report again")
+            assert decode_health(retained).connected
+    finally:
+        broker.stop()
+
+
+async def _retained(port: int, root: str, topic: str) -> bytes | None:
+    return (await asyncio.to_thread(retained_now, port, root)).get(topic)
