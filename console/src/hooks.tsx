@@ -6,7 +6,7 @@ import { createContext } from "preact";
 import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
 
 import { ApiError } from "./api";
-import type { Live, LiveState, LiveValue } from "./live";
+import type { Health, Live, LiveState, LiveValue } from "./live";
 import type { TagState } from "./uns";
 import { qualityOfStatus, qualityTitle } from "./uns";
 
@@ -74,6 +74,45 @@ export function useLive(paths: string[]): { values: Map<string, TagState>; state
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [live, key]);
   return { values: map.current, state: state.s, why: state.why };
+}
+
+/** The newest health of these devices ("*": every device), by device id, live. */
+export function useHealth(devices: string[]): Map<string, Health> {
+  const live = useContext(LiveContext);
+  const map = useRef(new Map<string, Health>());
+  const [, setTick] = useState(0);
+  const key = devices.join("\n");
+  useEffect(() => {
+    if (live === null) return;
+    const off = live.onHealth((views) => {
+      for (const h of views) {
+        if (h.removed) map.current.delete(h.device_id);
+        else map.current.set(h.device_id, h);
+      }
+      setTick((x) => x + 1);
+    });
+    live.watchDevices(devices);
+    return () => {
+      off();
+      live.watchDevices([]);
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [live, key]);
+  return map.current;
+}
+
+/** The one-word state of a device's health, and its class (quality colours). */
+export function healthWord(h: Health | undefined): { word: string; cls: string; title: string } {
+  if (h === undefined) return { word: "no report", cls: "none", title: "no gateway has reported this device yet" };
+  const title = [
+    `state ${h.state ?? "?"}`, `breaker ${h.breaker ?? "?"}`, h.last_error ? `last error: ${h.last_error}` : "",
+    h.stale ? "the report is stale (its gateway is silent or dead)" : "",
+  ].filter(Boolean).join("; ");
+  if (h.stale) return { word: "stale", cls: "uncertain", title };
+  if (h.state === "offline") return { word: "offline", cls: "none", title };
+  if (h.state === "failed") return { word: "failed", cls: "bad", title };
+  if (!h.connected) return { word: h.breaker === "open" ? "unreachable (breaker open)" : "unreachable", cls: "bad", title };
+  return { word: "connected", cls: "good", title };
 }
 
 /** Date.now(), renewed every `ms` (ages on the page). */

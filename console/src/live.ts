@@ -17,12 +17,35 @@ export interface LiveValue {
 
 export type LiveState = "connecting" | "live" | "closed";
 
+/** A device's health as gateway_core shows it (docs/gateway_core.md, Device health); `removed` when it left. */
+export interface Health {
+  device_id: string;
+  removed?: boolean;
+  gateway?: string;
+  assigned_gateway?: string | null;
+  state?: "polling" | "failed" | "offline";
+  connected?: boolean;
+  breaker?: "closed" | "open" | "half_open";
+  consecutive_errors?: number;
+  last_error?: string | null;
+  last_error_ts?: number | null;
+  last_good_ts?: number | null;
+  latency_ms?: { p50: number; p99: number; samples: number; window_s: number } | null;
+  polls?: number;
+  errors?: number;
+  ts?: number;
+  gateway_online?: boolean | null;
+  stale?: boolean;
+}
+
 type Handler = (values: LiveValue[]) => void;
 
 export class Live {
   private ws: WebSocket | null = null;
   private paths = new Set<string>();
   private handlers = new Set<Handler>();
+  private devices = new Set<string>();
+  private healthHandlers = new Set<(h: Health[]) => void>();
   private stateHandlers = new Set<(s: LiveState, why: string) => void>();
   private backoff = 500;
   private stopped = false;
@@ -40,6 +63,25 @@ export class Live {
   onValues(fn: Handler): () => void {
     this.handlers.add(fn);
     return () => this.handlers.delete(fn);
+  }
+
+  onHealth(fn: (h: Health[]) => void): () => void {
+    this.healthHandlers.add(fn);
+    return () => this.healthHandlers.delete(fn);
+  }
+
+  /** Watch these devices' health ("*": every device). */
+  watchDevices(devices: Iterable<string>): void {
+    const want = new Set(devices);
+    const add = [...want].filter((d) => !this.devices.has(d));
+    const drop = [...this.devices].filter((d) => !want.has(d));
+    this.devices = want;
+    if (this.state === "live" && this.ws) {
+      if (drop.length) this.ws.send(JSON.stringify({ type: "unsubscribe", devices: drop }));
+      if (add.length) this.ws.send(JSON.stringify({ type: "subscribe", devices: add }));
+    } else if (this.ws === null && !this.stopped) {
+      this.connect();
+    }
   }
 
   onState(fn: (s: LiveState, why: string) => void): () => void {
@@ -82,7 +124,7 @@ export class Live {
     this.ws = ws;
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: session.token }));
     ws.onmessage = (ev: MessageEvent<string>) => {
-      let msg: { type?: string; values?: LiveValue[]; detail?: string };
+      let msg: { type?: string; values?: LiveValue[]; devices?: Health[]; detail?: string };
       try {
         msg = JSON.parse(ev.data) as typeof msg;
       } catch {
@@ -92,8 +134,11 @@ export class Live {
         this.backoff = 500;
         this.setState("live");
         if (this.paths.size) ws.send(JSON.stringify({ type: "subscribe", paths: [...this.paths] }));
+        if (this.devices.size) ws.send(JSON.stringify({ type: "subscribe", devices: [...this.devices] }));
       } else if (msg.type === "values" && msg.values) {
         for (const fn of this.handlers) fn(msg.values);
+      } else if (msg.type === "health" && msg.devices) {
+        for (const fn of this.healthHandlers) fn(msg.devices);
       } else if (msg.type === "error") {
         this.setState(this.state, msg.detail ?? "error");
       }

@@ -139,6 +139,14 @@ def test_a_device_the_gateway_cannot_reach_is_bad_with_its_reason(page: Page, st
         expect(page.locator(".summary")).to_contain_text("1 of ")
         page.get_by_label("Bad only").uncheck()
         expect(row(page, f"{PRESS}/temp")).to_have_count(1)
+        # the devices' health, live from the gateway's reports
+        page.get_by_role("link", name="Devices", exact=True).click()
+        oven_row = page.locator('tr[data-device="oven-1"]')
+        expect(oven_row.locator("td[data-health]")).to_have_attribute("data-health", "bad", timeout=30_000)
+        expect(oven_row.locator("td.error-text")).not_to_have_text("—")
+        press_row = page.locator('tr[data-device="press-1"]')
+        expect(press_row.locator("td[data-health]")).to_have_attribute("data-health", "good", timeout=30_000)
+        expect(press_row).to_contain_text(" ms")  # its poll latency p50 / p99
     finally:
         stack.api.delete("/api/v1/devices/oven-1")
 

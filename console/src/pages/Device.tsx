@@ -4,7 +4,7 @@
 import { useState } from "preact/hooks";
 
 import { ApiError, atLeast, call, get, protocolOf, seg, unsPath, type DeviceOut, type GatewayList, type TagDoc, type User } from "../api";
-import { ErrorBox, LiveStatus, Page, QualityBadge, useLive, useLoad, useNow } from "../hooks";
+import { ErrorBox, healthWord, LiveStatus, Page, QualityBadge, useHealth, useLive, useLoad, useNow } from "../hooks";
 import { href } from "../router";
 import { formatAge, formatValue, type TagState } from "../uns";
 
@@ -85,7 +85,9 @@ export function DevicePage({ user, id }: { user: User; id: string }) {
   const live = useLive(base ? [base] : []);
   const now = useNow();
   const d = device.data;
-  const error = gateways.data?.items.map((g) => g.errors?.[id]).find(Boolean);
+  const health = useHealth([id]).get(id);
+  const hw = healthWord(health);
+  const error = health?.last_error ?? gateways.data?.items.map((g) => g.errors?.[id]).find(Boolean);
   const canWrite = atLeast(user.role, "operator");
   return (
     <Page
@@ -115,8 +117,21 @@ export function DevicePage({ user, id }: { user: User; id: string }) {
             <dd>{d.gateway ?? "none polls it now"}</dd>
             <dt>revision</dt>
             <dd>{d.revision}</dd>
+            <dt>health</dt>
+            <dd data-health={hw.cls}>
+              <span class={`q q-${hw.cls}`} title={hw.title} tabIndex={0}>{hw.word}</span>
+              {health ? ` · breaker ${health.breaker ?? "?"} · reported by ${health.gateway ?? "?"} ${formatAge(health.ts, now)} ago` : ""}
+            </dd>
+            <dt>polls</dt>
+            <dd>
+              {health
+                ? `${health.polls ?? 0} good, ${health.errors ?? 0} failed${health.latency_ms ? ` · latency p50 ${health.latency_ms.p50.toFixed(1)} ms, p99 ${health.latency_ms.p99.toFixed(1)} ms (${health.latency_ms.samples} polls in ${health.latency_ms.window_s} s)` : ""}`
+                : "—"}
+            </dd>
+            <dt>last good read</dt>
+            <dd>{health?.last_good_ts ? `${formatAge(health.last_good_ts, now)} ago` : "—"}</dd>
             <dt>last error</dt>
-            <dd class={error ? "error-text" : ""}>{error ?? "—"}</dd>
+            <dd class={error ? "error-text" : ""}>{error ?? "—"}{health?.last_error_ts ? ` (${formatAge(health.last_error_ts, now)} ago)` : ""}</dd>
           </dl>
           <table class="tags device-tags">
             <thead>

@@ -3,12 +3,14 @@
 import { useState } from "preact/hooks";
 
 import { allDevices, atLeast, protocolOf, get, type GatewayList, type User } from "../api";
-import { ErrorBox, Page, useLoad } from "../hooks";
+import type { Health } from "../live";
+import { ErrorBox, healthWord, Page, useHealth, useLoad } from "../hooks";
 import { href } from "../router";
 
 export function Devices({ user }: { user: User }) {
   const devices = useLoad((signal) => allDevices(signal), []);
   const gateways = useLoad((signal) => get<GatewayList>("/gateways", signal), []);
+  const health = useHealth(["*"]);
   const [text, setText] = useState("");
   const errors = new Map<string, string>();
   for (const g of gateways.data?.items ?? []) for (const [d, e] of Object.entries(g.errors ?? {})) errors.set(d, e);
@@ -52,6 +54,8 @@ export function Devices({ user }: { user: User }) {
             <th scope="col">place (enterprise/site/area/line)</th>
             <th scope="col">tags</th>
             <th scope="col">gateway</th>
+            <th scope="col">health</th>
+            <th scope="col">poll p50 / p99</th>
             <th scope="col">last error</th>
           </tr>
         </thead>
@@ -65,12 +69,27 @@ export function Devices({ user }: { user: User }) {
               <td>{[d.device.enterprise, d.device.site, d.device.area, d.device.line].join("/")}</td>
               <td>{d.device.tags?.length ?? 0}</td>
               <td>{d.gateway ?? <span class="muted">none</span>}</td>
-              <td class={errors.has(d.id) ? "error-text" : "muted"}>{errors.get(d.id) ?? "—"}</td>
+              <HealthCells id={d.id} health={health} fallback={errors.get(d.id)} />
             </tr>
           ))}
         </tbody>
       </table>
       {devices.data && !devices.data.length ? <p class="empty">No devices configured.</p> : null}
     </Page>
+  );
+}
+
+function HealthCells({ id, health, fallback }: { id: string; health: Map<string, Health>; fallback?: string }) {
+  const h = health.get(id);
+  const w = healthWord(h);
+  const error = h?.last_error ?? fallback;
+  return (
+    <>
+      <td data-health={w.cls}>
+        <span class={`q q-${w.cls}`} title={w.title} tabIndex={0}>{w.word}</span>
+      </td>
+      <td>{h?.latency_ms ? `${h.latency_ms.p50.toFixed(1)} / ${h.latency_ms.p99.toFixed(1)} ms` : "—"}</td>
+      <td class={error ? "error-text" : "muted"}>{error ?? "—"}</td>
+    </>
   );
 }
