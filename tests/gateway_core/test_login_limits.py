@@ -4,12 +4,16 @@ token in any log line, also through the real service over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway_core import passwords
+from gateway_core.passwords import Passwords
 from gateway_core.settings import AuthSettings
 from tests.gateway_core.users_support import (
     ADMIN_PASSWORD,
@@ -127,3 +131,27 @@ async def test_no_password_or_token_in_the_logs(db: str, broker: Any, prefix: st
     stored += str(query(db, "SELECT * FROM core.refresh_tokens")) + str(query(db, "SELECT * FROM core.sessions"))
     for secret in secrets:
         assert secret not in stored
+
+
+async def test_at_most_two_argon2_hashes_run_at_once() -> None:
+    """Each argon2 computation holds its memory cost: concurrent logins queue for MAX_CONCURRENT slots."""
+    pw = Passwords(AuthSettings(**FAST))
+    running = peak = 0
+    lock = threading.Lock()
+    real = pw._hasher
+
+    class Counted:
+        def hash(self, password: str) -> str:
+            nonlocal running, peak
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            try:
+                return real.hash(password)
+            finally:
+                with lock:
+                    running -= 1
+
+    pw._hasher = Counted()  # type: ignore[assignment]
+    hashes = await asyncio.gather(*(pw.hash(f"password-{i}") for i in range(6)))
+    assert len(set(hashes)) == 6 and 1 <= peak <= passwords.MAX_CONCURRENT
