@@ -24,6 +24,7 @@ from tests.support.console import (
     start_stack,
     stop_stack,
 )
+from tests.support.wait import wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -217,3 +218,63 @@ def test_a_viewer_is_kept_out_of_the_editor(page: Page, stack: Stack) -> None:
     page.goto(stack.url + "/devices/press-1")
     expect(row(page, f"{PRESS}/temp")).to_have_count(1)
     expect(page.locator("form[data-write]")).to_have_count(0)
+
+
+def test_a_device_created_through_the_form_shows_its_first_value(page: Page, stack: Stack) -> None:
+    log_in(page, stack, path="/devices")
+    page.get_by_role("link", name="New device").click()
+    for field, value in (("id", "press-2"), *PLACE.items(), ("interval_ms", "200"), ("port", str(stack.plc.port))):
+        page.locator(f'[data-field="device.{field}"]').fill(value)
+    page.get_by_role("button", name="Add tag").click()
+    page.locator('[data-field="device.tags[0].name"]').fill("temp")
+    page.locator('[data-field="device.tags[0].type"]').select_option("int16")
+    page.locator('[data-field="device.tags[0].table"]').fill("holding")
+    page.locator('[data-field="device.tags[0].address"]').fill("0")
+    page.locator('[data-field="device.tags[0].unit"]').fill("degC")
+    try:
+        page.get_by_role("button", name="Create").click()
+        expect(page.get_by_role("heading", name="Device press-2")).to_be_visible()
+        value = row(page, "acme/berlin/stamping/line-1/press-2/temp")
+        expect(value.locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)
+        raw = stack.plc.constants["temp"]
+        expect(value.locator("td.value")).to_have_text(str(raw), timeout=15_000)  # no scale on this tag
+        doc = stack.api.get("/api/v1/devices/press-2").json()["device"]
+        assert doc["port"] == stack.plc.port and doc["interval_ms"] == 200
+        assert doc["tags"] == [{"name": "temp", "type": "int16", "table": "holding", "address": 0, "unit": "degC"}]
+    finally:
+        stack.api.delete("/api/v1/devices/press-2")
+
+
+def test_a_trend_is_drawn_from_stored_rows(page: Page, stack: Stack) -> None:
+    tag = f"{PRESS}/temp"
+    wait_for(lambda: stack.api.get("/api/v1/history", params={"tag": tag}).status_code == 200
+             and stack.api.get("/api/v1/history", params={"tag": tag}).json()["points"], 60,
+             what=lambda: f"stored points of {tag}:\n{stack.logs()}")
+    log_in(page, stack, path=f"/trends?tag={tag}")
+    summary = page.locator(".summary[data-points]")
+    expect(summary).to_contain_text("1 series")
+    assert int(summary.get_attribute("data-points") or 0) > 0
+    expect(page.locator(".chart canvas")).to_have_count(1)
+    expect(page.locator(".chart .u-legend")).to_contain_text("press-1/temp (degC)")
+    # zoom out, from the keyboard: the range doubles, the URL keeps it
+    before = page.url
+    page.get_by_role("button", name="zoom out").focus()
+    page.keyboard.press("Enter")
+    expect(page).not_to_have_url(before)
+    assert "from=" in page.url and "to=" in page.url
+    expect(page.locator(".chart canvas")).to_have_count(1)
+
+
+def test_a_rollback_from_the_revisions_page(page: Page, stack: Stack) -> None:
+    current = stack.api.get("/api/v1/devices/press-1")
+    before = current.json()["device"]
+    r = stack.api.put("/api/v1/devices/press-1", json={**before, "interval_ms": 300},
+                      headers={"If-Match": current.headers["ETag"]})
+    assert r.status_code == 200, r.text
+    changed_at = r.json()["revision"]
+    log_in(page, stack, path="/revisions")
+    target = page.locator(f'tr[data-revision="{changed_at - 1}"]')
+    target.get_by_role("button", name="Roll back to this").click()
+    target.get_by_role("button", name=f"Really roll back to {changed_at - 1}").click()
+    expect(page.get_by_role("alert")).to_contain_text(f"rolled back to {changed_at - 1} as revision {changed_at + 1}")
+    assert stack.api.get("/api/v1/devices/press-1").json()["device"]["interval_ms"] == before["interval_ms"]

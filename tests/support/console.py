@@ -1,6 +1,7 @@
 """Helpers of the console's browser tests (tests/console): the real stack they run against — gateway_core as a
-process serving the built console, a gateway in core mode polling a simulated Modbus PLC, mosquitto and
-PostgreSQL — and Debian's chromium driven by Playwright (never a browser Playwright downloads)."""
+process serving the built console, a gateway in core mode polling a simulated Modbus PLC, an ingestion worker
+storing its points, mosquitto and PostgreSQL — and Debian's chromium driven by Playwright (never a browser
+Playwright downloads)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from devtools.local import Mosquitto, Postgres, free_port
 from gateway.config import load_plant
 from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway_core.console import DIST
-from tests.support.daemons import Daemon, gateway_env
+from tests.support.daemons import Daemon, gateway_env, ingestion_env
 from tests.support.loop import BackgroundLoop
 from tests.support.wait import wait_for
 
@@ -117,6 +118,10 @@ def start_stack(tmp: Path, postgres: Postgres, broker: Mosquitto) -> Stack:
             return False
 
     wait_for(ready, 60, what=lambda: f"gateway_core ready:\n{core.output()}")
+    # ingestion stores what the gateway sends, for the trends (history API on the same database)
+    ing = Daemon("ingestion", ingestion_env(broker, dsn, prefix), tmp / "ingestion.log")
+    stack.daemons.append(ing)
+    ing.start()
     gw = Daemon("gateway", gateway_env(broker, tmp / "plant.toml", prefix, NEXUS_GATEWAY_CONFIG_SOURCE="core",
                                        NEXUS_GATEWAY_CONTROL_ROOT=root, NEXUS_GATEWAY_HEARTBEAT_S="1"),
                 tmp / "gateway.log")
