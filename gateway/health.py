@@ -54,8 +54,9 @@ class HealthReporter:
         """Connected (again): every report goes out at the next tick (messages may have been lost)."""
         self._sent.clear()
 
-    def report(self, device_id: str) -> DeviceHealth | None:
-        """The device's health now, from its poller (or its last report while it has none)."""
+    def report(self, device_id: str, *, latency: bool = True) -> DeviceHealth | None:
+        """The device's health now, from its poller (or its last report while it has none); ``latency``
+        False leaves out the quantiles (a sort per device: only for a report that goes out)."""
         poller: DevicePoller | None = self.fleet.get(device_id)
         failed = self.fleet.failed.get(device_id)
         old = self.reports.get(device_id)
@@ -75,7 +76,8 @@ class HealthReporter:
             state="failed" if failed is not None else "polling",
             connected=failed is None and s.connected, breaker=poller.breaker.state,
             consecutive_errors=poller.breaker.consecutive, last_error=error, last_error_ts=error_ms,
-            last_good_ts=s.last_good_ms, latency=s.latency(self.h.window_s), polls=s.polls, errors=s.errors,
+            last_good_ts=s.last_good_ms, latency=s.latency(self.h.window_s) if latency else None,
+            polls=s.polls, errors=s.errors,
             ts=now, heartbeat_ms=ms(self.h.heartbeat_s),
         )
 
@@ -98,18 +100,20 @@ class HealthReporter:
         for dev_id in sorted(self._clears):
             if await self._send(dev_id, b""):
                 self._clears.discard(dev_id)
+                self._topics.pop(dev_id, None)
         now = time.monotonic()
         for dev_id in sorted(known):
-            h = self.report(dev_id)
+            h = self.report(dev_id, latency=False)
             if h is None:
                 continue
-            self.reports[dev_id] = h
             key = _key(h)
             sent = self._sent.get(dev_id)
             if sent is not None:
                 since = now - sent[1]
                 if since < self.h.heartbeat_s and (key == sent[0] or since < self.h.interval_s):
                     continue
+            h = self.report(dev_id) or h
+            self.reports[dev_id] = h
             if await self._send(dev_id, encode_health(h)):
                 self._sent[dev_id] = (key, now)
 
