@@ -32,6 +32,12 @@ CASES: dict[str, dict[str, Any]] = {
                        "emqx": {"replicas": 1, "acl": {"enabled": False}}},
     "no-spool-no-core": {"gateway": {"spool": {"enabled": False}}, "core": {"enabled": False},
                          "serviceAccount": {"create": False}},
+    # Sparkplug B: the gateways edge nodes, ingestion the primary host, their topics in EMQX's ACL (shared user
+    # and one identity per gateway)
+    "sparkplug": {**render_k8s.profile_values("prod"), "sparkplug": {"enabled": True, "groupId": "plant-a"},
+                  "mqtt": {"credentialsSecret": "nexus-mqtt"}},
+    "sparkplug-identity": {"sparkplug": {"enabled": True}, "mqtt": {"credentialsSecret": "nexus-mqtt",
+                                                                    "gatewayIdentity": {"enabled": True}}},
     # the nexus-operator: a Role in each watched namespace; clusterwide with an external nexus-core
     "operator": {**render_k8s.profile_values("prod"),
                  "operator": {"enabled": True, "namespaces": ["plant-a", "plant-b"]}},
