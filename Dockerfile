@@ -4,9 +4,18 @@
 # stage gets only the virtualenv. Non-root (uid 10001), no secrets (DSNs, keys and passwords come from
 # the environment at run time: helm/nexus-edge), read-only root file system friendly (writes go to /tmp
 # and the spool volume). tests/deploy/test_dockerfile.py checks this file (hadolint and a parser).
-# There is no web console in the repository yet; when one arrives (console/package.json), add a
-# node stage that builds it and copy its assets into the runtime stage (the test asks for that).
+# The web console (console/, Vite) is built in a node stage from its lock file; its assets go where
+# gateway_core serves them from (gateway_core/console.py: console/dist beside the installed packages).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS console
+WORKDIR /console
+# packages first (a layer that changes only with the lock file), then the sources
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console ./
+RUN npm run build
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
@@ -38,6 +47,7 @@ RUN groupadd --gid 10001 nexus \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin nexus \
     && install -d -o 10001 -g 10001 /var/lib/nexus/spool
 COPY --from=build /opt/nexus /opt/nexus
+COPY --from=console /console/dist /opt/nexus/lib/python3.11/site-packages/console/dist
 # every console script of pyproject.toml is there and starts (tests/deploy checks this list)
 RUN for script in nexus nexus-gateway nexus-ingestion nexus-core nexus-normalizer nexus-operator; do \
       command -v "$script" >/dev/null || { echo "missing console script $script" >&2; exit 1; }; \

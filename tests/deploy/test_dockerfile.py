@@ -37,6 +37,11 @@ def stages() -> list[list[dict[str, str]]]:
     return out
 
 
+def stage(name: str) -> list[dict[str, str]]:
+    """The stage ``FROM ... AS <name>``."""
+    return next(st for st in stages() if st[0]["value"].split()[-1] == name)
+
+
 def test_hadolint_passes() -> None:
     exe = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     if not Path(exe).exists():
@@ -52,7 +57,9 @@ def test_multi_stage_on_a_slim_python_base() -> None:
     args = {i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1] for i in parsed().structure
             if i["instruction"] == "ARG" and "=" in i["value"]}
     assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", args["PYTHON_IMAGE"])
-    assert all(s[0]["value"].startswith("${PYTHON_IMAGE}") for s in st)
+    # the Python stages on the slim base; a node stage only for the console's assets
+    assert all(s[0]["value"].startswith("${PYTHON_IMAGE}") for s in st if not s[0]["value"].endswith(" AS console"))
+    assert stage("build")[0]["value"].startswith("${PYTHON_IMAGE}") and st[-1][0]["value"].startswith("${PYTHON_IMAGE}")
     final = st[-1]
     assert any(i["instruction"] == "COPY" and i["value"].startswith("--from=build") for i in final)
     # the build tools stay in the build stage
@@ -87,7 +94,7 @@ def test_every_console_script_is_installed_and_checked() -> None:
     # every package the scripts import is copied into the build
     packages = {p.split("*")[0] for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
                 ["packages"]["find"]["include"]}
-    copied = {i["value"].split()[0] for i in stages()[0] if i["instruction"] == "COPY"}
+    copied = {i["value"].split()[0] for i in stage("build") if i["instruction"] == "COPY"}
     assert packages <= copied
 
 
@@ -96,7 +103,22 @@ def test_console_assets_are_built_in_when_a_console_exists() -> None:
     if not consoles:
         assert "no web console" in DOCKERFILE.read_text()  # said so, for whoever adds one
         return
-    froms = [s[0]["value"] for s in stages()]
-    assert any(f.startswith("node:") for f in froms), "a console exists: build its assets in a node stage"
+    args = {i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1] for i in parsed().structure
+            if i["instruction"] == "ARG" and "=" in i["value"]}
+    console = stage("console")
+    assert args[console[0]["value"].split()[0].strip("${}")].startswith("node:"), "build the assets in a node stage"
+    runs = [i["value"] for i in console if i["instruction"] == "RUN"]
+    assert any(r.startswith("npm ci") for r in runs) and "npm run build" in runs  # from the lock file
     final = stages()[-1]
     assert any(i["instruction"] == "COPY" and "--from=console" in i["value"] for i in final)
+
+
+def test_what_the_stages_copy_is_in_the_build_context() -> None:
+    """.dockerignore denies everything but what it lists: every path a COPY takes from the context is listed."""
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().split() if line.startswith("!")}
+    for st in stages():
+        for i in st:
+            if i["instruction"] != "COPY" or i["value"].startswith("--from"):
+                continue
+            for src in i["value"].split()[:-1]:
+                assert src.split("/")[0] in allowed, f"COPY {src}: not in the build context (.dockerignore)"
