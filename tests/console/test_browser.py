@@ -15,6 +15,7 @@ import pytest
 
 from devtools.local import Mosquitto, Postgres, free_port
 from tests.support.console import (
+    ACCESS_TTL,
     ADMIN_PASSWORD,
     PLACE,
     PRESS,
@@ -278,3 +279,35 @@ def test_a_rollback_from_the_revisions_page(page: Page, stack: Stack) -> None:
     target.get_by_role("button", name=f"Really roll back to {changed_at - 1}").click()
     expect(page.get_by_role("alert")).to_contain_text(f"rolled back to {changed_at - 1} as revision {changed_at + 1}")
     assert stack.api.get("/api/v1/devices/press-1").json()["device"]["interval_ms"] == before["interval_ms"]
+
+
+def test_the_session_is_renewed_before_the_token_expires(page: Page, stack: Stack) -> None:
+    log_in(page, stack)
+    temp = row(page, f"{PRESS}/temp").locator("td.value")
+    expect(temp).not_to_have_text("—", timeout=30_000)
+    # past the first token's lifetime: renewed in time, the live stream given the new token, still live
+    with page.expect_response(lambda r: r.url.endswith("/api/v1/auth/refresh"),
+                              timeout=(ACCESS_TTL + 10) * 1000) as renewal:
+        pass
+    assert renewal.value.status == 200
+    page.wait_for_timeout(ACCESS_TTL * 1000)  # beyond the old token's expiry
+    expect(page.locator(".live")).to_have_text("● live")
+    stack.plc.constants["temp"] = 250
+    expect(temp).to_have_text("25", timeout=15_000)
+    page.get_by_role("link", name="Devices", exact=True).click()  # the API answers the renewed token
+    expect(page.locator('tr[data-device="press-1"]')).to_have_count(1)
+    expect(page.locator(".error")).to_have_count(0)
+
+
+def test_a_stopped_plc_turns_bad_with_its_reason_and_good_again(page: Page, stack: Stack) -> None:
+    log_in(page, stack)
+    temp = row(page, f"{PRESS}/temp")
+    expect(temp.locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)
+    stack.loop.run(stack.plc.stop())
+    try:
+        expect(temp.locator(".q")).to_have_attribute("data-quality", "bad", timeout=30_000)
+        assert (temp.locator(".q").get_attribute("title") or "").startswith("bad: ")
+        expect(page.locator(".summary")).not_to_contain_text(" 0 bad")
+    finally:
+        stack.loop.run(stack.plc.start())
+    expect(temp.locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)

@@ -30,6 +30,7 @@ CHROMIUM_FLAGS = [
 ]
 ADMIN_KEY = "console-test-admin-key-0123456789"
 ADMIN_PASSWORD = "admin-password-for-tests"
+ACCESS_TTL = 12  #: seconds an access token lives in the tests' gateway_core
 PLACE = {"enterprise": "acme", "site": "berlin", "area": "stamping", "line": "line-1"}
 PRESS = "acme/berlin/stamping/line-1/press-1"
 
@@ -101,6 +102,8 @@ def start_stack(tmp: Path, postgres: Postgres, broker: Mosquitto) -> Stack:
         "NEXUS_CORE_ADMIN_KEY": ADMIN_KEY, "NEXUS_CORE_ADMIN_USER": "admin",
         "NEXUS_CORE_ADMIN_PASSWORD": ADMIN_PASSWORD, "NEXUS_CORE_LIVE_UNS_PREFIX": prefix,
         "NEXUS_CORE_STARTUP_SETTLE": "0.2", "NEXUS_CORE_WRITE_TIMEOUT": "5",
+        # short-lived access tokens: the console renews them while the tests run (ACCESS_TTL s)
+        "NEXUS_CORE_AUTH_ACCESS_TTL": str(ACCESS_TTL),
         # cheaper hashes: logins are many here, and the machine is small
         "NEXUS_CORE_AUTH_ARGON2_MEMORY_KIB": "8192", "NEXUS_CORE_AUTH_ARGON2_TIME_COST": "1",
         "NEXUS_CORE_LOG_JSON": "false",
