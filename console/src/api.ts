@@ -149,6 +149,8 @@ export interface RequestOptions {
   body?: unknown;
   ifMatch?: string | null;
   signal?: AbortSignal;
+  raw?: { text: string; type: string }; // a body sent as it is (an imported YAML file)
+  text?: boolean; // the answer as text (an export), not JSON
 }
 
 /** One API call with the session's token; JSON in and out. Throws ApiError for a non-2xx answer. */
@@ -157,11 +159,12 @@ export async function call<T>(path: string, opts: RequestOptions = {}): Promise<
     const headers: Record<string, string> = { Accept: "application/json" };
     if (session.token) headers.Authorization = `Bearer ${session.token}`;
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+    if (opts.raw !== undefined) headers["Content-Type"] = opts.raw.type;
     if (opts.ifMatch) headers["If-Match"] = opts.ifMatch;
     return fetch(`${API}${path}`, {
       method: opts.method ?? "GET",
       headers,
-      body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      body: opts.raw !== undefined ? opts.raw.text : opts.body === undefined ? undefined : JSON.stringify(opts.body),
       credentials: "same-origin",
       signal: opts.signal,
     });
@@ -170,7 +173,8 @@ export async function call<T>(path: string, opts: RequestOptions = {}): Promise<
   if (r.status === 401 && (await session.refresh())) r = await send();
   if (!r.ok) throw await errorOf(r);
   const text = r.status === 204 ? "" : await r.text();
-  return { body: (text ? JSON.parse(text) : null) as T, etag: r.headers.get("ETag"), status: r.status };
+  const body = opts.text ? text : text ? JSON.parse(text) : null;
+  return { body: body as T, etag: r.headers.get("ETag"), status: r.status };
 }
 
 export async function get<T>(path: string, signal?: AbortSignal): Promise<T> {

@@ -14,7 +14,9 @@ import { EditDevice } from "./pages/Edit";
 import { Gateways } from "./pages/Gateways";
 import { Login } from "./pages/Login";
 import { Plant } from "./pages/Plant";
+import { Transfer } from "./pages/Transfer";
 import { Trends } from "./pages/Trends";
+import { Users } from "./pages/Users";
 import { href, navigate, useRoute } from "./router";
 import "./style.css";
 
@@ -25,6 +27,7 @@ const NAV: [string, string][] = [
   ["gateways", "Gateways"],
   ["revisions", "Revisions"],
   ["audit", "Audit"],
+  ["transfer", "Import/export"],
 ];
 
 function Content({ user }: { user: User }) {
@@ -47,6 +50,10 @@ function Content({ user }: { user: User }) {
       return <Revisions user={user} />;
     case "audit":
       return <Audit route={route} />;
+    case "transfer":
+      return <Transfer user={user} />;
+    case "users":
+      return <Users user={user} />;
     default:
       return (
         <section class="page">
@@ -72,7 +79,7 @@ function Shell({ user }: { user: User }) {
       <header class="top">
         <span class="brand">NEXUS Edge</span>
         <nav aria-label="pages">
-          {NAV.map(([path, label]) => (
+          {[...NAV, ...(atLeast(user.role, "admin") ? ([["users", "Users"]] as [string, string][]) : [])].map(([path, label]) => (
             <a href={href(path)} aria-current={here === path ? "page" : undefined} key={path}>
               {label}
             </a>

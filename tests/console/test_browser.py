@@ -311,3 +311,36 @@ def test_a_stopped_plc_turns_bad_with_its_reason_and_good_again(page: Page, stac
     finally:
         stack.loop.run(stack.plc.start())
     expect(temp.locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)
+
+
+def test_an_admin_creates_a_user_and_a_short_password_is_refused_on_its_field(page: Page, stack: Stack) -> None:
+    log_in(page, stack, path="/users")
+    page.get_by_label("name", exact=True).fill("nora")
+    page.get_by_label("role", exact=True).select_option("engineer")
+    page.get_by_label("password", exact=True).fill("elevenchars")  # the model takes 8, the policy 12
+    page.get_by_role("button", name="Create user").click()
+    expect(page.locator(".field.invalid .field-error")).to_contain_text("at least 12 characters")
+    expect(page.locator(".field.invalid [data-field]")).to_have_attribute("data-field", "password")
+    page.get_by_label("password", exact=True).fill("a-long-enough-password")
+    page.get_by_role("button", name="Create user").click()
+    expect(page.locator('tr[data-user="nora"]')).to_contain_text("active")
+    assert stack.api.get("/api/v1/users/nora").json()["role"] == "engineer"
+
+
+def test_export_into_the_editor_and_import_a_device(page: Page, stack: Stack) -> None:
+    log_in(page, stack, path="/transfer")
+    page.get_by_role("button", name="Load into the editor").click()
+    doc = page.get_by_label(re.compile("The plant document"))
+    expect(doc).to_have_value(re.compile(r"- id: press-1"))
+    port = free_port()
+    doc.fill("plant: {enterprise: acme, site: berlin, area: stamping, line: line-9}\n"
+             f"devices:\n- {{id: mixer-1, host: 127.0.0.1, port: {port}, tags: [{{name: speed, table: holding, "
+             "address: 0, type: int16}]}\n")
+    page.get_by_label("Mode").select_option("merge")
+    try:
+        page.get_by_role("button", name="Import").click()
+        expect(page.get_by_role("alert")).to_contain_text("1 created, 0 updated, 0 deleted")
+        assert stack.api.get("/api/v1/devices/mixer-1").json()["device"]["line"] == "line-9"
+        assert stack.api.get("/api/v1/devices/press-1").status_code == 200  # merge keeps the others
+    finally:
+        stack.api.delete("/api/v1/devices/mixer-1")
