@@ -108,8 +108,13 @@ class DeviceOut(BaseModel):
     device: dict[str, Any]
 
 
+class DeviceListItem(DeviceOut):
+    health: dict[str, Any] | None = Field(
+        None, description="its newest health report as GET /devices/{id}/health shows it (null: none)")
+
+
 class DeviceList(BaseModel):
-    items: list[DeviceOut]
+    items: list[DeviceListItem]
     total: int
     limit: int
     offset: int

@@ -105,7 +105,8 @@ async def list_devices(
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": [_out(request, DeviceRow(r.id, shown(who, r.doc), r.revision, r.owner)) for r in rows],
+        "items": [{**_out(request, DeviceRow(r.id, shown(who, r.doc), r.revision, r.owner)),
+                   "health": c.control.health.view(r.id)} for r in rows],
         "total": total,
         "limit": limit,
         "offset": offset,

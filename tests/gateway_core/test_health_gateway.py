@@ -59,6 +59,9 @@ async def test_health_of_a_real_gateways_device(tmp_path: Path, db: str, broker:
                 assert 0 < v["latency_ms"]["p50"] <= v["latency_ms"]["p99"] < 300 and v["errors"] == 0
                 r = await c.get("/api/v1/devices/press-1/health")
                 assert r.status_code == 200 and r.json()["connected"] is True and r.json()["polls"] >= 3
+                item = (await c.get("/api/v1/devices")).json()["items"][0]  # the device list carries it too
+                assert item["id"] == "press-1" and item["health"]["connected"] is True
+                assert item["health"]["gateway"] == item["gateway"] == gid
 
                 bg_loop.run(plc.stop())
                 v = await health_until(ws, "press-1", lambda v: not v["connected"] and v["breaker"] == "open",
