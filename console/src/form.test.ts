@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import type { DeviceDoc } from "./api";
-import { errorPlace, fromInput, toInput } from "./form";
+import { diffLines, errorPlace, fromInput, parseWriteValue, toInput } from "./form";
 
 const doc: DeviceDoc = {
   id: "press-1", enterprise: "acme", site: "berlin", area: "stamping", line: "line-1", protocol: "modbus_tcp",
@@ -31,5 +31,25 @@ describe("the device form", () => {
     expect(toInput(undefined)).toBe("");
     expect(toInput(502)).toBe("502");
     expect(toInput({ scale: 0.1 })).toBe('{"scale":0.1}');
+  });
+});
+
+describe("writes and the audit's changes", () => {
+  it("reads a typed value by the tag's type", () => {
+    expect(parseWriteValue("42", "int16")).toBe(42);
+    expect(parseWriteValue(" -1.5 ", "float32")).toBe(-1.5);
+    expect(() => parseWriteValue("abc", "int16")).toThrow("a number");
+    expect(() => parseWriteValue("", "int16")).toThrow("a number");
+    expect(parseWriteValue("ON", "bool")).toBe(true);
+    expect(parseWriteValue("0", "bool")).toBe(false);
+    expect(() => parseWriteValue("maybe", "bool")).toThrow("a bool");
+    expect(parseWriteValue(" RECIPE 7 ", "string")).toBe(" RECIPE 7 ");
+  });
+
+  it("lists what changed between two documents", () => {
+    expect(diffLines(null, { a: 1 })).toEqual(["created"]);
+    expect(diffLines({ a: 1 }, null)).toEqual(["deleted"]);
+    expect(diffLines({ a: 1, b: 2, c: 3 }, { a: 1, b: 5, d: 4 })).toEqual(["~ b: 2 → 5", "- c: 3", "+ d: 4"]);
+    expect(diffLines(null, null)).toEqual([]);
   });
 });

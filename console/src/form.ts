@@ -1,5 +1,6 @@
-// The device form's rules: which keys each protocol's form shows (the rest of the document is kept as it is),
-// how an input's text becomes a JSON value, and where the API's error `field` is shown. Tested in form.test.ts.
+// The forms' rules: which keys each protocol's device form shows (the rest of the document is kept as it is),
+// how an input's text becomes a JSON value, where the API's error `field` is shown, a typed write value, an audit
+// row's changes. Tested in form.test.ts.
 
 import { protocolOf, type DeviceDoc } from "./api";
 
@@ -54,4 +55,35 @@ export function errorPlace(field: string, doc: DeviceDoc): string | null {
   }
   if (field === "device.tags") return null;
   return null;
+}
+
+/** The text typed into a write box as the JSON value the API takes, by the tag's type. */
+export function parseWriteValue(text: string, type: string | undefined): unknown {
+  const t = text.trim();
+  if (type === "string") return text;
+  if (type === "bool") {
+    if (/^(true|1|on)$/i.test(t)) return true;
+    if (/^(false|0|off)$/i.test(t)) return false;
+    throw new Error("a bool: true or false");
+  }
+  if (t === "" || Number.isNaN(Number(t))) throw new Error("a number");
+  return Number(t);
+}
+
+/** What changed between two documents, one line per top-level key. */
+export function diffLines(before: Record<string, unknown> | null, after: Record<string, unknown> | null): string[] {
+  if (before === null && after === null) return [];
+  if (before === null) return ["created"];
+  if (after === null) return ["deleted"];
+  const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+  const out: string[] = [];
+  for (const k of keys) {
+    const a = JSON.stringify(before[k]);
+    const b = JSON.stringify(after[k]);
+    if (a === b) continue;
+    if (a === undefined) out.push(`+ ${k}: ${b}`);
+    else if (b === undefined) out.push(`- ${k}: ${a}`);
+    else out.push(`~ ${k}: ${a} → ${b}`);
+  }
+  return out;
 }

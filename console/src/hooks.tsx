@@ -70,6 +70,7 @@ export function useLive(paths: string[]): { values: Map<string, TagState>; state
       offValues();
       offState();
       cancelAnimationFrame(frame);
+      live.watch([]); // the next page subscribes to what it shows
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [live, key]);

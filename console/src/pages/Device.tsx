@@ -6,6 +6,7 @@ import { useState } from "preact/hooks";
 import { ApiError, atLeast, call, get, protocolOf, seg, unsPath, type DeviceOut, type GatewayList, type TagDoc, type User } from "../api";
 import { ErrorBox, healthWord, LiveStatus, Page, QualityBadge, useHealth, useLive, useLoad, useNow } from "../hooks";
 import { href } from "../router";
+import { parseWriteValue } from "../form";
 import { formatAge, formatValue, type TagState } from "../uns";
 
 interface WriteAnswer {
@@ -13,19 +14,6 @@ interface WriteAnswer {
   value?: unknown;
   error?: string;
   request_id?: string;
-}
-
-/** The text typed into a write box as the JSON value the API takes, by the tag's type. */
-export function parseWriteValue(text: string, type: string | undefined): unknown {
-  const t = text.trim();
-  if (type === "string") return text;
-  if (type === "bool") {
-    if (/^(true|1|on)$/i.test(t)) return true;
-    if (/^(false|0|off)$/i.test(t)) return false;
-    throw new Error("a bool: true or false");
-  }
-  if (t === "" || Number.isNaN(Number(t))) throw new Error("a number");
-  return Number(t);
 }
 
 function WriteForm({ device, tag }: { device: string; tag: TagDoc }) {

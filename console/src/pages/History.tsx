@@ -6,6 +6,7 @@ import { ApiError, atLeast, call, get, query, type User } from "../api";
 import { ErrorBox, Page, useLoad } from "../hooks";
 import type { Route } from "../router";
 import { navigate } from "../router";
+import { diffLines } from "../form";
 
 interface Revision {
   revision: number;
@@ -108,24 +109,6 @@ function Pager({ offset, total, setOffset }: { offset: number; total: number; se
       <button type="button" disabled={offset + PAGE >= total} onClick={() => setOffset(offset + PAGE)}>Older</button>
     </nav>
   );
-}
-
-/** What changed between two documents, one line per top-level key. */
-export function diffLines(before: Record<string, unknown> | null, after: Record<string, unknown> | null): string[] {
-  if (before === null && after === null) return [];
-  if (before === null) return ["created"];
-  if (after === null) return ["deleted"];
-  const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
-  const out: string[] = [];
-  for (const k of keys) {
-    const a = JSON.stringify(before[k]);
-    const b = JSON.stringify(after[k]);
-    if (a === b) continue;
-    if (a === undefined) out.push(`+ ${k}: ${b}`);
-    else if (b === undefined) out.push(`- ${k}: ${a}`);
-    else out.push(`~ ${k}: ${a} → ${b}`);
-  }
-  return out;
 }
 
 export function Audit({ route }: { route: Route }) {
