@@ -344,3 +344,23 @@ def test_export_into_the_editor_and_import_a_device(page: Page, stack: Stack) ->
         assert stack.api.get("/api/v1/devices/press-1").status_code == 200  # merge keeps the others
     finally:
         stack.api.delete("/api/v1/devices/mixer-1")
+
+
+def test_a_tag_removed_and_a_device_deleted_through_the_editor(page: Page, stack: Stack) -> None:
+    doc = {"id": "spare-1", **PLACE, "protocol": "modbus_tcp", "host": "127.0.0.1", "port": free_port(),
+           "tags": [{"name": "a", "table": "holding", "address": 0, "type": "int16"},
+                    {"name": "b", "table": "holding", "address": 1, "type": "int16"}]}
+    assert stack.api.post("/api/v1/devices", json=doc).status_code == 201
+    try:
+        log_in(page, stack, path="/devices/spare-1/edit")
+        page.get_by_role("button", name="remove tag a").click()
+        page.get_by_role("button", name="Save").click()
+        expect(page.locator("[data-banner]")).to_contain_text("saved: revision")
+        assert [t["name"] for t in stack.api.get("/api/v1/devices/spare-1").json()["device"]["tags"]] == ["b"]
+        page.get_by_role("button", name="Delete device").click()
+        page.get_by_role("button", name="Really delete spare-1").click()
+        expect(page.get_by_role("heading", name="Devices")).to_be_visible()
+        expect(page.locator('tr[data-device="spare-1"]')).to_have_count(0)
+        assert stack.api.get("/api/v1/devices/spare-1").status_code == 404
+    finally:
+        stack.api.delete("/api/v1/devices/spare-1")
