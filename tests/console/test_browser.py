@@ -364,3 +364,40 @@ def test_a_tag_removed_and_a_device_deleted_through_the_editor(page: Page, stack
         assert stack.api.get("/api/v1/devices/spare-1").status_code == 404
     finally:
         stack.api.delete("/api/v1/devices/spare-1")
+
+
+def test_keyboard_only_and_a_tablet_width(page: Page, stack: Stack) -> None:
+    page.set_viewport_size({"width": 820, "height": 1180})  # a tablet, portrait
+    log_in(page, stack)
+    expect(row(page, f"{PRESS}/temp").locator(".q")).to_have_attribute("data-quality", "good", timeout=30_000)
+    # the first Tab reaches the skip link, which moves the focus to the page
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    # a device's branch folds and unfolds from the keyboard
+    device = page.locator(f'details.device[data-path="{PRESS}"]')
+    device.locator("summary").focus()
+    page.keyboard.press("Enter")
+    expect(device).not_to_have_attribute("open", "")
+    expect(row(page, f"{PRESS}/temp")).not_to_be_visible()
+    page.keyboard.press("Enter")
+    expect(row(page, f"{PRESS}/temp")).to_be_visible()
+    # the quality badge takes the focus, and names its quality to assistive technology
+    badge = row(page, f"{PRESS}/temp").locator(".q")
+    badge.focus()
+    expect(badge).to_be_focused()
+    assert (badge.get_attribute("aria-label") or "").startswith("good")
+    # the navigation by Tab and Enter
+    page.get_by_role("link", name="Devices", exact=True).focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Devices")).to_be_visible()
+    for path in ("/plant", "/devices", "/devices/press-1", "/devices/press-1/edit", "/gateways", "/revisions"):
+        page.goto(stack.url + path)
+        expect(page.locator("#page-title")).to_be_visible()
+        page.wait_for_timeout(300)
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        widest = page.evaluate("""() => [...document.querySelectorAll('main *')]
+            .filter((e) => e.getBoundingClientRect().right > document.documentElement.clientWidth
+                           && !e.parentElement?.closest('table, .tag-editor'))
+            .slice(0, 4).map((e) => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+            .join(', ')""")
+        assert overflow <= 0, f"{path} is {overflow}px wider than a tablet: {widest}"
