@@ -42,6 +42,7 @@ class HealthStore:
     def __init__(self, root: str, assigner: Assigner, *, max_devices: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.root = root
+        self._topic_head = f"{root}/status/devices/"  #: what handles() looks for, on every message
         self.assigner = assigner
         self.max_devices = max_devices
         self.clock = clock
@@ -56,7 +57,7 @@ class HealthStore:
         return [(health_filter(self.root), 1)]
 
     def handles(self, topic: str) -> bool:
-        return topic.startswith(f"{self.root}/status/devices/")
+        return topic.startswith(self._topic_head)
 
     def on_message(self, msg: Message) -> None:
         """A health report (the event loop's thread: never raises, never blocks)."""

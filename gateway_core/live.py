@@ -30,6 +30,8 @@ log = logging.getLogger("gateway_core.live")
 LEVELS = 6  #: enterprise/site/area/line/device/tag
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 
+_OK = m.LIVE_MESSAGES.labels("ok")  #: the child counter of every message, looked up once (~1 µs a message)
+
 State = dict[str, Any]  #: one tag's current state as the client gets it: path, value, ts, q, quality, unit, reason
 
 
@@ -122,7 +124,7 @@ class LiveHub:
         if p.reason:
             state["reason"] = p.reason
         self.states[path] = state
-        m.LIVE_MESSAGES.labels("ok").inc()
+        _OK.inc()
         if new:
             m.LIVE_TAGS.set(len(self.states))
         self._fan_out(path, state)
