@@ -7,6 +7,7 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import { atLeast, session, type User } from "./api";
 import { LiveContext } from "./hooks";
 import { Live } from "./live";
+import { Alarms } from "./pages/Alarms";
 import { Audit, Revisions } from "./pages/History";
 import { DevicePage } from "./pages/Device";
 import { Devices } from "./pages/Devices";
@@ -24,6 +25,7 @@ const NAV: [string, string][] = [
   ["plant", "Plant"],
   ["devices", "Devices"],
   ["trends", "Trends"],
+  ["alarms", "Alarms"],
   ["gateways", "Gateways"],
   ["revisions", "Revisions"],
   ["audit", "Audit"],
@@ -46,6 +48,8 @@ function Content({ user }: { user: User }) {
       return <Trends route={route} />;
     case "gateways":
       return <Gateways />;
+    case "alarms":
+      return <Alarms route={route} />;
     case "revisions":
       return <Revisions user={user} />;
     case "audit":

@@ -401,3 +401,26 @@ def test_keyboard_only_and_a_tablet_width(page: Page, stack: Stack) -> None:
             .slice(0, 4).map((e) => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
             .join(', ')""")
         assert overflow <= 0, f"{path} is {overflow}px wider than a tablet: {widest}"
+
+
+def test_an_alarm_raised_by_the_gateway_is_listed_active(page: Page, stack: Stack) -> None:
+    stack.plc.constants["temp"] = 300  # 30.0 degC
+    current = stack.api.get("/api/v1/devices/press-1")
+    before = current.json()["device"]
+    tags = [{**t, "alarms": {"high": 25.0, "hysteresis": 1.0}} if t["name"] == "temp" else t for t in before["tags"]]
+    r = stack.api.put("/api/v1/devices/press-1", json={**before, "tags": tags},
+                      headers={"If-Match": current.headers["ETag"]})
+    assert r.status_code == 200, r.text
+    try:
+        wait_for(lambda: stack.api.get("/api/v1/history/alarms", params={"tag": PRESS, "active": "true"})
+                 .json().get("alarms"), 60, what=lambda: f"an active alarm of press-1:\n{stack.logs()}")
+        log_in(page, stack, path="/alarms")
+        alarm = page.locator(f'tr[data-alarm="{PRESS}/temp|high"]')
+        expect(alarm).to_contain_text("active")
+        expect(alarm).to_contain_text("/ 25")
+        page.get_by_label("Active only").check()
+        expect(alarm).to_have_count(1)
+        expect(page.locator(".summary")).to_contain_text("1 active")
+    finally:
+        now = stack.api.get("/api/v1/devices/press-1")
+        stack.api.put("/api/v1/devices/press-1", json=before, headers={"If-Match": now.headers["ETag"]})
