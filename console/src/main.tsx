@@ -14,6 +14,7 @@ import { Devices } from "./pages/Devices";
 import { EditDevice } from "./pages/Edit";
 import { Gateways } from "./pages/Gateways";
 import { Login } from "./pages/Login";
+import { Password } from "./pages/Password";
 import { Plant } from "./pages/Plant";
 import { Transfer } from "./pages/Transfer";
 import { Trends } from "./pages/Trends";
@@ -58,6 +59,8 @@ function Content({ user }: { user: User }) {
       return <Transfer user={user} />;
     case "users":
       return <Users user={user} />;
+    case "password":
+      return <Password />;
     default:
       return (
         <section class="page">
@@ -94,6 +97,7 @@ function Shell({ user }: { user: User }) {
             {user.name} · {user.role}
             {atLeast(user.role, "engineer") ? "" : " (read only)"}
           </span>
+          <a href="/password" class="password-link">Password</a>
           <button type="button" onClick={() => void session.logout()}>
             Log out
           </button>

@@ -424,3 +424,20 @@ def test_an_alarm_raised_by_the_gateway_is_listed_active(page: Page, stack: Stac
     finally:
         now = stack.api.get("/api/v1/devices/press-1")
         stack.api.put("/api/v1/devices/press-1", json=before, headers={"If-Match": now.headers["ETag"]})
+
+
+def test_a_user_changes_their_own_password(page: Page, stack: Stack) -> None:
+    stack.user("pat", "viewer", "pat-first-password")
+    log_in(page, stack, "pat", "pat-first-password")
+    page.get_by_role("link", name="Password").click()
+    page.get_by_label("current password").fill("pat-first-password")
+    page.get_by_label("new password", exact=True).fill("short-one")
+    page.get_by_label("new password again").fill("short-one")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator(".field.invalid [data-field]")).to_have_attribute("data-field", "new_password")
+    page.get_by_label("new password", exact=True).fill("pat-second-password")
+    page.get_by_label("new password again").fill("pat-second-password")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_role("alert")).to_contain_text("password changed")
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, stack, "pat", "pat-second-password")
