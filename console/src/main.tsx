@@ -13,6 +13,7 @@ import { DevicePage } from "./pages/Device";
 import { Devices } from "./pages/Devices";
 import { EditDevice } from "./pages/Edit";
 import { Gateways } from "./pages/Gateways";
+import { Keys } from "./pages/Keys";
 import { Login } from "./pages/Login";
 import { Password } from "./pages/Password";
 import { Plant } from "./pages/Plant";
@@ -59,6 +60,8 @@ function Content({ user }: { user: User }) {
       return <Transfer user={user} />;
     case "users":
       return <Users user={user} />;
+    case "keys":
+      return <Keys user={user} />;
     case "password":
       return <Password />;
     default:
@@ -86,7 +89,7 @@ function Shell({ user }: { user: User }) {
       <header class="top">
         <span class="brand">NEXUS Edge</span>
         <nav aria-label="pages">
-          {[...NAV, ...(atLeast(user.role, "admin") ? ([["users", "Users"]] as [string, string][]) : [])].map(([path, label]) => (
+          {[...NAV, ...(atLeast(user.role, "admin") ? ([["users", "Users"], ["keys", "API keys"]] as [string, string][]) : [])].map(([path, label]) => (
             <a href={href(path)} aria-current={here === path ? "page" : undefined} key={path}>
               {label}
             </a>

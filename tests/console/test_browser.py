@@ -441,3 +441,18 @@ def test_a_user_changes_their_own_password(page: Page, stack: Stack) -> None:
     expect(page.get_by_role("alert")).to_contain_text("password changed")
     page.get_by_role("button", name="Log out").click()
     log_in(page, stack, "pat", "pat-second-password")
+
+
+def test_an_admin_makes_and_revokes_an_api_key(page: Page, stack: Stack) -> None:
+    log_in(page, stack, path="/keys")
+    page.get_by_label("New key's name").fill("scada")
+    page.get_by_label("Role").select_option("operator")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("[data-secret]").inner_text()
+    me = stack.api.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
+    assert me.status_code == 200 and me.json()["name"] == "scada" and me.json()["role"] == "operator"
+    key = page.locator('tr[data-key="scada"]')
+    key.get_by_role("button", name="Revoke").click()
+    key.get_by_role("button", name="Really revoke scada").click()
+    expect(key).to_have_count(0)
+    assert stack.api.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
