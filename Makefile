@@ -70,7 +70,7 @@ console/dist/index.html: $(CONSOLE_SRC)
 	@touch $@
 
 test: deps venv console
-	cd console && npm test --silent
+	cd console && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm test --silent
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
