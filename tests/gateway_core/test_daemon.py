@@ -3,6 +3,7 @@ endpoints, a config push, clean exit on SIGTERM, a bad setting named at start, n
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -118,3 +119,19 @@ def test_ops_endpoint_answers_while_the_database_is_away(daemons: Any, broker: M
     assert r.status_code == 503 and r.json() == {"ready": False, "checks": {"db": False}}
     assert core.stop(timeout=15) == 0
     assert "database not reachable" in core.output()
+
+
+def test_a_taken_http_port_is_a_clear_error_and_exit_1(daemons: Any, db: str, broker: Mosquitto, prefix: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        core = daemons("gateway_core", {"NEXUS_CORE_DB_DSN": db, "NEXUS_CORE_HTTP_PORT": str(port),
+                                        "NEXUS_CORE_MQTT_PORT": str(broker.port), "NEXUS_CORE_ADMIN_KEY": ADMIN_KEY,
+                                        "NEXUS_CORE_CONTROL_ROOT": f"$t/{prefix}", "NEXUS_CORE_LOG_JSON": "false"},
+                       name="core")
+        assert core.proc is not None
+        code = core.proc.wait(30)
+    out = core.output()
+    assert code == 1, out
+    assert f"REST API cannot listen on 127.0.0.1:{port}" in out and "Traceback" not in out, out
