@@ -226,6 +226,12 @@ class Demo:
             print("\nstopping ...", flush=True)
             dsn = self.pg.dsn_for("nexus") if self.pg else ""
             rows_before = None
+        except BaseException:  # a failed start: no summary, so the database stops here (the rest below)
+            if self.pg:
+                self.stop()
+                self.pg.stop()
+                self.pg = None
+            raise
         finally:
             figures = self.stop()
         if not dsn:
