@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proto.points import Point, Value
+from proto.points import Point, Status, Value
 from proto.sparkplug import (
     BDSEQ,
     REBIRTH,
@@ -52,7 +52,6 @@ log = logging.getLogger("gateway.sparkplug")
 
 #: points kept per device while not born (host offline, before the first birth): beyond, the oldest go
 MAX_HELD_POINTS = 100_000
-_BAD = 0x80000000  #: a StatusCode at or above this is BAD
 
 
 @dataclass(frozen=True)
@@ -224,7 +223,7 @@ class EdgeNode:
             dev.held.extend(pts)
             return []
         if not dev.born:  # down: born again by its first reading that is not BAD (older ones follow as history)
-            if not any(p.status < _BAD for p in pts):
+            if not any(p.status < Status.BAD for p in pts):
                 return []
             dev.held.extend(pts)
             return self._device_birth(device)
@@ -235,7 +234,7 @@ class EdgeNode:
         dev = self.devices.get(device)
         if dev is None or tag not in dev.tags:
             return None
-        return dev.last.get(tag) or Point(tag, None, _now_ms(), _BAD, dev.tags[tag].unit, "no value read yet")
+        return dev.last.get(tag) or _unread(tag, dev.tags[tag].unit, _now_ms())
 
     def _ddata(self, device: str, dev: _Device, points: Sequence[Point], *, historical: bool) -> Out:
         metrics = [point_to_metric(p, datatype_for(dev.tags[p.tag].type), alias=dev.aliases[p.tag],
@@ -318,7 +317,7 @@ class EdgeNode:
         now = _now_ms()
         metrics = []
         for name, t in dev.tags.items():
-            p = dev.last.get(name) or Point(name, None, now, _BAD, t.unit, "no value read yet")
+            p = dev.last.get(name) or _unread(name, t.unit, now)
             if p.unit is None and t.unit:
                 p = p._replace(unit=t.unit)
             metrics.append(point_to_metric(p, datatype_for(t.type), name=name, alias=dev.aliases[name]))
@@ -345,6 +344,11 @@ class EdgeNode:
         a = self._next_alias
         self._next_alias += 1
         return a
+
+
+def _unread(tag: str, unit: str | None, ts: int) -> Point:
+    """What a birth says of a tag with no reading yet: no value, BAD, and why."""
+    return Point(tag, None, ts, Status.BAD, unit, "no value read yet")
 
 
 def _now_ms() -> int:

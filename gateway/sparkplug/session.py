@@ -42,7 +42,7 @@ from gateway.settings import Settings
 from gateway.sparkplug.node import BdSeqStore, EdgeNode, Out, TagDef, WriteRequest
 from nexus.mqtt import Message, MqttClient, MqttError, Will
 from nexus.report import bounded, describe
-from proto.points import Point
+from proto.points import Point, Status
 from proto.sparkplug import SparkplugError
 from proto.sparkplug.mapping import datatype_for
 from proto.types import INT_RANGES
@@ -54,7 +54,6 @@ MAX_BATCHES = 512  #: device batches taken from the queue per pass
 MAX_MESSAGES = 10_000  #: NCMD/DCMD/STATE waiting to be handled; beyond, dropped and logged
 PUBLISH_TIMEOUT_S = 5.0  #: longest wait for room in the connection's window, or for the NDEATH's PUBACK
 DRAIN_S = 5.0  #: at a stop, longest time to send what is queued before the NDEATH
-_BAD = 0x80000000
 _WARN_EVERY_S = 60.0
 
 
@@ -271,7 +270,7 @@ class SparkplugSession:
 
     def _down(self, b: DeviceBatch) -> bool:
         """Every point BAD, and every tag of the device among them or its breaker open."""
-        if any(p.status < _BAD for p in b.points):
+        if any(p.status < Status.BAD for p in b.points):
             return False
         poller = self.fleet.get(b.device.id)
         if poller is not None and poller.breaker.state == "open":
