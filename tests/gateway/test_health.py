@@ -16,7 +16,7 @@ import pytest
 
 from devtools.local import Mosquitto, free_port
 from gateway.config import PlantConfig, load_plant
-from gateway.daemon import Gateway, open_spool
+from gateway.daemon import Gateway
 from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway.fleet import Fleet
 from gateway.health import HealthReporter
@@ -27,6 +27,7 @@ from nexus.mqtt import MqttClient
 from proto.health import DeviceHealth, decode_health, health_filter, health_topic
 from tests.gateway.test_device_faults import VALUES, Fault, FaultyModbus, modbus_device
 from tests.support.core import Recorder
+from tests.support.gateway import serving
 from tests.support.health import retained_now
 from tests.support.wait import until
 
@@ -74,14 +75,10 @@ async def running(tmp_path: Path, broker: Any, prefix: str, bg_loop: Any,
     plc = SimulatedPlc(plant.devices[0], constants={"temp": 215})
     bg_loop.run(plc.start())
     rec = Recorder(broker.port, [health_filter(root)])
-    gw = Gateway(settings, open_spool(settings))
-    stop = asyncio.Event()
-    task = asyncio.create_task(gw.serve(stop, plant), name="test.gateway")
     try:
-        yield Running(gw, plant, plc, rec, root)
+        async with serving(settings, plant) as gw:
+            yield Running(gw, plant, plc, rec, root)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         rec.close()
         bg_loop.run(plc.stop())
 

@@ -83,6 +83,12 @@ class Pipeline:
                             NEXUS_INGESTION_SPARKPLUG_TAKEOVER_INTERVAL="0.3")
         return self.daemons("ingestion", env, name=name)
 
+    def host(self, name: str) -> Any:
+        """A worker started and online as the primary host (its STATE seen)."""
+        w = self.worker(name)
+        wait_for(lambda: any(s.get("online") for s in self.state), 30, what=lambda: f"host online\n{w.output()}")
+        return w
+
     def rows(self, enterprise: str, tag: str = "n") -> list[tuple[Any, ...]]:
         try:
             return query(self.db, ROWS, (enterprise, tag))
@@ -122,8 +128,7 @@ def test_every_reading_once_through_the_host_going_offline_and_online(tmp_path: 
     again and sends what it read meanwhile as history. Both paths hold the same readings, exactly."""
     p = Pipeline(tmp_path, broker, db, prefix, daemons, bg_loop)
     try:
-        ing = p.worker("w1")
-        wait_for(lambda: any(s.get("online") for s in p.state), 30, what=lambda: f"host online\n{ing.output()}")
+        ing = p.host("w1")
         gw = daemons("gateway", p.gateway_env)
         wait_for(lambda: len(good(p.sparkplug_rows())) >= 20, 30,
                  what=lambda: f"Sparkplug rows\n{gw.output()}\n{ing.output()}")
@@ -179,8 +184,7 @@ def test_a_killed_host_is_taken_over_and_the_node_sends_its_history(tmp_path: Pa
     all there."""
     p = Pipeline(tmp_path, broker, db, prefix, daemons, bg_loop)
     try:
-        w1 = p.worker("w1")
-        wait_for(lambda: any(s.get("online") for s in p.state), 30, what=lambda: f"host online\n{w1.output()}")
+        w1 = p.host("w1")
         w2 = p.worker("w2")
         gw = daemons("gateway", p.gateway_env)
         wait_for(lambda: len(good(p.sparkplug_rows())) >= 20, 30,
@@ -218,8 +222,7 @@ def test_seq_wraps_a_dcmd_write_comes_back_and_a_killed_gateway_leaves_bad_rows(
     delivers its NDEATH (the will) and the host stores BAD rows "edge node offline"."""
     p = Pipeline(tmp_path, broker, db, prefix, daemons, bg_loop, interval_ms=15, primary_host=False)
     try:
-        ing = p.worker("w1")
-        wait_for(lambda: any(s.get("online") for s in p.state), 30, what=lambda: f"host online\n{ing.output()}")
+        ing = p.host("w1")
         gw = daemons("gateway", p.gateway_env)
         wait_for(lambda: len(good(p.sparkplug_rows())) >= 300, 60,
                  what=lambda: f"300 Sparkplug rows, got {len(good(p.sparkplug_rows()))}\n{gw.output()}")

@@ -7,7 +7,6 @@ PLCs in the same loop; the SIGKILL test runs a real gateway process."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
 import uuid
@@ -22,7 +21,7 @@ import pytest
 
 from devtools.local import Mosquitto, free_port
 from gateway.config import PlantConfig, load_plant
-from gateway.daemon import Gateway, open_spool
+from gateway.daemon import Gateway
 from gateway.drivers.modbus.simulator import SimulatedPlc
 from gateway.settings import Settings, SparkplugSettings
 from nexus.common import MqttSettings
@@ -30,6 +29,7 @@ from nexus.settings import SettingsError, load
 from proto.sparkplug import BDSEQ, REBIRTH, DataType, Metric, Payload, decode_payload, encode_payload
 from proto.sparkplug.topics import encode_state
 from tests.support.daemons import gateway_env
+from tests.support.gateway import serving
 from tests.support.wait import until, wait_for
 
 pytestmark = pytest.mark.slow
@@ -187,14 +187,10 @@ async def gateway(tmp_path: Path, broker: Mosquitto, prefix: str, *, devices: in
                         sparkplug=SparkplugSettings(enabled=True, group_id=prefix, primary_host_id=host))
     filters = [f"spBv1.0/{prefix}/#"] + ([f"spBv1.0/STATE/{host}"] if host else [])
     rec = Recorder(broker.port, filters)
-    gw = Gateway(settings, open_spool(settings))
-    stop = asyncio.Event()
-    task = asyncio.create_task(gw.serve(stop, plant), name="test.gateway")
     try:
-        yield Running(gw, settings, plcs, rec, plant)
+        async with serving(settings, plant) as gw:
+            yield Running(gw, settings, plcs, rec, plant)
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
         rec.close()
         for plc in plcs:
             await plc.stop()
