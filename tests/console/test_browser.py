@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -20,8 +18,9 @@ from tests.support.console import (
     PLACE,
     PRESS,
     Stack,
-    browser_context,
+    log_in,
     missing_browser,
+    row,
     start_stack,
     stop_stack,
 )
@@ -33,7 +32,7 @@ pytestmark = [
 ]
 
 if missing_browser() is None:
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Page, expect
 
 OPERATOR_PASSWORD = "operator-password-1"
 VIEWER_PASSWORD = "viewer-password-12"
@@ -48,39 +47,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: Postgres, broker: 
         yield s
     finally:
         stop_stack(s)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Any]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture
-def page(playwright: Any, tmp_path: Path, stack: Stack) -> Iterator[Page]:
-    context = browser_context(playwright, tmp_path / "profile")
-    errors: list[str] = []
-    p = context.new_page()
-    p.set_default_timeout(15_000)
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    p.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and "status of 4" not in msg.text
-         else None)
-    yield p
-    context.close()
-    # no script error and no CSP violation on any page the test saw (refused requests are the API's answers)
-    assert not errors, errors
-
-
-def log_in(page: Page, stack: Stack, name: str = "admin", password: str = ADMIN_PASSWORD, path: str = "/") -> None:
-    page.goto(stack.url + path)
-    page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.locator(".top .who")).to_contain_text(name)
-
-
-def row(page: Page, path: str) -> Any:
-    return page.locator(f'tr[data-path="{path}"]')
 
 
 def test_login_refresh_and_logout(page: Page, stack: Stack) -> None:

@@ -157,3 +157,19 @@ def browser_context(playwright: Any, user_data: Path) -> Any:
         str(user_data), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
         viewport={"width": 1280, "height": 860},
     )
+
+
+def log_in(page: Any, stack: Stack, name: str = "admin", password: str = ADMIN_PASSWORD, path: str = "/") -> None:
+    """Log in through the console's form, landing on ``path``."""
+    from playwright.sync_api import expect
+
+    page.goto(stack.url + path)
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".top .who")).to_contain_text(name)
+
+
+def row(page: Any, path: str) -> Any:
+    """The plant's or a device page's row of one tag."""
+    return page.locator(f'tr[data-path="{path}"]')
