@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway_core import (
+    alarm_acks,
     history,
     history_aggregates,
     live_ws,
@@ -213,7 +214,7 @@ def create_app(core: Core) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for router in (routes_devices.router, routes_config.router, routes_auth.router, history_aggregates.router,
-                   routes_health.router):
+                   routes_health.router, alarm_acks.router):
         app.include_router(
             router, prefix=PREFIX, responses=ERRORS, dependencies=[Depends(single_query_values)]
         )

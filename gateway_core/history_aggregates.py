@@ -9,7 +9,9 @@ Reads ``nexus.tags``, ``nexus.windows`` and the view ``nexus.alarms`` (ingestion
 * alarms of one tag or of every tag under a path prefix (enterprise ... device) whose life overlaps
   [from, to): raised before ``to`` and not cleared before ``from`` (an alarm still active is in every
   range after its raise); a clear whose raise is not in the historian counts at its clear time.
-  ``active`` means raised and not cleared as far as the historian knows now.
+  ``active`` means raised and not cleared as far as the historian knows now. Each raise carries its
+  acknowledgement (``acked_at``, ``acked_by``, ``ack_comment``; null when not acknowledged) from
+  :mod:`gateway_core.alarm_acks`; ``acked=false`` keeps the raises nobody has acknowledged.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway_core.alarm_acks import acks_of
 from gateway_core.auth import Principal, require
 from gateway_core.errors import ApiError
 from gateway_core.history import check_range, iso, parse_bucket, time_range
@@ -37,7 +40,7 @@ MAX_WIDTH = timedelta(days=1)
 WINDOW_COLUMNS = ["start", "end", "width_ms", "count", "min", "max", "avg", "twa", "first", "last", "status",
                   "quality", "complete"]
 ALARM_COLUMNS = ["tag", "alarm", "raised_at", "cleared_at", "active", "raised_value", "raised_limit", "severity",
-                 "cleared_value"]
+                 "cleared_value", "acked_at", "acked_by", "ack_comment"]
 _NO_TABLES = "no historian tables (nexus.tags, nexus.windows, nexus.alarms) in this database"
 
 
@@ -93,7 +96,8 @@ async def query_windows(pool: Pool, settings: HistorySettings, tag: str, width: 
 
 
 async def query_alarms(pool: Pool, settings: HistorySettings, prefix: str, start: datetime, end: datetime,
-                       active: bool | None, alarm: str | None) -> dict[str, Any]:
+                       active: bool | None, alarm: str | None, *, store: Pool,
+                       acked: bool | None = None) -> dict[str, Any]:
     check_range(start, end, settings)
     limit = settings.max_rows
     # Two selects on the view, so that each keeps one of its branches and its index conditions:
@@ -127,14 +131,17 @@ async def query_alarms(pool: Pool, settings: HistorySettings, prefix: str, start
     if len(rows) > limit:
         raise ApiError(422, f"more than {limit} alarms in range; use a longer path or a shorter range",
                        field="to")
-    return {
-        "tag": prefix, "from": iso(start), "to": iso(end), "active": active, "alarm": alarm,
-        "alarms": [
-            {"tag": path, "alarm": kind, "raised_at": _opt_iso(r), "cleared_at": _opt_iso(c), "active": on,
-             "raised_value": rv, "raised_limit": rl, "severity": sev, "cleared_value": cv}
-            for path, kind, r, c, on, rv, rl, sev, cv in rows
-        ],
-    }
+    acks = await acks_of(store, [(path, kind, r) for path, kind, r, *_ in rows if r is not None])
+    out = []
+    for path, kind, r, c, on, rv, rl, sev, cv in rows:
+        at, by, note = acks.get((path, kind, r), (None, None, None))
+        if acked is not None and (r is None or (at is not None) != acked):
+            continue
+        out.append({"tag": path, "alarm": kind, "raised_at": _opt_iso(r), "cleared_at": _opt_iso(c), "active": on,
+                    "raised_value": rv, "raised_limit": rl, "severity": sev, "cleared_value": cv,
+                    "acked_at": _opt_iso(at), "acked_by": by, "ack_comment": note})
+    return {"tag": prefix, "from": iso(start), "to": iso(end), "active": active, "alarm": alarm, "acked": acked,
+            "alarms": out}
 
 
 router = APIRouter(tags=["history"])
@@ -195,6 +202,9 @@ async def alarms(
         bool | None, Query(description="true: only active alarms; false: only cleared ones; absent: both")
     ] = None,
     alarm: Annotated[str | None, Query(description=f"one of {', '.join(ALARM_KINDS)}; absent: all")] = None,
+    acked: Annotated[
+        bool | None, Query(description="true: only acknowledged raises; false: only raises not acknowledged")
+    ] = None,
     format: Format = "json",
     _: Annotated[Principal, Depends(require("viewer"))],
 ) -> Response:
@@ -203,7 +213,8 @@ async def alarms(
         raise ApiError(422, f"alarm {alarm[:32]!r} is not one of {', '.join(ALARM_KINDS)}", field="alarm")
     start_t, end_t = time_range(start, end)
     core = request.app.state.core
-    result = await query_alarms(core.history.pool, core.history.settings, prefix, start_t, end_t, active, alarm)
+    result = await query_alarms(core.history.pool, core.history.settings, prefix, start_t, end_t, active, alarm,
+                                store=core.store.pool, acked=acked)
     if format == "csv":
         return Response(to_csv(result["alarms"], ALARM_COLUMNS), media_type="text/csv")
     return JSONResponse(result)

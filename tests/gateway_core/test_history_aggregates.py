@@ -4,6 +4,7 @@ the range, active or cleared, one kind), JSON and CSV, the limits and errors of 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -80,18 +81,22 @@ RANGE = {"from": "2026-01-05T12:00:00Z", "to": "2026-01-05T12:04:00Z"}
 TEMP_HIGH = {
     "tag": TEMP, "alarm": "high", "raised_at": "2026-01-05T12:00:10.000Z", "cleared_at": "2026-01-05T12:01:10.000Z",
     "active": False, "raised_value": 91.0, "raised_limit": 90.0, "severity": 700, "cleared_value": 85.0,
+    "acked_at": None, "acked_by": None, "ack_comment": None,
 }
 TEMP_LOW = {
     "tag": TEMP, "alarm": "low", "raised_at": "2026-01-05T12:03:00.000Z", "cleared_at": None, "active": True,
     "raised_value": 1.5, "raised_limit": 2.0, "severity": 300, "cleared_value": None,
+    "acked_at": None, "acked_by": None, "ack_comment": None,
 }
 PRESSURE_LOW = {
     "tag": PRESSURE, "alarm": "low", "raised_at": None, "cleared_at": "2026-01-05T12:00:30.000Z", "active": False,
     "raised_value": None, "raised_limit": None, "severity": None, "cleared_value": 5.0,
+    "acked_at": None, "acked_by": None, "ack_comment": None,
 }
 OTHER_HIGH = {
     "tag": OTHER, "alarm": "high", "raised_at": "2026-01-04T12:00:00.000Z", "cleared_at": None, "active": True,
     "raised_value": 99.0, "raised_limit": 90.0, "severity": 900, "cleared_value": None,
+    "acked_at": None, "acked_by": None, "ack_comment": None,
 }
 
 
@@ -164,10 +169,11 @@ async def test_alarms_csv(api: Api) -> None:
     r = await api.client.get("/api/v1/history/alarms", params={"tag": DEVICE, "format": "csv", **RANGE})
     assert r.headers["content-type"].startswith("text/csv")
     assert r.text.splitlines() == [
-        "tag,alarm,raised_at,cleared_at,active,raised_value,raised_limit,severity,cleared_value",
-        f"{TEMP},high,2026-01-05T12:00:10.000Z,2026-01-05T12:01:10.000Z,False,91.0,90.0,700,85.0",
-        f"{PRESSURE},low,,2026-01-05T12:00:30.000Z,False,,,,5.0",
-        f"{TEMP},low,2026-01-05T12:03:00.000Z,,True,1.5,2.0,300,",
+        "tag,alarm,raised_at,cleared_at,active,raised_value,raised_limit,severity,cleared_value,acked_at,acked_by,"
+        "ack_comment",
+        f"{TEMP},high,2026-01-05T12:00:10.000Z,2026-01-05T12:01:10.000Z,False,91.0,90.0,700,85.0,,,",
+        f"{PRESSURE},low,,2026-01-05T12:00:30.000Z,False,,,,5.0,,,",
+        f"{TEMP},low,2026-01-05T12:03:00.000Z,,True,1.5,2.0,300,,,,",
     ]
 
 
@@ -249,3 +255,99 @@ async def test_no_historian_tables(db: str) -> None:
         for path in ("windows", "alarms"):
             r = await a.client.get(f"/api/v1/history/{path}", params={"tag": TEMP, **RANGE})
             assert r.status_code == 404 and "no historian tables" in r.json()["detail"], r.text
+        r = await a.client.post("/api/v1/alarms/ack", json={"alarms": [ref(TEMP_HIGH)]})
+        assert r.status_code == 404 and "no historian tables" in r.json()["detail"], r.text
+
+
+async def role_header(api: Api, role: str) -> dict[str, str]:
+    r = await api.client.post("/api/v1/keys", json={"name": f"{role}-key", "role": role})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['key']}"}
+
+
+def ref(row: dict[str, object]) -> dict[str, object]:
+    return {"tag": row["tag"], "alarm": row["alarm"], "raised_at": row["raised_at"]}
+
+
+async def test_acknowledge_alarms(api: Api) -> None:
+    operator = await role_header(api, "operator")
+    r = await api.client.post("/api/v1/alarms/ack", headers=operator, json={
+        "alarms": [ref(TEMP_HIGH), ref(TEMP_LOW), ref(TEMP_LOW)], "comment": "valve checked"})
+    assert r.status_code == 200, r.text
+    done = r.json()["acknowledged"]
+    # one answer per alarm (the one named twice is acknowledged once)
+    assert [(a["tag"], a["alarm"], a["raised_at"], a["acked_by"], a["comment"], a["already"]) for a in done] == [
+        (TEMP, "high", TEMP_HIGH["raised_at"], "operator-key", "valve checked", False),
+        (TEMP, "low", TEMP_LOW["raised_at"], "operator-key", "valve checked", False)]
+    acked_at = done[0]["acked_at"]
+    assert datetime.fromisoformat(acked_at) > datetime.now(UTC) - timedelta(minutes=1)
+    ack = {"acked_at": acked_at, "acked_by": "operator-key", "ack_comment": "valve checked"}
+    r = await api.client.get("/api/v1/history/alarms", params={"tag": DEVICE, **RANGE})
+    assert r.json()["alarms"] == [{**TEMP_HIGH, **ack}, PRESSURE_LOW, {**TEMP_LOW, **ack}]
+    # acked=false: raises nobody acknowledged (a clear without its raise has nothing to acknowledge)
+    r = await api.client.get("/api/v1/history/alarms", params={"tag": "acme", "acked": "false", **RANGE})
+    assert r.json()["alarms"] == [OTHER_HIGH] and r.json()["acked"] is False
+    r = await api.client.get("/api/v1/history/alarms", params={"tag": "acme", "acked": "true", "active": "true",
+                                                               **RANGE})
+    assert r.json()["alarms"] == [{**TEMP_LOW, **ack}]
+    r = await api.client.get("/api/v1/history/alarms", params={"tag": TEMP, "format": "csv", **RANGE})
+    assert r.text.splitlines()[1].endswith(f",{acked_at},operator-key,valve checked")
+    # again, by someone else and in another time zone: the first acknowledgement stays, and is the answer
+    r = await api.client.post("/api/v1/alarms/ack", json={
+        "alarms": [{**ref(TEMP_HIGH), "raised_at": "2026-01-05T13:00:10+01:00"}, ref(OTHER_HIGH)],
+        "comment": "me too"})
+    assert r.status_code == 200, r.text
+    assert [(a["raised_at"], a["acked_by"], a["comment"], a["already"]) for a in r.json()["acknowledged"]] == [
+        (TEMP_HIGH["raised_at"], "operator-key", "valve checked", True),
+        (OTHER_HIGH["raised_at"], "bootstrap-admin", "me too", False)]
+    # every first acknowledgement is an audit row, a repeated one is not
+    r = await api.client.get("/api/v1/audit", params={"limit": 50})
+    acks = [(e["actor"], e["target"], e["after"]["comment"]) for e in r.json()["items"] if e["action"] == "alarm.ack"]
+    assert sorted(acks) == [
+        ("bootstrap-admin", f"alarm:{OTHER}|high|{OTHER_HIGH['raised_at']}", "me too"),
+        ("operator-key", f"alarm:{TEMP}|high|{TEMP_HIGH['raised_at']}", "valve checked"),
+        ("operator-key", f"alarm:{TEMP}|low|{TEMP_LOW['raised_at']}", "valve checked")]
+
+
+async def test_two_acknowledge_at_once_one_wins(api: Api) -> None:
+    body = {"alarms": [ref(OTHER_HIGH)]}
+    answers = await asyncio.gather(*(api.client.post("/api/v1/alarms/ack", json={**body, "comment": str(i)})
+                                     for i in range(4)))
+    acks = [r.json()["acknowledged"][0] for r in answers]
+    assert sorted(a["already"] for a in acks) == [False, True, True, True]
+    assert len({(a["acked_at"], a["comment"]) for a in acks}) == 1
+    r = await api.client.get("/api/v1/audit", params={"limit": 50})
+    assert [e["action"] for e in r.json()["items"]].count("alarm.ack") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "text"),
+    [
+        ({"alarms": [ref(TEMP_HIGH), {**ref(TEMP_LOW), "raised_at": "2026-01-05T12:03:00.001Z"}]}, 404,
+         "alarms[1]", f"no low alarm of {TEMP!r} raised at 2026-01-05T12:03:00.001Z in the historian"),
+        ({"alarms": [{**ref(TEMP_HIGH), "alarm": "low"}]}, 404, "alarms[0]", "no low alarm"),
+        ({"alarms": [{**ref(TEMP_HIGH), "tag": f"{DEVICE}/nope"}]}, 404, "alarms[0]", "in the historian"),
+        ({"alarms": [{**ref(TEMP_HIGH), "tag": DEVICE}]}, 422, "alarms[0].tag", "has 5 levels"),
+        ({"alarms": [{**ref(TEMP_HIGH), "alarm": "hot"}]}, 422, "alarms[0].alarm", "'high', 'low', 'rate' or"),
+        ({"alarms": [{**ref(TEMP_HIGH), "raised_at": "2026-01-05T12:00:10"}]}, 422, "alarms[0].raised_at",
+         "time zone"),
+        ({"alarms": []}, 422, "alarms", "at least 1 item"),
+        ({"alarms": [ref(TEMP_HIGH)] * 501}, 422, "alarms", "at most 500 items"),
+        ({"alarms": [ref(TEMP_HIGH)], "comment": "x" * 501}, 422, "comment", "at most 500 characters"),
+    ],
+)
+async def test_acknowledge_errors(api: Api, body: dict[str, object], status: int, field: str, text: str) -> None:
+    r = await api.client.post("/api/v1/alarms/ack", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and text in r.json()["detail"], r.json()
+    # nothing was acknowledged, not even the alarms of the request that exist
+    r = await api.client.get("/api/v1/history/alarms", params={"tag": "acme", "acked": "true", **RANGE})
+    assert r.json()["alarms"] == []
+
+
+async def test_a_viewer_may_not_acknowledge(api: Api) -> None:
+    viewer = await role_header(api, "viewer")
+    r = await api.client.post("/api/v1/alarms/ack", headers=viewer, json={"alarms": [ref(TEMP_HIGH)]})
+    assert r.status_code == 403 and "needs operator or above" in r.json()["detail"]
+    r = await api.client.get("/api/v1/history/alarms", params={"tag": TEMP, "acked": "true", **RANGE})
+    assert r.json()["alarms"] == []
