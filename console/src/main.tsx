@@ -51,7 +51,7 @@ function Content({ user }: { user: User }) {
     case "gateways":
       return <Gateways />;
     case "alarms":
-      return <Alarms route={route} />;
+      return <Alarms route={route} user={user} />;
     case "revisions":
       return <Revisions user={user} />;
     case "audit":

@@ -369,7 +369,7 @@ def test_keyboard_only_and_a_tablet_width(page: Page, stack: Stack) -> None:
         assert overflow <= 0, f"{path} is {overflow}px wider than a tablet: {widest}"
 
 
-def test_an_alarm_raised_by_the_gateway_is_listed_active(page: Page, stack: Stack) -> None:
+def test_an_alarm_raised_by_the_gateway_is_listed_and_acknowledged(page: Page, stack: Stack) -> None:
     stack.plc.constants["temp"] = 300  # 30.0 degC
     current = stack.api.get("/api/v1/devices/press-1")
     before = current.json()["device"]
@@ -386,7 +386,29 @@ def test_an_alarm_raised_by_the_gateway_is_listed_active(page: Page, stack: Stac
         expect(alarm).to_contain_text("/ 25")
         page.get_by_label("Active only").check()
         expect(alarm).to_have_count(1)
-        expect(page.locator(".summary")).to_contain_text("1 active")
+        expect(page.locator(".summary")).to_contain_text("1 active, 1 unacknowledged")
+        # a viewer sees it and may not acknowledge it
+        page.get_by_role("button", name="Log out").click()
+        log_in(page, stack, "vic", VIEWER_PASSWORD, path="/alarms")
+        expect(alarm).to_contain_text("active, unacknowledged")
+        expect(page.get_by_role("button", name=re.compile("^Acknowledge"))).to_have_count(0)
+        # an operator acknowledges it with a comment; it stays active, now acknowledged, and leaves the
+        # "unacknowledged only" list
+        page.get_by_role("button", name="Log out").click()
+        log_in(page, stack, "olga", OPERATOR_PASSWORD, path="/alarms")
+        page.get_by_label("Comment").fill("cooling checked")
+        page.get_by_role("button", name=f"Acknowledge high alarm of {PRESS}/temp").click()
+        expect(page.get_by_role("status")).to_have_text(f"high of {PRESS}/temp: 1 acknowledged")
+        expect(alarm).to_have_attribute("data-state", "active-acked")
+        expect(alarm).to_contain_text("by olga")
+        expect(alarm).to_contain_text("cooling checked")
+        expect(page.locator(".summary")).to_contain_text("0 unacknowledged")
+        page.get_by_label("Unacknowledged only").check()
+        expect(alarm).to_have_count(0)
+        stored = stack.api.get("/api/v1/history/alarms", params={"tag": f"{PRESS}/temp", "active": "true"}).json()
+        assert [(a["acked_by"], a["ack_comment"]) for a in stored["alarms"]] == [("user:olga", "cooling checked")]
+        audit = stack.api.get("/api/v1/audit", params={"limit": 100}).json()["items"]
+        assert [e["actor"] for e in audit if e["action"] == "alarm.ack"] == ["user:olga"]
     finally:
         now = stack.api.get("/api/v1/devices/press-1")
         stack.api.put("/api/v1/devices/press-1", json=before, headers={"If-Match": now.headers["ETag"]})
