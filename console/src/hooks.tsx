@@ -37,10 +37,16 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
   return { data: state.data, error: state.error, loading: state.loading, reload };
 }
 
-/** The newest live value of every tag under `paths` (subtrees), and the stream's state. */
-export function useLive(paths: string[]): { values: Map<string, TagState>; state: LiveState; why: string } {
+/** A live value as the tree and the tables keep it (a removal as `removed`). */
+export function tagOfLive(v: LiveValue): TagState | { path: string; removed: true } {
+  if (v.removed) return { path: v.path, removed: true };
+  return { path: v.path, value: v.value, unit: v.unit, q: v.q, ts: v.ts, reason: v.reason, quality: v.quality ?? qualityOfStatus(v.q) };
+}
+
+/** Watch `paths` (subtrees): every batch of live values goes to `apply`, the page renders once per animation
+ *  frame after it; `target` is what `apply` writes into (a new one subscribes again). The stream's state. */
+export function useLiveStream<T>(paths: string[], target: T, apply: (values: LiveValue[]) => void): { state: LiveState; why: string } {
   const live = useContext(LiveContext);
-  const map = useRef(new Map<string, TagState>());
   const [, setTick] = useState(0);
   const [state, setState] = useState<{ s: LiveState; why: string }>({ s: live?.state ?? "closed", why: "" });
   const key = paths.join("\n");
@@ -48,19 +54,7 @@ export function useLive(paths: string[]): { values: Map<string, TagState>; state
     if (live === null) return;
     let frame = 0;
     const offValues = live.onValues((values: LiveValue[]) => {
-      for (const v of values) {
-        if (v.removed) map.current.delete(v.path);
-        else
-          map.current.set(v.path, {
-            path: v.path,
-            value: v.value,
-            unit: v.unit,
-            q: v.q,
-            ts: v.ts,
-            reason: v.reason,
-            quality: v.quality ?? qualityOfStatus(v.q),
-          });
-      }
+      apply(values);
       if (!frame) frame = requestAnimationFrame(() => ((frame = 0), setTick((x) => x + 1)));
     });
     const offState = live.onState((s, why) => setState({ s, why }));
@@ -73,8 +67,21 @@ export function useLive(paths: string[]): { values: Map<string, TagState>; state
       live.watch([]); // the next page subscribes to what it shows
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [live, key]);
-  return { values: map.current, state: state.s, why: state.why };
+  }, [live, key, target]);
+  return { state: state.s, why: state.why };
+}
+
+/** The newest live value of every tag under `paths` (subtrees), and the stream's state. */
+export function useLive(paths: string[]): { values: Map<string, TagState>; state: LiveState; why: string } {
+  const map = useRef(new Map<string, TagState>());
+  const stream = useLiveStream(paths, map.current, (values) => {
+    for (const v of values) {
+      const t = tagOfLive(v);
+      if ("removed" in t) map.current.delete(t.path);
+      else map.current.set(t.path, t);
+    }
+  });
+  return { values: map.current, ...stream };
 }
 
 /** The newest health of these devices ("*": every device), by device id, live. */

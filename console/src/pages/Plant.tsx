@@ -3,17 +3,17 @@
 // thousands of tags: one table (a treegrid) of the visible rows, of which only those in the scroll viewport
 // (and a few either side) are in the DOM; the tree is kept in place and live values update it (tree.ts).
 
-import { useContext, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 
 import { allDevices, unsPath, type DeviceOut } from "../api";
-import { ErrorBox, LiveContext, LiveStatus, Page, QualityBadge, useLoad, useNow } from "../hooks";
-import type { LiveState, LiveValue } from "../live";
+import { ErrorBox, LiveStatus, Page, QualityBadge, tagOfLive, useLiveStream, useLoad, useNow } from "../hooks";
+import type { LiveState } from "../live";
 import { href } from "../router";
 import {
   ALL_CLOSED, ALL_OPEN, defaultDepth, flatten, PlantTree, scrollToRow, toggled, viewWindow, withOpen,
   type Expansion, type PlantNode, type Row,
 } from "../tree";
-import { coverPaths, formatAge, formatValue, LEVELS, qualityOfStatus, type TagState } from "../uns";
+import { coverPaths, formatAge, formatValue, LEVELS, type TagState } from "../uns";
 
 /** px of every row (and of the header): style.css `.plant-tree` keeps them so. */
 export const ROW = 34;
@@ -28,36 +28,9 @@ export function configuredTags(devices: DeviceOut[]): TagState[] {
   return out;
 }
 
-function fromLive(v: LiveValue): TagState | { path: string; removed: true } {
-  if (v.removed) return { path: v.path, removed: true };
-  return { path: v.path, value: v.value, unit: v.unit, q: v.q, ts: v.ts, reason: v.reason, quality: v.quality ?? qualityOfStatus(v.q) };
-}
-
 /** The live values of `paths` (subtrees) into `tree` as they arrive; one render per animation frame. */
 function useLiveTree(tree: PlantTree, paths: string[]): { state: LiveState; why: string } {
-  const live = useContext(LiveContext);
-  const [, setTick] = useState(0);
-  const [state, setState] = useState<{ s: LiveState; why: string }>({ s: live?.state ?? "closed", why: "" });
-  const key = paths.join("\n");
-  useEffect(() => {
-    if (live === null) return;
-    let frame = 0;
-    const offValues = live.onValues((values: LiveValue[]) => {
-      tree.apply(values.map(fromLive));
-      if (!frame) frame = requestAnimationFrame(() => ((frame = 0), setTick((x) => x + 1)));
-    });
-    const offState = live.onState((s, why) => setState({ s, why }));
-    live.watch(paths);
-    setState({ s: live.state, why: live.error });
-    return () => {
-      offValues();
-      offState();
-      cancelAnimationFrame(frame);
-      live.watch([]); // the next page subscribes to what it shows
-    };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [live, key, tree]);
-  return { state: state.s, why: state.why };
+  return useLiveStream(paths, tree, (values) => tree.apply(values.map(tagOfLive)));
 }
 
 const indent = (level: number) => ({ paddingLeft: `${0.5 + level * 1.1}rem` });
