@@ -1,7 +1,8 @@
 """The configuration service daemon: REST API (uvicorn), MQTT client and assignment loop in one TaskGroup.
 
 Tasks: ``core.http`` (uvicorn ``Server.serve`` inside our loop), ``core.mqtt_loop`` (broker session),
-``core.assign_loop`` (sharding and config pushes), ``core.stop_watch``. Shutdown on SIGTERM/SIGINT:
+``core.assign_loop`` (sharding and config pushes), ``core.live_snapshot`` (the live stream's reads of the
+retained per-tag topics), ``core.stop_watch``. Shutdown on SIGTERM/SIGINT:
 stop accepting HTTP requests (uvicorn finishes the running ones), let the assignment loop finish its
 pass, disconnect from the broker, close the database connections.
 """
@@ -138,6 +139,7 @@ class Service:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(mqtt.run_loop(self.stop), name="core.mqtt_loop")
                 tg.create_task(control.assign_loop(self.stop), name="core.assign_loop")
+                tg.create_task(live.snapshot_loop(mqtt, self.stop), name="core.live_snapshot")
                 http = tg.create_task(self._serve(server), name="core.http")
                 tg.create_task(self._watch(server, http), name="core.stop_watch")
                 while not server.started and not http.done():

@@ -1,29 +1,42 @@
-"""Current values for the browser: the retained per-tag state topics, kept and fanned out to subscribers.
+"""Current values for the browser: every tag's newest state, kept and fanned out to subscribers.
 
-The service subscribes once to every per-tag UNS topic (``[<uns_prefix>/]+/+/+/+/+/+``, QoS 0: state, not
-history; the broker sends what it retains on every (re)connect) and keeps each tag's newest state, decoded
-by :func:`proto.points.decode_point`. A :class:`Watcher` (one WebSocket client, :mod:`gateway_core.live_ws`)
-subscribes to subtrees of the UNS (``acme``, ``acme/berlin/stamping``, or one tag's whole path); a change is
-put in the pending map of every watcher of one of its six ancestors (a dict lookup per level, whatever the
-number of clients), where later changes of the same tag replace earlier ones, so a slow client costs memory
-bounded by the tags it watches, never a growing queue. The watcher's sender takes the map every
-``live.batch_interval``.
+Where the states come from (``live.changes``):
+
+- ``batches`` (the default): changes from the batch stream (``<topic_root>/batch/v1/#``, QoS 0, not shared: a
+  copy of what ingestion stores, up to a thousand points a message, decoded by :func:`proto.points.decode_batch`),
+  and first values from the retained per-tag UNS topics (``[<uns_prefix>/]+/+/+/+/+/+``), which the broker sends
+  on subscribing: :meth:`LiveHub.snapshot_loop` subscribes to them at each connect and every
+  ``snapshot_interval``, takes what is retained until ``snapshot_quiet`` passes without more, and unsubscribes
+  again, so a change costs one point in a batch, not an MQTT message of its own (the per-message cost that
+  dominates: docs/gateway_core.md, "Live"). A tag whose retained topic was there at one read and is gone at the
+  next (the gateway cleared it: tag removed) is removed then, unless a batch brought it meanwhile.
+- ``tags``: every per-tag state message (subscribed for good), for publishers that send no batches.
+
+Either way a state changes when its (value, quality code, unit, reason) does, and a point older than the
+newest one seen of its tag (a gateway's spool replayed after an outage, a retained value older than a batch's)
+changes nothing. A :class:`Watcher` (one WebSocket client, :mod:`gateway_core.live_ws`) subscribes to subtrees
+of the UNS (``acme``, ``acme/berlin/stamping``, or one tag's whole path); a change is put in the pending map of
+every watcher of one of its six ancestors (a dict lookup per level, whatever the number of clients), where later
+changes of the same tag replace earlier ones, so a slow client costs memory bounded by the tags it watches,
+never a growing queue. The watcher's sender takes the map every ``live.batch_interval``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from gateway_core import metrics as m
 from gateway_core.settings import LiveSettings
-from nexus.mqtt import Message
+from nexus.mqtt import Message, MqttClient
+from nexus.runtime import sleep_or_stop
 from proto.errors import ContractError
-from proto.points import Quality, decode_point
+from proto.points import Point, Quality, decode_batch, decode_point
 from proto.types import DateTime
-from proto.uns import validate_level
+from proto.uns import batch_filter, parse_batch_topic, validate_level
 
 log = logging.getLogger("gateway_core.live")
 
@@ -31,6 +44,7 @@ LEVELS = 6  #: enterprise/site/area/line/device/tag
 _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "bad"}
 
 _OK = m.LIVE_MESSAGES.labels("ok")  #: the child counter of every message, looked up once (~1 µs a message)
+_BATCH = m.LIVE_MESSAGES.labels("batch")
 
 State = dict[str, Any]  #: one tag's current state as the client gets it: path, value, ts, q, quality, unit, reason
 
@@ -81,53 +95,151 @@ class LiveHub:
         self.settings = settings
         self._prefix = f"{settings.uns_prefix}/" if settings.uns_prefix else ""
         self._skip = settings.uns_prefix.count("/") + 1 if settings.uns_prefix else 0
+        self._tag_filter = self._prefix + "/".join(["+"] * LEVELS)
+        self._batch_head = batch_filter(settings.topic_root)[:-1]  # "<root>/batch/v1/"
+        self._batch_levels = self._batch_head.count("/") + 4  # and enterprise/site/area/line/device
         self.states: dict[str, State] = {}  #: tag path -> its newest state
+        self._newest: dict[str, int] = {}  #: tag path -> the ts of the newest point seen (a state's ts: its change)
         self._index: dict[str, set[Watcher]] = {}  #: subscribed path -> its watchers
         self.watchers: set[Watcher] = set()
         self.bad_messages = 0
         self.overflow = 0  #: tags not kept because max_cached_tags were
+        self.snapshots = 0  #: reads of the retained per-tag topics completed
+        self._retained: set[str] = set()  #: tags whose per-tag topic held a retained state at the last read
+        self._reading: set[str] | None = None  #: during a read: tags retained so far (or brought by a batch)
+        self._retained_now: set[str] = set()  #: during a read: tags retained so far
+        self._last_retained = 0.0  #: monotonic time of the last retained per-tag message
 
     # -- the broker side -------------------------------------------------------------------------
     def subscriptions(self) -> list[tuple[str, int]]:
-        return [(self._prefix + "/".join(["+"] * LEVELS), 0)]
+        """Kept for every connection; with changes = batches the per-tag topics are the snapshot loop's."""
+        if self.settings.changes == "tags":
+            return [(self._tag_filter, 0)]
+        return [(self._batch_head + "#", 0)]
 
     def handles(self, topic: str) -> bool:
-        return (topic.startswith(self._prefix) and not topic.startswith("$")
-                and topic.count("/") == self._skip + LEVELS - 1)
+        return self._is_batch(topic) or (topic.startswith(self._prefix) and not topic.startswith("$")
+                                         and topic.count("/") == self._skip + LEVELS - 1)
+
+    def _is_batch(self, topic: str) -> bool:
+        return topic.startswith(self._batch_head) and topic.count("/") == self._batch_levels
 
     def on_message(self, msg: Message) -> None:
-        """A per-tag state message (the event loop's thread; must not block). An empty payload: the tag's
-        retained state was cleared."""
+        """A batch message or a per-tag state message (the event loop's thread; must not block). An empty
+        per-tag payload: the tag's retained state was cleared."""
+        if self._is_batch(msg.topic):
+            self._on_batch(msg)
+            return
         path = msg.topic[len(self._prefix):]
         if not msg.payload:
-            if self.states.pop(path, None) is not None:
-                m.LIVE_MESSAGES.labels("removed").inc()
-                m.LIVE_TAGS.set(len(self.states))
-                self._fan_out(path, {"path": path, "removed": True})
+            self._remove(path)
             return
         try:
             p = decode_point(msg.payload, path.rsplit("/", 1)[1])
         except ContractError as exc:
-            self.bad_messages += 1
-            m.LIVE_MESSAGES.labels("bad").inc()
-            log.debug("live: not a tag state on %r: %s", msg.topic[:200], str(exc)[:200])
+            self._bad(msg, exc)
             return
-        new = path not in self.states
-        if new and len(self.states) >= self.settings.max_cached_tags:
+        if msg.retain:
+            self._last_retained = time.monotonic()
+            if self._reading is not None:
+                self._reading.add(path)
+                self._retained_now.add(path)
+        _OK.inc()
+        self._apply(path, p)
+
+    def _on_batch(self, msg: Message) -> None:
+        try:
+            head = parse_batch_topic(msg.topic, self.settings.topic_root).path + "/"
+            points = decode_batch(msg.payload).points
+        except ContractError as exc:
+            self._bad(msg, exc)
+            return
+        _BATCH.inc()
+        reading = self._reading
+        for p in points:
+            path = head + p.tag
+            if reading is not None:
+                reading.add(path)
+            self._apply(path, p)
+
+    def _bad(self, msg: Message, exc: ContractError) -> None:
+        self.bad_messages += 1
+        m.LIVE_MESSAGES.labels("bad").inc()
+        log.debug("live: not a tag state or batch on %r: %s", msg.topic[:200], str(exc)[:200])
+
+    def _apply(self, path: str, p: Point) -> None:
+        value = _json_value(p.value)
+        newest = self._newest.get(path)
+        if newest is not None:
+            if p.ts < newest:  # older than what we have: a replayed spool, a retained value behind a batch
+                return
+            self._newest[path] = p.ts
+            old = self.states[path]
+            if (old["q"] == p.status and old["value"] == value and type(old["value"]) is type(value)
+                    and old.get("unit") == p.unit and old.get("reason") == p.reason):
+                return  # the same state read again (its ts stays that of the change)
+        elif len(self.states) >= self.settings.max_cached_tags:
             self.overflow += 1
             m.LIVE_MESSAGES.labels("overflow").inc()
             return
-        state: State = {"path": path, "value": _json_value(p.value), "ts": p.ts, "q": p.status,
-                        "quality": _QUALITY[p.quality]}
+        else:
+            self._newest[path] = p.ts
+            m.LIVE_TAGS.set(len(self.states) + 1)
+        state: State = {"path": path, "value": value, "ts": p.ts, "q": p.status, "quality": _QUALITY[p.quality]}
         if p.unit:
             state["unit"] = p.unit
         if p.reason:
             state["reason"] = p.reason
         self.states[path] = state
-        _OK.inc()
-        if new:
-            m.LIVE_TAGS.set(len(self.states))
         self._fan_out(path, state)
+
+    def _remove(self, path: str) -> None:
+        self._newest.pop(path, None)
+        self._retained.discard(path)
+        if self.states.pop(path, None) is not None:
+            m.LIVE_MESSAGES.labels("removed").inc()
+            m.LIVE_TAGS.set(len(self.states))
+            self._fan_out(path, {"path": path, "removed": True})
+
+    async def snapshot_loop(self, mqtt: MqttClient, stop: asyncio.Event) -> None:
+        """changes = batches: read the retained per-tag topics at each new connection and every
+        ``snapshot_interval`` (task ``core.live_snapshot``)."""
+        s = self.settings
+        if s.changes != "batches":
+            return
+        generation, due = -1, 0.0
+        while not stop.is_set():
+            if mqtt.connected and (mqtt.generation != generation or time.monotonic() >= due):
+                generation = mqtt.generation
+                await self._read_retained(mqtt, stop)
+                due = time.monotonic() + s.snapshot_interval
+            await sleep_or_stop(0.1, stop)
+
+    async def _read_retained(self, mqtt: MqttClient, stop: asyncio.Event) -> None:
+        s = self.settings
+        generation = mqtt.generation
+        self._reading, self._retained_now = set(), set()
+        try:
+            if not await mqtt.subscribe_once([(self._tag_filter, 0)], timeout=s.snapshot_timeout):
+                log.warning("live: the broker did not grant %s (ACL?): first values only come with changes",
+                            self._tag_filter)
+                return
+            self._last_retained = started = time.monotonic()
+            while not stop.is_set() and mqtt.generation == generation:
+                now = time.monotonic()
+                if now - self._last_retained >= s.snapshot_quiet or now - started >= s.snapshot_timeout:
+                    break
+                await sleep_or_stop(min(0.05, s.snapshot_quiet / 4), stop)
+            if mqtt.generation != generation:
+                return  # a new connection: read again there (it did not subscribe the per-tag topics)
+            mqtt.unsubscribe([self._tag_filter])
+            for path in self._retained - self._reading:  # cleared while we were not subscribed
+                self._remove(path)
+            self._retained = self._retained_now
+            self.snapshots += 1
+            log.debug("live: %d retained tag states read", len(self._retained_now))
+        finally:
+            self._reading, self._retained_now = None, set()
 
     def _fan_out(self, path: str, state: State) -> None:
         if not self._index:

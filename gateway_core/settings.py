@@ -117,6 +117,14 @@ class LiveSettings:
     """The live stream of current values, ``GET /api/v1/live`` (WebSocket; docs/gateway_core.md, "Live")."""
 
     uns_prefix: str = ""  #: the gateways' uns_prefix: levels before enterprise on the per-tag state topics
+    topic_root: str = "nexus"  #: the gateways' (and normalizer's) topic_root: levels before batch/v1 on batch topics
+    #: where changes come from: "batches" (the batch stream, up to a thousand points a message; the retained
+    #: per-tag topics are read for first values at each connect and every snapshot_interval) or "tags" (every
+    #: per-tag state message: one message per change, for publishers without batches)
+    changes: str = "batches"
+    snapshot_interval: float = 300.0  #: seconds between reads of the retained per-tag topics (changes = batches)
+    snapshot_quiet: float = 0.5  #: seconds without a retained message that end one read of them
+    snapshot_timeout: float = 60.0  #: one read of them lasts at most this long
     batch_interval: float = 0.1  #: seconds: changes to one client are sent at most this often, coalesced
     max_subscriptions: int = 16  #: subtrees one client may subscribe to at once
     max_tags: int = 10_000  #: tags one client may watch (a subscription that would exceed it is refused)
@@ -133,7 +141,16 @@ class LiveSettings:
             validate_prefix(self.uns_prefix)
         except ValueError as exc:
             raise SettingsError(str(exc), field="live.uns_prefix") from exc
-        for name in ("batch_interval", "auth_timeout", "recheck_interval", "send_timeout"):
+        try:
+            validate_prefix(self.topic_root)
+        except ValueError as exc:
+            raise SettingsError(str(exc), field="live.topic_root") from exc
+        if not self.topic_root:
+            raise SettingsError("must not be empty (the gateways' topic_root, e.g. nexus)", field="live.topic_root")
+        if self.changes not in ("batches", "tags"):
+            raise SettingsError(f"must be batches or tags, got {self.changes!r}", field="live.changes")
+        for name in ("batch_interval", "auth_timeout", "recheck_interval", "send_timeout", "snapshot_interval",
+                     "snapshot_quiet", "snapshot_timeout"):
             positive(getattr(self, name), f"live.{name}")
         for name in ("max_subscriptions", "max_tags", "max_clients", "max_cached_tags", "max_health_devices"):
             if getattr(self, name) < 1:

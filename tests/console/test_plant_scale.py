@@ -1,12 +1,13 @@
 """The Plant page with a plant of 20,052 tags in a real headless browser: 20 devices of 1,000 tags each created
 through the API (never polled: this module's stack has its gateway stopped, so they show "no value"), press-1's
-2 tags and 50 tags only the live stream knows, published as retained per-tag state messages by a plain MQTT
-client, as a gateway does. The tree is virtualised: however many tags, a few dozen rows are in the DOM; the
-last tag is reached by scrolling, one deep tag by the filter, the BAD ones by "bad only", a value published
-for a tag on screen shows in its row, and the tree opens and closes from the keyboard."""
+2 tags and 50 tags only the live stream knows, published as a batch message and a retained per-tag state message
+each by a plain MQTT client, as a gateway does. The tree is virtualised: however many tags, a few dozen rows are
+in the DOM; the last tag is reached by scrolling, one deep tag by the filter, the BAD ones by "bad only", a value
+published for a tag on screen shows in its row, and the tree opens and closes from the keyboard."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,8 +15,8 @@ import paho.mqtt.client as paho
 import pytest
 
 from devtools.local import Mosquitto, Postgres, free_port
-from proto.points import Point, Status, encode_point
-from proto.uns import TagPath
+from proto.points import Point, Status, encode_batch, encode_point
+from proto.uns import TagPath, batch_topic
 from tests.support.console import PRESS, Stack, log_in, missing_browser, row, start_stack, stop_stack
 
 pytestmark = [
@@ -40,7 +41,8 @@ BAD = [f"acme/scale/area-2/line-{line}/dev-2-{line}/tag-{100 * line}" for line i
 
 
 class Publisher:
-    """Retained per-tag state messages on the stack's UNS prefix, as a gateway's state topics send them."""
+    """A reading as a gateway sends it: a batch message on the stack's topic root (the live stream's changes) and
+    the retained per-tag state message on its UNS prefix (first values), stamped now."""
 
     def __init__(self, port: int, prefix: str) -> None:
         self.prefix = prefix
@@ -50,7 +52,8 @@ class Publisher:
 
     def publish(self, path: str, value: Any, status: int = Status.GOOD, reason: str | None = None) -> None:
         tp = TagPath.parse(path)
-        p = Point(tp.tag, value, 1_700_000_000_000, status, reason=reason)
+        p = Point(tp.tag, value, time.time_ns() // 1_000_000, status, reason=reason)
+        self.client.publish(batch_topic(tp.device, self.prefix), encode_batch([p]), qos=1).wait_for_publish(5)
         self.client.publish(tp.topic(self.prefix), encode_point(p), qos=1, retain=True).wait_for_publish(5)
 
     def close(self) -> None:

@@ -51,7 +51,8 @@ class Publisher:
 
 @contextlib.asynccontextmanager
 async def service(db: str, broker: Any, prefix: str) -> AsyncIterator[tuple[Running, Publisher]]:
-    async with run_service(db, broker, prefix, live=LiveSettings(uns_prefix=f"uns{prefix}")) as running:
+    live = LiveSettings(uns_prefix=f"uns{prefix}", topic_root=prefix)
+    async with run_service(db, broker, prefix, live=live) as running:
         pub = Publisher(broker.port, running.root)
         try:
             yield running, pub

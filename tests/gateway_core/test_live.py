@@ -1,7 +1,9 @@
-"""gateway_core's live stream (GET /api/v1/live) against a real mosquitto: retained per-tag state messages
-as the gateways publish them (proto.points.encode_point on proto.uns topics), the whole service on a free
-port, a real WebSocket client (websockets): current values of a subscribed subtree, changes batched and
-coalesced, bounded subscriptions, credentials checked at the start and again (expiry, logout, role)."""
+"""gateway_core's live stream (GET /api/v1/live) against a real mosquitto: batch messages and retained per-tag
+state messages as the gateways publish them (proto.points encode_batch / encode_point on proto.uns topics), the
+whole service on a free port, a real WebSocket client (websockets): current values of a subscribed subtree,
+changes batched and coalesced, changes from batches alone (the per-tag topics only read for first values and
+removals) and from per-tag messages alone (live.changes = tags), old points changing nothing, bounded
+subscriptions, credentials checked at the start and again (expiry, logout, role)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway_core.settings import LiveSettings
-from proto.points import Point, Status, encode_point
-from proto.uns import DevicePath
+from proto.points import Point, Status, encode_batch, encode_point
+from proto.uns import DevicePath, batch_topic
 from tests.gateway_core.users_support import auth_settings, bearer, login
 from tests.support.core import ADMIN_KEY, Running, run_service
 from tests.support.wait import until
@@ -29,10 +31,12 @@ PASSWORD = "viewer-password-1"
 
 
 class Plant:
-    """A plain paho publisher of retained per-tag state messages, as a gateway's statetopics sends them."""
+    """A plain paho publisher of what a gateway sends for a reading: a batch message (on ``root``) and the
+    retained per-tag state message (statetopics, on ``prefix``)."""
 
-    def __init__(self, port: int, prefix: str) -> None:
+    def __init__(self, port: int, prefix: str, root: str) -> None:
         self.prefix = prefix
+        self.root = root
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -40,8 +44,11 @@ class Plant:
     def topic(self, device: DevicePath, tag: str) -> str:
         return device.tag(tag).topic(self.prefix)
 
-    def publish(self, device: DevicePath, p: Point) -> None:
-        self.client.publish(self.topic(device, p.tag), encode_point(p), qos=1, retain=True).wait_for_publish(5)
+    def publish(self, device: DevicePath, p: Point, *, batch: bool = True, tag_topic: bool = True) -> None:
+        if batch:
+            self.client.publish(batch_topic(device, self.root), encode_batch([p]), qos=1).wait_for_publish(5)
+        if tag_topic:
+            self.client.publish(self.topic(device, p.tag), encode_point(p), qos=1, retain=True).wait_for_publish(5)
 
     def clear(self, device: DevicePath, tag: str) -> None:
         self.client.publish(self.topic(device, tag), b"", qos=1, retain=True).wait_for_publish(5)
@@ -53,10 +60,10 @@ class Plant:
 
 @contextlib.asynccontextmanager
 async def live_service(db: str, broker: Any, prefix: str, **live: Any) -> AsyncIterator[tuple[Running, Plant]]:
-    plant = Plant(broker.port, f"uns{prefix}")
+    plant = Plant(broker.port, f"uns{prefix}", prefix)
     try:
         access_ttl = live.pop("access_ttl", 900.0)
-        settings = LiveSettings(uns_prefix=f"uns{prefix}", **live)
+        settings = LiveSettings(uns_prefix=f"uns{prefix}", topic_root=prefix, **live)
         async with run_service(db, broker, prefix, live=settings, auth=auth_settings(access_ttl=access_ttl)) as running:
             yield running, plant
     finally:
@@ -107,8 +114,10 @@ async def closed_with(ws: ClientConnection, timeout: float = 5.0) -> tuple[int, 
     return info.value.rcvd.code, info.value.rcvd.reason
 
 
-async def test_live_values_of_a_subtree(db: str, broker: Any, prefix: str) -> None:
-    async with live_service(db, broker, prefix) as (running, plant):
+@pytest.mark.parametrize("changes", ["batches", "tags"])
+async def test_live_values_of_a_subtree(db: str, broker: Any, prefix: str, changes: str) -> None:
+    # snapshot_interval: with changes from batches a cleared per-tag topic is seen at the next read of them
+    async with live_service(db, broker, prefix, changes=changes, snapshot_interval=0.5) as (running, plant):
         plant.publish(PRESS, Point("temp", 21.5, 1_000, Status.GOOD, unit="degC"))
         plant.publish(PRESS, Point("state", None, 1_000, Status.BAD_TIMEOUT, reason="timeout"))
         plant.publish(OVEN, Point("temp", 180.0, 1_000, Status.GOOD, unit="degC"))
@@ -150,6 +159,56 @@ async def test_live_values_of_a_subtree(db: str, broker: Any, prefix: str) -> No
             plant.clear(OVEN, "temp")
             seen, _ = await values_until(ws, lambda s: f"{line2}/oven-1/temp" in s)
             assert seen[f"{line2}/oven-1/temp"] == {"path": f"{line2}/oven-1/temp", "removed": True}
+
+
+async def test_live_changes_from_batches_alone(db: str, broker: Any, prefix: str) -> None:
+    """changes = batches: the first value from the retained per-tag topic (read at connect, then unsubscribed),
+    every change from batch messages alone; a per-tag message after the read does not even arrive; a point older
+    than the newest seen (a replayed spool) and the same state again change nothing; a bad batch is counted."""
+    press = "acme/berlin/stamping/line-1/press-1"
+    before = Plant(broker.port, f"uns{prefix}", prefix)
+    try:
+        before.publish(PRESS, Point("temp", 20.0, 1_000, unit="degC"), batch=False)
+    finally:
+        before.close()
+    async with live_service(db, broker, prefix, snapshot_interval=3600.0) as (running, plant):
+        live = running.core.live
+        assert live is not None
+        await until(lambda: live.snapshots >= 1, 10, 0.02, what="the retained per-tag topics read")
+        assert live.states[f"{press}/temp"]["value"] == 20.0
+        async with socket(running) as ws:
+            await subscribe(ws, press)
+            seen, _ = await values_until(ws, lambda s: f"{press}/temp" in s)
+            assert seen[f"{press}/temp"]["value"] == 20.0 and seen[f"{press}/temp"]["ts"] == 1_000
+
+            def mark(value: int) -> Callable[[dict[str, dict[str, Any]]], bool]:
+                """A batch-only point of tag 'mark': once it arrived, so did everything published before it."""
+                plant.publish(PRESS, Point("mark", value, 10_000 + value), tag_topic=False)
+                return lambda s: s.get(f"{press}/mark", {}).get("value") == value
+
+            plant.publish(PRESS, Point("temp", 50.0, 2_000, unit="degC"), batch=False)  # per-tag only: unread
+            seen, _ = await values_until(ws, mark(1))
+            assert set(seen) == {f"{press}/mark"} and live.states[f"{press}/temp"]["value"] == 20.0
+
+            plant.publish(PRESS, Point("temp", 21.0, 3_000, unit="degC"), tag_topic=False)
+            seen, _ = await values_until(ws, lambda s: f"{press}/temp" in s)
+            assert seen[f"{press}/temp"] == {"path": f"{press}/temp", "value": 21.0, "ts": 3_000, "q": 0,
+                                             "quality": "good", "unit": "degC"}
+            plant.publish(PRESS, Point("temp", 99.0, 2_500, unit="degC"), tag_topic=False)  # older: a spool replay
+            plant.publish(PRESS, Point("temp", 21.0, 4_000, unit="degC"), tag_topic=False)  # the same state again
+            seen, _ = await values_until(ws, mark(2))
+            assert set(seen) == {f"{press}/mark"}
+            assert live.states[f"{press}/temp"]["value"] == 21.0 and live.states[f"{press}/temp"]["ts"] == 3_000
+            plant.publish(PRESS, Point("temp", 21.0, 5_000, Status.UNCERTAIN, unit="degC"), tag_topic=False)
+            seen, _ = await values_until(ws, lambda s: f"{press}/temp" in s)
+            assert seen[f"{press}/temp"]["quality"] == "uncertain" and seen[f"{press}/temp"]["ts"] == 5_000
+
+            bad = live.bad_messages
+            plant.client.publish(batch_topic(PRESS, prefix), b"not json", qos=1).wait_for_publish(5)
+            plant.client.publish(batch_topic(PRESS, prefix), b'{"points": [{"v": 1}]}', qos=1).wait_for_publish(5)
+            await values_until(ws, mark(3))
+            assert live.bad_messages == bad + 2
+            assert live.snapshots == 1
 
 
 async def test_live_subscriptions_are_bounded(db: str, broker: Any, prefix: str) -> None:

@@ -30,8 +30,10 @@ def quality_of(path: str, quality: str, value: object = None) -> Any:
     return done
 
 
+@pytest.mark.parametrize("tag_topics", ["true", "false"])
 async def test_live_values_from_a_real_gateway(tmp_path: Path, db: str, broker: Any, prefix: str, daemons: Any,
-                                               bg_loop: Any) -> None:
+                                               bg_loop: Any, tag_topics: str) -> None:
+    """With or without the gateway's retained per-tag topics: the live stream's changes come from its batches."""
     plant_file = tmp_path / "plant.toml"
     plant_file.write_text(
         '[plant]\nenterprise = "acme"\nsite = "berlin"\narea = "stamping"\nline = "line-1"\n'
@@ -41,10 +43,10 @@ async def test_live_values_from_a_real_gateway(tmp_path: Path, db: str, broker: 
     )
     plc = SimulatedPlc(load_plant(plant_file).devices[0], constants={"temp": 215})
     bg_loop.run(plc.start())
-    gw = daemons("gateway", gateway_env(broker, plant_file, prefix))
+    gw = daemons("gateway", gateway_env(broker, plant_file, prefix, NEXUS_GATEWAY_TAG_TOPICS=tag_topics))
     try:
-        async with run_service(db, broker, prefix, live=LiveSettings(uns_prefix=prefix)) as running, \
-                socket(running) as ws:
+        live = LiveSettings(uns_prefix=prefix, topic_root=prefix)
+        async with run_service(db, broker, prefix, live=live) as running, socket(running) as ws:
             assert (await subscribe(ws, PRESS))["type"] == "subscribed"
             temp = f"{PRESS}/temp"
             seen, _ = await values_until(ws, quality_of(temp, "good", 21.5), timeout=30)

@@ -101,6 +101,7 @@ def start_stack(tmp: Path, postgres: Postgres, broker: Mosquitto) -> Stack:
         "NEXUS_CORE_MQTT_PORT": str(broker.port), "NEXUS_CORE_CONTROL_ROOT": root,
         "NEXUS_CORE_ADMIN_KEY": ADMIN_KEY, "NEXUS_CORE_ADMIN_USER": "admin",
         "NEXUS_CORE_ADMIN_PASSWORD": ADMIN_PASSWORD, "NEXUS_CORE_LIVE_UNS_PREFIX": prefix,
+        "NEXUS_CORE_LIVE_TOPIC_ROOT": prefix,
         "NEXUS_CORE_STARTUP_SETTLE": "0.2", "NEXUS_CORE_WRITE_TIMEOUT": "5",
         # short-lived access tokens: the console renews them while the tests run (ACCESS_TTL s)
         "NEXUS_CORE_AUTH_ACCESS_TTL": str(ACCESS_TTL),

@@ -26,7 +26,7 @@ import psycopg
 from gateway_core.api import Core, create_app
 from gateway_core.daemon import Service
 from gateway_core.schema import migrate
-from gateway_core.settings import DbSettings, HttpSettings, Settings
+from gateway_core.settings import DbSettings, HttpSettings, LiveSettings, Settings
 from gateway_core.store import Pool
 from nexus.common import MqttSettings
 from proto import config as pc
@@ -201,6 +201,7 @@ async def run_service(db: str, broker: Any, prefix: str, **overrides: Any) -> As
         "write_timeout": 1.0,
         **overrides,
     }
+    kw.setdefault("live", LiveSettings(topic_root=prefix))  # this test's gateways' batches, not every test's
     settings = core_settings(db, broker_port=broker.port, root=root, **kw)
     async with asyncio.TaskGroup() as tg:
         svc = await start_service(settings, tg)
