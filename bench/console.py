@@ -2,11 +2,15 @@
 a client, next to a bare MQTT subscriber of the same messages in the same run (the raw floor).
 
 - mosquitto, PostgreSQL (gateway_core's store) and ``python -m gateway_core`` (pinned to core 0) are started
-  here; publisher processes (core 1) publish ``--tags`` retained per-tag state messages (proto.points.encode_point
-  on proto.uns topics, as a gateway's statetopics does), each tag changing once per ``--period`` seconds, spread
-  evenly; every point's ``ts`` is its publish time (ms).
+  here; publisher processes (core 1) send what gateways send for ``--tags`` tags, each changing once per
+  ``--period`` seconds, spread evenly in 20 ms slices: per slice one batch message per device (encode_batch on
+  proto.uns batch topics, QoS 1, as a gateway's publisher does) and each tag's retained per-tag state message
+  (encode_point, QoS 0, as its statetopics does); every point's ``ts`` is its publish time (ms).
+- ``--changes batches`` (gateway_core's default ``live.changes``) streams the changes from the batch messages;
+  ``--changes tags`` from the per-tag messages (one MQTT message per change).
 - a WebSocket client (websockets, core 1) authenticates with the admin key and subscribes to the enterprise;
-  a bare paho subscriber (core 1) subscribes to the same topics. Latency = arrival - ts, per value.
+  a bare paho subscriber (core 1) subscribes to the same messages gateway_core takes its changes from (the batch
+  or the per-tag topics) and decodes them (orjson). Latency = arrival - ts, per value.
 - gateway_core's CPU over the window comes from /proc (user + system, all its threads).
 
 Goal (issue 14): 5,000 tags changing every second cost gateway_core ≤ 25 % of a core, values on the page within
@@ -40,8 +44,8 @@ from websockets.asyncio.client import connect  # noqa: E402
 
 from bench.gateway import PINNED, cpu_seconds, pct, spawn  # noqa: E402
 from devtools.local import Mosquitto, Postgres, free_port, stop_process  # noqa: E402
-from proto.points import Point, encode_point  # noqa: E402
-from proto.uns import DevicePath  # noqa: E402
+from proto.points import Point, encode_batch, encode_point  # noqa: E402
+from proto.uns import BATCH_ROOT, DevicePath, batch_filter, batch_topic  # noqa: E402
 
 CORE_CORE, LOAD_CORE = 0, 1  #: gateway_core alone on core 0; publishers, subscribers, broker, database on 1
 KEY = "bench-admin-key-0123456789abcdef"
@@ -49,18 +53,25 @@ PREFIX = "uns"
 TAGS_PER_DEVICE = 50
 
 
-def topic_of(i: int) -> str:
+def device_of(i: int) -> DevicePath:
     d = i // TAGS_PER_DEVICE
-    return DevicePath("acme", "berlin", f"area-{d % 4}", f"line-{d % 10}", f"dev-{d}").tag(f"t{i}").topic(PREFIX)
+    return DevicePath("acme", "berlin", f"area-{d % 4}", f"line-{d % 10}", f"dev-{d}")
+
+
+def topic_of(i: int) -> str:
+    return device_of(i).tag(f"t{i}").topic(PREFIX)
 
 
 def publisher(port: int, first: int, count: int, period: float, seconds: float, ready: Any) -> None:
-    """Publish tags first..first+count-1, each once per ``period``, spread in 20 ms slices; QoS 0, retained."""
+    """Tags first..first+count-1, each once per ``period``, spread in 20 ms slices: per slice a batch message per
+    device (QoS 1) and a retained per-tag state message per tag (QoS 0)."""
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
     c.loop_start()
-    topics = [topic_of(i) for i in range(first, first + count)]
+    ids = list(range(first, first + count))
+    topics = {i: topic_of(i) for i in ids}
+    batches = {i // TAGS_PER_DEVICE: batch_topic(device_of(i), BATCH_ROOT) for i in ids}
     ready.wait()
     slices = max(1, int(period / 0.02))
     per = -(-count // slices)
@@ -73,8 +84,14 @@ def publisher(port: int, first: int, count: int, period: float, seconds: float, 
             if delay > 0:
                 time.sleep(delay)
             ts = time.time_ns() // 1_000_000
-            for t in topics[s * per:(s + 1) * per]:
-                c.publish(t, encode_point(Point("x", float(value), ts)), qos=0, retain=True)
+            points = [Point(f"t{i}", float(value), ts) for i in ids[s * per:(s + 1) * per]]
+            by_device: dict[int, list[Point]] = {}
+            for p in points:
+                by_device.setdefault(int(p.tag[1:]) // TAGS_PER_DEVICE, []).append(p)
+            for d, of_device in by_device.items():
+                c.publish(batches[d], encode_batch(of_device), qos=1)
+            for p in points:
+                c.publish(topics[int(p.tag[1:])], encode_point(p), qos=0, retain=True)
         n += 1
         value += 1
     time.sleep(0.5)
@@ -82,19 +99,25 @@ def publisher(port: int, first: int, count: int, period: float, seconds: float, 
     c.disconnect()
 
 
-def raw_subscriber(port: int, go: Any, stop: Any, out: Any) -> None:
-    """The floor, in a process of its own: a bare paho subscriber of the same topics, decoding each payload's
-    ts (orjson); sends back arrival - ts of each message between ``go`` and ``stop`` and its CPU seconds."""
+def raw_subscriber(port: int, changes: str, go: Any, stop: Any, out: Any) -> None:
+    """The floor, in a process of its own: a bare paho subscriber of the messages gateway_core takes its changes
+    from (``changes``: the batch or the per-tag topics), decoding each payload (orjson); sends back arrival - ts
+    of each point between ``go`` and ``stop`` and its CPU seconds."""
     lat: list[float] = []
 
     def on_message(c: Any, u: Any, msg: paho.MQTTMessage) -> None:
         if go.is_set() and not stop.is_set() and not msg.retain and msg.payload:
-            lat.append(time.time_ns() / 1e6 - orjson.loads(msg.payload)["ts"])
+            now = time.time_ns() / 1e6
+            doc = orjson.loads(msg.payload)
+            if changes == "batches":
+                lat.extend(now - p["ts"] for p in doc["points"])
+            else:
+                lat.append(now - doc["ts"])
 
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     c.on_message = on_message
     c.connect("127.0.0.1", port)
-    c.subscribe(f"{PREFIX}/acme/#", qos=0)
+    c.subscribe(batch_filter(BATCH_ROOT) if changes == "batches" else f"{PREFIX}/acme/#", qos=0)
     c.loop_start()
     go.wait()
     c0 = time.process_time()
@@ -144,6 +167,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measuring window")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes (paho costs ~0.1 ms a message)")
+    ap.add_argument("--changes", choices=["batches", "tags"], default="batches",
+                    help="gateway_core's live.changes: from the batch messages or from every per-tag message")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy (on PATH or beside this Python) samples gateway_core over the window; top frames")
     args = ap.parse_args()
@@ -167,7 +192,8 @@ def main() -> None:
         dsn = pg.create_database("bench")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "NEXUS_CORE_DB_DSN": dsn, "NEXUS_CORE_ADMIN_KEY": KEY,
                "NEXUS_CORE_HTTP_PORT": str(http), "NEXUS_CORE_MQTT_PORT": str(mq.port), "NEXUS_CORE_LOG_JSON": "false",
-               "NEXUS_CORE_LIVE_UNS_PREFIX": PREFIX, "NEXUS_CORE_LIVE_MAX_TAGS": str(max(10_000, args.tags))}
+               "NEXUS_CORE_LIVE_UNS_PREFIX": PREFIX, "NEXUS_CORE_LIVE_MAX_TAGS": str(max(10_000, args.tags)),
+               "NEXUS_CORE_LIVE_TOPIC_ROOT": BATCH_ROOT, "NEXUS_CORE_LIVE_CHANGES": args.changes}
         log = tmp / "gateway_core.log"
         with open(log, "ab") as out:
             core = spawn([sys.executable, "-m", "gateway_core"], CORE_CORE, env=env, cwd=ROOT, stdout=out, stderr=out)
@@ -181,7 +207,8 @@ def main() -> None:
                     raise SystemExit(f"gateway_core did not start:\n{log.read_text()[-3000:]}") from None
                 time.sleep(0.3)
 
-        raw = mp.Process(target=raw_subscriber, args=(mq.port, go, stop, raw_out), name="raw-subscriber", daemon=True)
+        raw = mp.Process(target=raw_subscriber, args=(mq.port, args.changes, go, stop, raw_out),
+                         name="raw-subscriber", daemon=True)
         raw.start()
         if PINNED and raw.pid is not None:
             os.sched_setaffinity(raw.pid, {LOAD_CORE})
@@ -242,11 +269,13 @@ def main() -> None:
     offered = args.tags / args.period
     cpu = (c1 - c0) / (w1 - w0)
     print(f"console live stream: {args.tags:,} tags changing every {args.period:g} s = {offered:,.0f} changes/s "
-          f"offered by {args.publishers} publisher processes (QoS 0, retained); {args.seconds:.0f} s window after "
+          f"offered by {args.publishers} publisher processes (batch messages per device, QoS 1, and retained "
+          f"per-tag messages, QoS 0); gateway_core's changes from {args.changes}; {args.seconds:.0f} s window after "
           f"{args.warmup:.0f} s warm-up; gateway_core pinned to core {CORE_CORE}, the rest on core {LOAD_CORE}"
           + ("" if PINNED else " (not pinned: fewer than 2 cores)"))
     print(f"  raw MQTT subscriber  : {len(raw_lat) / args.seconds:>9,.0f} values/s, {quantiles(raw_lat)}; its CPU "
-          f"{pct(raw_cpu / (w1 - w0))} ({raw_cpu / max(len(raw_lat), 1) * 1e6:.1f} us per message: paho + orjson)")
+          f"{pct(raw_cpu / (w1 - w0))} ({raw_cpu / max(len(raw_lat), 1) * 1e6:.1f} us per value: paho + orjson, "
+          f"{args.changes})")
     print(f"  WebSocket /api/v1/live: {len(ws_lat) / args.seconds:>8,.0f} values/s, {quantiles(ws_lat)} "
           f"(coalesced, sent every 100 ms; {dropped} dropped)")
     print(f"  gateway_core CPU     : {pct(cpu):>9}  of one core ({(c1 - c0) / max(len(ws_lat), 1) * 1e6:.1f} us per "
