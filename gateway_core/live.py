@@ -225,17 +225,26 @@ class LiveHub:
                             self._tag_filter)
                 return
             self._last_retained = started = time.monotonic()
+            complete = False
             while not stop.is_set() and mqtt.generation == generation:
                 now = time.monotonic()
-                if now - self._last_retained >= s.snapshot_quiet or now - started >= s.snapshot_timeout:
+                if now - self._last_retained >= s.snapshot_quiet:
+                    complete = True
+                    break
+                if now - started >= s.snapshot_timeout:
                     break
                 await sleep_or_stop(min(0.05, s.snapshot_quiet / 4), stop)
             if mqtt.generation != generation:
                 return  # a new connection: read again there (it did not subscribe the per-tag topics)
             mqtt.unsubscribe([self._tag_filter])
-            for path in self._retained - self._reading:  # cleared while we were not subscribed
-                self._remove(path)
-            self._retained = self._retained_now
+            if complete:
+                for path in self._retained - self._reading:  # cleared while we were not subscribed
+                    self._remove(path)
+                self._retained = self._retained_now
+            else:  # still coming after snapshot_timeout: what is missing may just be late, nothing is removed
+                log.warning("live: retained per-tag states still arriving after %gs (%d so far); none removed",
+                            s.snapshot_timeout, len(self._retained_now))
+                self._retained |= self._retained_now
             self.snapshots += 1
             log.debug("live: %d retained tag states read", len(self._retained_now))
         finally:
