@@ -168,6 +168,80 @@ The user name patterns of the gateways with a broker identity each: a regular ex
 {{- end }}
 
 {{/*
+The bundled EMQX's acl.conf (Erlang terms), per role as deploy/mosquitto/nexus.acl (docs/security.md):
+rendered into its ConfigMap and into the StatefulSet's checksum, since EMQX reads the file only at start
+(a subPath mount is not updated either), so a changed ACL rolls the brokers.
+*/}}
+{{- define "nexus-edge.emqxAcl" -}}
+{{- $e := .Values.emqx }}
+{{- $t := .Values.topicRoot }}
+{{- $cr := .Values.controlRoot }}
+{{- $u := .Values.mqtt.users }}
+{{- if .Values.mqtt.gatewayIdentity.enabled }}
+{{- $gwUser := printf "{re, %s}" (include "nexus-edge.gatewayUserRegex" . | quote) }}
+%% first match wins: confirmations come from ingestion only, whatever unsTopics allows
+{deny, {username, {{ $gwUser }}}, publish, ["{{ $t }}/ack/v1/#"]}.
+{allow, {username, {{ $gwUser }}}, publish,
+   ["{{ $t }}/batch/v1/#", "{{ $t }}/windows/v1/#", "{{ $t }}/events/v1/#", "{{ $t }}/alarms/v1/#",
+    {{- range $e.acl.unsTopics }} {{ . | quote }},{{ end }}
+    "{{ $cr }}/status/gateways/${username}", "{{ $cr }}/config/sync/request", "{{ $cr }}/cmd/+/+/response",
+    "{{ $cr }}/status/devices/+"]}.
+{allow, {username, {{ $gwUser }}}, subscribe,
+   ["{{ $t }}/ack/v1/${username}", "{{ $cr }}/config/sync/response/${username}", "{{ $cr }}/config/devices/+", "{{ $cr }}/cmd/+/+/set"]}.
+{{- with $.Values.sparkplug }}{{ if .enabled }}
+%% Sparkplug B: each edge node (its id = the gateway id) its own node's topics, its commands, the host's STATE
+{allow, {username, {{ $gwUser }}}, publish,
+   ["spBv1.0/{{ .groupId }}/NBIRTH/${username}", "spBv1.0/{{ .groupId }}/NDEATH/${username}",
+    "spBv1.0/{{ .groupId }}/DBIRTH/${username}/+", "spBv1.0/{{ .groupId }}/DDATA/${username}/+",
+    "spBv1.0/{{ .groupId }}/DDEATH/${username}/+"]}.
+{allow, {username, {{ $gwUser }}}, subscribe,
+   ["spBv1.0/{{ .groupId }}/NCMD/${username}", "spBv1.0/{{ .groupId }}/DCMD/${username}/+", "spBv1.0/STATE/{{ .hostId }}"]}.
+{{- end }}{{ end }}
+{{- else }}
+%% first match wins: confirmations come from ingestion only, whatever unsTopics allows
+{deny, {username, {{ $u.gateway | quote }}}, publish, ["{{ $t }}/ack/v1/#"]}.
+{allow, {username, {{ $u.gateway | quote }}}, publish,
+   ["{{ $t }}/batch/v1/#", "{{ $t }}/windows/v1/#", "{{ $t }}/events/v1/#", "{{ $t }}/alarms/v1/#",
+    {{- range $e.acl.unsTopics }} {{ . | quote }},{{ end }}
+    "{{ $cr }}/status/gateways/+", "{{ $cr }}/config/sync/request", "{{ $cr }}/cmd/+/+/response",
+    "{{ $cr }}/status/devices/+"]}.
+{allow, {username, {{ $u.gateway | quote }}}, subscribe,
+   ["{{ $t }}/ack/v1/+", "{{ $cr }}/config/sync/response/+", "{{ $cr }}/config/devices/+", "{{ $cr }}/cmd/+/+/set"]}.
+{{- with $.Values.sparkplug }}{{ if .enabled }}
+%% Sparkplug B: the edge nodes (shared user: any node id of the group), their commands, the host's STATE
+{allow, {username, {{ $u.gateway | quote }}}, publish,
+   ["spBv1.0/{{ .groupId }}/NBIRTH/+", "spBv1.0/{{ .groupId }}/NDEATH/+", "spBv1.0/{{ .groupId }}/DBIRTH/+/+",
+    "spBv1.0/{{ .groupId }}/DDATA/+/+", "spBv1.0/{{ .groupId }}/DDEATH/+/+"]}.
+{allow, {username, {{ $u.gateway | quote }}}, subscribe,
+   ["spBv1.0/{{ .groupId }}/NCMD/+", "spBv1.0/{{ .groupId }}/DCMD/+/+", "spBv1.0/STATE/{{ .hostId }}"]}.
+{{- end }}{{ end }}
+{{- end }}
+{allow, {username, {{ $u.ingestion | quote }}}, subscribe,
+   ["$share/{{ .Values.ingestion.shareGroup }}/{{ $t }}/batch/v1/#", "$share/{{ .Values.ingestion.shareGroup }}/{{ $t }}/windows/v1/#",
+    "$share/{{ .Values.ingestion.shareGroup }}/{{ $t }}/events/v1/#", "{{ $t }}/batch/v1/#", "{{ $t }}/windows/v1/#", "{{ $t }}/events/v1/#"]}.
+{allow, {username, {{ $u.ingestion | quote }}}, publish, ["{{ $t }}/ack/v1/+"]}.
+{{- with $.Values.sparkplug }}{{ if .enabled }}
+%% the Sparkplug primary host: the group's messages, rebirth requests, its own STATE (retained; its will too)
+{allow, {username, {{ $u.ingestion | quote }}}, subscribe, ["spBv1.0/{{ .groupId }}/#", "spBv1.0/STATE/{{ .hostId }}"]}.
+{allow, {username, {{ $u.ingestion | quote }}}, publish, ["spBv1.0/{{ .groupId }}/NCMD/+", "spBv1.0/STATE/{{ .hostId }}"]}.
+{{- end }}{{ end }}
+%% gateway_core's web console: device health, the live stream's batches (not shared) and its filter of the
+%% per-tag topics as it subscribes it (EMQX checks a subscription's filter, not the topics it delivers)
+{allow, {username, {{ $u.core | quote }}}, subscribe,
+   ["{{ $cr }}/status/gateways/+", "{{ $cr }}/config/sync/request", "{{ $cr }}/cmd/+/+/response",
+    "{{ $cr }}/status/devices/+", "{{ $t }}/batch/v1/#", "{{ with .Values.gateway.unsPrefix }}{{ . }}/{{ end }}+/+/+/+/+/+"]}.
+{allow, {username, {{ $u.core | quote }}}, publish,
+   ["{{ $cr }}/config/devices/+", "{{ $cr }}/config/sync/response/+", "{{ $cr }}/cmd/+/+/set", "{{ $cr }}/status/gateways/+"]}.
+{{- $n := .Values.normalizer }}
+{allow, {username, {{ $u.normalizer | quote }}}, subscribe,
+   ["$share/{{ $n.shareGroup }}/{{ $n.inRoot }}/batch/v1/#", "$share/{{ $n.shareGroup }}/{{ $n.inPrefix }}/#", "{{ $n.inRoot }}/batch/v1/#", "{{ $n.inPrefix }}/#"]}.
+{allow, {username, {{ $u.normalizer | quote }}}, publish,
+   ["{{ $n.outRoot }}/batch/v1/#", "{{ $n.outRoot }}/windows/v1/#", "{{ $n.outRoot }}/events/v1/#",
+    "{{ $n.outRoot }}/deadletter/v1/normalizer/#", "{{ $n.inRoot }}/ack/v1/+"]}.
+{deny, all}.
+{{- end }}
+
+{{/*
 Every file a daemon reads from a Secret: TLS material for the broker, PostgreSQL, the REST API. A YAML
 list of {volume, path, secret, items}; the env entries name the same paths. Call with
 (dict "root" $ "role" "core").
