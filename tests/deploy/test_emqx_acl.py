@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
-from gateway_core.live import LEVELS
+from gateway_core.live import LEVELS, LiveHub
+from gateway_core.settings import LiveSettings
 from proto import config as pc
 from proto.delivery import ack_topic
 from proto.health import health_filter, health_topic
 from proto.uns import DevicePath, batch_filter, batch_topic
 from tests.deploy.emqx_acl import Rule, decide, parse
 from tests.deploy.render import CASES, by_kind, docs
+from tests.deploy.test_chart import daemon_containers, env_value
 
 DEVICE = DevicePath("acme", "berlin", "stamping", "line-1", "press-1")
 ROOT, CONTROL = "nexus", pc.DEFAULT_CONTROL_ROOT  # the chart's topicRoot and controlRoot, which no case changes
@@ -103,3 +105,21 @@ def test_every_role_keeps_what_it_had(case: str) -> None:
         refused += [(gw, "publish", pc.status_topic(CONTROL, OTHER_POD)), (gw, "subscribe", ack_topic(OTHER_POD, ROOT))]
     assert [a for a in allowed if decide(rules, *a) != "allow"] == []
     assert [r for r in refused if decide(rules, *r) != "deny"] == []
+
+
+@pytest.mark.parametrize("case", [c for c in ACL_CASES if any(n == "core" for n, _, _ in daemon_containers(docs(c)))])
+def test_the_live_streams_subscriptions_as_nexus_core_is_configured_are_granted(case: str) -> None:
+    """gateway_core's own LiveHub, with the settings the chart gives its container, in both live.changes modes."""
+    rules = acl(case)
+    assert rules is not None
+    core = next(c for name, c, _ in daemon_containers(docs(case)) if name == "core")
+    live = {k: env_value(core, f"NEXUS_CORE_LIVE_{k.upper()}") for k in ("uns_prefix", "topic_root")}
+    assert live["topic_root"] == ROOT and live["uns_prefix"] == values(case)["prefix"]
+    control = env_value(core, "NEXUS_CORE_CONTROL_ROOT")
+    assert control == CONTROL
+    topics = {health_filter(control)}
+    for changes in ("batches", "tags"):
+        hub = LiveHub(LiveSettings(uns_prefix=live["uns_prefix"] or "", topic_root=ROOT, changes=changes))
+        topics |= {t for t, _ in hub.subscriptions()}
+    assert len(topics) == 3  # health, batches, per-tag
+    assert [t for t in sorted(topics) if decide(rules, "core", "subscribe", t) != "allow"] == []
