@@ -105,11 +105,16 @@ class Service:
         health = control.health
         assert live is not None
 
+        control_head = f"{s.control_root}/"
+
         def on_message(msg: Message) -> None:
-            if health.handles(msg.topic):  # first: a control root of several levels may look like a tag topic
+            # health and control first: under a control root of several levels their topics may look like tags'
+            if health.handles(msg.topic):
                 health.on_message(msg)
+            elif msg.topic.startswith(control_head) or not live.handles(msg.topic):
+                control.on_message(msg)
             else:
-                (live.on_message if live.handles(msg.topic) else control.on_message)(msg)
+                live.on_message(msg)
 
         mqtt = MqttClient(
             s.mqtt,

@@ -5,16 +5,18 @@ Where the states come from (``live.changes``):
 - ``batches`` (the default): changes from the batch stream (``<topic_root>/batch/v1/#``, QoS 0, not shared: a
   copy of what ingestion stores, up to a thousand points a message, decoded by :func:`proto.points.decode_batch`),
   and first values from the retained per-tag UNS topics (``[<uns_prefix>/]+/+/+/+/+/+``), which the broker sends
-  on subscribing: :meth:`LiveHub.snapshot_loop` subscribes to them at each connect and every
-  ``snapshot_interval``, takes what is retained until ``snapshot_quiet`` passes without more, and unsubscribes
-  again, so a change costs one point in a batch, not an MQTT message of its own (the per-message cost that
-  dominates: docs/gateway_core.md, "Live"). A tag whose retained topic was there at one read and is gone at the
-  next (the gateway cleared it: tag removed) is removed then, unless a batch brought it meanwhile.
+  on subscribing: :meth:`LiveHub.snapshot_loop` reads them at each connect and every ``snapshot_interval``
+  with a client of its own, which takes what is retained until ``snapshot_quiet`` passes without more and
+  disconnects, so a change costs one point in a batch, not an MQTT message of its own (the per-message cost that
+  dominates: docs/gateway_core.md, "Live values"). A read removes nothing: a tag missing from it may just not be
+  retained (a broker restarted without persistence, a gateway without per-tag topics); a tag goes when an empty
+  retained message clears its topic while we are subscribed to it (during a read, or with ``tags``).
 - ``tags``: every per-tag state message (subscribed for good), for publishers that send no batches.
 
 Either way a state changes when its (value, quality code, unit, reason) does, and a point older than the
-newest one seen of its tag (a gateway's spool replayed after an outage, a retained value older than a batch's)
-changes nothing. A :class:`Watcher` (one WebSocket client, :mod:`gateway_core.live_ws`) subscribes to subtrees
+newest one seen of its tag (a gateway's backlog replayed while its newer points were already seen, a retained
+value older than a batch's) changes nothing; a backlog of points newer than any seen is shown as it arrives.
+A :class:`Watcher` (one WebSocket client, :mod:`gateway_core.live_ws`) subscribes to subtrees
 of the UNS (``acme``, ``acme/berlin/stamping``, or one tag's whole path); a change is put in the pending map of
 every watcher of one of its six ancestors (a dict lookup per level, whatever the number of clients), where later
 changes of the same tag replace earlier ones, so a slow client costs memory bounded by the tags it watches,
@@ -31,8 +33,9 @@ from typing import Any
 
 from gateway_core import metrics as m
 from gateway_core.settings import LiveSettings
+from nexus.common import MqttSettings
 from nexus.mqtt import Message, MqttClient
-from nexus.runtime import sleep_or_stop
+from nexus.runtime import sleep_or_stop, wait_first
 from proto.errors import ContractError
 from proto.points import Point, Quality, decode_batch, decode_point
 from proto.types import DateTime
@@ -45,6 +48,7 @@ _QUALITY = {Quality.GOOD: "good", Quality.UNCERTAIN: "uncertain", Quality.BAD: "
 
 _OK = m.LIVE_MESSAGES.labels("ok")  #: the child counter of every message, looked up once (~1 µs a message)
 _BATCH = m.LIVE_MESSAGES.labels("batch")
+FUTURE_MS = 5_000  #: a point's ts counts as newest at most this far ahead of our clock
 
 State = dict[str, Any]  #: one tag's current state as the client gets it: path, value, ts, q, quality, unit, reason
 
@@ -105,9 +109,6 @@ class LiveHub:
         self.bad_messages = 0
         self.overflow = 0  #: tags not kept because max_cached_tags were
         self.snapshots = 0  #: reads of the retained per-tag topics completed
-        self._retained: set[str] = set()  #: tags whose per-tag topic held a retained state at the last read
-        self._reading: set[str] | None = None  #: during a read: tags retained so far (or brought by a batch)
-        self._retained_now: set[str] = set()  #: during a read: tags retained so far
         self._last_retained = 0.0  #: monotonic time of the last retained per-tag message
 
     # -- the broker side -------------------------------------------------------------------------
@@ -141,11 +142,8 @@ class LiveHub:
             return
         if msg.retain:
             self._last_retained = time.monotonic()
-            if self._reading is not None:
-                self._reading.add(path)
-                self._retained_now.add(path)
         _OK.inc()
-        self._apply(path, p)
+        self._apply(path, p, time.time_ns() // 1_000_000 + FUTURE_MS)
 
     def _on_batch(self, msg: Message) -> None:
         try:
@@ -155,25 +153,25 @@ class LiveHub:
             self._bad(msg, exc)
             return
         _BATCH.inc()
-        reading = self._reading
+        ceiling = time.time_ns() // 1_000_000 + FUTURE_MS
         for p in points:
-            path = head + p.tag
-            if reading is not None:
-                reading.add(path)
-            self._apply(path, p)
+            self._apply(head + p.tag, p, ceiling)
 
     def _bad(self, msg: Message, exc: ContractError) -> None:
         self.bad_messages += 1
         m.LIVE_MESSAGES.labels("bad").inc()
         log.debug("live: not a tag state or batch on %r: %s", msg.topic[:200], str(exc)[:200])
 
-    def _apply(self, path: str, p: Point) -> None:
+    def _apply(self, path: str, p: Point, ceiling: int) -> None:
         value = _json_value(p.value)
         newest = self._newest.get(path)
+        # what counts as newest is never more than FUTURE_MS ahead of our clock (``ceiling``): a device clock
+        # that ran ahead and was set back holds its tag for at most that long
+        seen = p.ts if p.ts < ceiling else ceiling
         if newest is not None:
             if p.ts < newest:  # older than what we have: a replayed spool, a retained value behind a batch
                 return
-            self._newest[path] = p.ts
+            self._newest[path] = seen
             old = self.states[path]
             if (old["q"] == p.status and old["value"] == value and type(old["value"]) is type(value)
                     and old.get("unit") == p.unit and old.get("reason") == p.reason):
@@ -183,7 +181,7 @@ class LiveHub:
             m.LIVE_MESSAGES.labels("overflow").inc()
             return
         else:
-            self._newest[path] = p.ts
+            self._newest[path] = seen
             m.LIVE_TAGS.set(len(self.states) + 1)
         state: State = {"path": path, "value": value, "ts": p.ts, "q": p.status, "quality": _QUALITY[p.quality]}
         if p.unit:
@@ -195,15 +193,14 @@ class LiveHub:
 
     def _remove(self, path: str) -> None:
         self._newest.pop(path, None)
-        self._retained.discard(path)
         if self.states.pop(path, None) is not None:
             m.LIVE_MESSAGES.labels("removed").inc()
             m.LIVE_TAGS.set(len(self.states))
             self._fan_out(path, {"path": path, "removed": True})
 
     async def snapshot_loop(self, mqtt: MqttClient, stop: asyncio.Event) -> None:
-        """changes = batches: read the retained per-tag topics at each new connection and every
-        ``snapshot_interval`` (task ``core.live_snapshot``)."""
+        """changes = batches: read the retained per-tag topics each time ``mqtt`` (the service's client, which
+        takes the batches) has connected anew, and every ``snapshot_interval`` (task ``core.live_snapshot``)."""
         s = self.settings
         if s.changes != "batches":
             return
@@ -211,44 +208,39 @@ class LiveHub:
         while not stop.is_set():
             if mqtt.connected and (mqtt.generation != generation or time.monotonic() >= due):
                 generation = mqtt.generation
-                await self._read_retained(mqtt, stop)
+                await self.read_retained(mqtt.settings, f"{mqtt.client_id}-live", stop)
                 due = time.monotonic() + s.snapshot_interval
             await sleep_or_stop(0.1, stop)
 
-    async def _read_retained(self, mqtt: MqttClient, stop: asyncio.Event) -> None:
+    async def read_retained(self, settings: MqttSettings, client_id: str, stop: asyncio.Event) -> bool:
+        """One read: a client of its own subscribes to the per-tag topics, takes what the broker hands it until
+        ``snapshot_quiet`` passes without a retained message (or ``snapshot_timeout``, or ``stop``), and
+        disconnects: its own session, so nothing of it outlives the read, whatever the connection does. True
+        when the read was complete."""
         s = self.settings
-        generation = mqtt.generation
-        self._reading, self._retained_now = set(), set()
+        subscribed, done = asyncio.Event(), asyncio.Event()
+        reader = MqttClient(settings, client_id=client_id, subscriptions=[(self._tag_filter, 0)],
+                            on_message=self.on_message, on_subscribed=subscribed.set)
+        run = asyncio.create_task(reader.run_loop(done), name="core.live_snapshot.reader")
+        complete = False
         try:
-            if not await mqtt.subscribe_once([(self._tag_filter, 0)], timeout=s.snapshot_timeout):
-                log.warning("live: the broker did not grant %s (ACL?): first values only come with changes",
-                            self._tag_filter)
-                return
-            self._last_retained = started = time.monotonic()
-            complete = False
-            while not stop.is_set() and mqtt.generation == generation:
-                now = time.monotonic()
-                if now - self._last_retained >= s.snapshot_quiet:
-                    complete = True
-                    break
-                if now - started >= s.snapshot_timeout:
-                    break
-                await sleep_or_stop(min(0.05, s.snapshot_quiet / 4), stop)
-            if mqtt.generation != generation:
-                return  # a new connection: read again there (it did not subscribe the per-tag topics)
-            mqtt.unsubscribe([self._tag_filter])
-            if complete:
-                for path in self._retained - self._reading:  # cleared while we were not subscribed
-                    self._remove(path)
-                self._retained = self._retained_now
-            else:  # still coming after snapshot_timeout: what is missing may just be late, nothing is removed
-                log.warning("live: retained per-tag states still arriving after %gs (%d so far); none removed",
-                            s.snapshot_timeout, len(self._retained_now))
-                self._retained |= self._retained_now
-            self.snapshots += 1
-            log.debug("live: %d retained tag states read", len(self._retained_now))
+            async with asyncio.timeout(s.snapshot_timeout):
+                await wait_first(subscribed.wait(), stop.wait())
+                self._last_retained = time.monotonic()
+                while not stop.is_set() and reader.connected:
+                    if time.monotonic() - self._last_retained >= s.snapshot_quiet:
+                        complete = True
+                        break
+                    await sleep_or_stop(min(0.05, s.snapshot_quiet / 4), stop)
+        except TimeoutError:
+            log.warning("live: the retained per-tag states were not all read within %gs (live.snapshot_timeout);"
+                        " tags not read yet show with their next change", s.snapshot_timeout)
         finally:
-            self._reading, self._retained_now = None, set()
+            done.set()
+            await run
+        if complete:
+            self.snapshots += 1
+        return complete
 
     def _fan_out(self, path: str, state: State) -> None:
         if not self._index:

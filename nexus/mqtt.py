@@ -73,7 +73,6 @@ class MqttClient:
         self._pending: dict[int, tuple[asyncio.Future[int], str]] = {}  # mid -> (PUBACK future, topic)
         self._window = asyncio.Semaphore(settings.max_inflight)
         self._sub_mids: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE packet id -> its filters
-        self._suback_waiters: dict[int, asyncio.Future[bool]] = {}  # subscribe_once's packet id -> granted?
         #: filters the broker refused on this connection (filter -> QoS), subscribed again with backoff
         self.refused_subscriptions: dict[str, int] = {}
         self._resubscribe = Backoff(first=settings.reconnect_min, cap=settings.reconnect_max)
@@ -293,30 +292,6 @@ class MqttClient:
     def resume_reading(self) -> None:
         self._io.resume()
 
-    async def subscribe_once(self, subscriptions: Sequence[tuple[str, int]], timeout: float) -> bool:
-        """Subscribe on this connection only (a reconnect subscribes :attr:`subscriptions`, not these): True once
-        the broker granted every filter (SUBACK) within ``timeout``; False if refused, not connected or no answer.
-        A refused filter is not asked again (the caller decides)."""
-        if not self.connected:
-            return False
-        mid = self._subscribe(subscriptions)
-        if mid is None:
-            return False
-        fut: asyncio.Future[bool] = self._loop.create_future()
-        self._suback_waiters[mid] = fut
-        try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            return False
-        finally:
-            self._suback_waiters.pop(mid, None)
-
-    def unsubscribe(self, filters: Sequence[str]) -> None:
-        """UNSUBSCRIBE on this connection (messages already on their way still arrive); nothing if not connected."""
-        if self.connected and filters:
-            self._client.unsubscribe(list(filters))
-
     def _subscribe(self, subscriptions: Sequence[tuple[str, int]]) -> int | None:
         rc, mid = self._client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in subscriptions])
         if rc == paho.MQTT_ERR_SUCCESS and mid is not None:
@@ -368,11 +343,6 @@ class MqttClient:
     def _cb_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
         subscriptions = self._sub_mids.pop(mid, None)
         if subscriptions is None:
-            return
-        waiter = self._suback_waiters.pop(mid, None)
-        if waiter is not None:  # subscribe_once: its caller hears the answer; nothing is asked again
-            if not waiter.done():
-                waiter.set_result(not any(rc.is_failure for rc in codes))
             return
         if mid == self._connect_sub_mid:
             self._connect_sub_mid = None
