@@ -2,7 +2,8 @@
 
 State, not history (the batch, windows and events streams are the history, spooled until
 confirmed): a per-tag topic is published only when its (value, status) differs from what the broker
-holds as far as we sent it, and skipped while disconnected (published at the next change). Alarm
+holds as far as we sent it, and skipped while disconnected; after each (re)connect every tag's topic
+goes out again with its next reading (the broker may have restarted without its retained messages). Alarm
 states change rarely and matter at once, so every current alarm state is published again after a
 reconnect. The deadbands that decide what is worth reporting at all are the normalizer's.
 """
@@ -36,6 +37,9 @@ class StateTopics:
 
     def on_connect(self) -> None:
         self._republish = bool(self._alarms)
+        # a broker restarted without persistence holds no retained state: each tag's topic goes out again with
+        # its next reading, changed or not
+        self._retained.clear()
 
     async def publish(self, batches: Iterable[DeviceBatch]) -> None:
         for batch in batches:
