@@ -245,8 +245,10 @@ async def test_births_then_ddata_by_alias_seq_wrapping_and_every_reading_once(tm
     aliases = [m.alias for p in d.of("DBIRTH/plc0") + d.of("DBIRTH/plc1") for m in p.metrics]
     assert len(set(aliases)) == 8
     for dev in ("plc0", "plc1"):
-        # every reading once: the counter's values read before the births come as history, then live
-        n = d.values(dev, "n")
+        # every reading once: the counter's values read before the births come as history, then live; a reading
+        # that came before its DBIRTH was built is in the birth, and left out of the history (so births=True: it
+        # failed once on a loaded CI machine, the first value in the birth)
+        n = d.values(dev, "n", births=True)
         assert consecutive(n), n[:20]
         assert len(n) >= 50
         assert set(d.values(dev, "speed")) == {5} and all(v == pytest.approx(0.7) for v in d.values(dev, "level"))

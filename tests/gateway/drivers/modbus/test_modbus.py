@@ -356,8 +356,10 @@ async def test_jitter_spreads_polls_and_does_not_slow_the_rate() -> None:
     firsts = sorted(ts[0] for ts in by_device.values())
     assert firsts[-1] < 0.05  # started alone (no spread): the first poll is at once
     seconds = sorted(ts[1] for ts in by_device.values())
-    # later polls are shifted by 0..10% of 200 ms: spread, not in step
-    assert seconds[0] >= 0.2 and seconds[-1] <= 0.3 and seconds[-1] - seconds[0] > 0.005
+    # later polls are shifted by 0..10% of 200 ms: spread, not in step; never early. The spread, not the absolute
+    # time, is asserted: on a loaded CI machine the event loop may stall ~100 ms and shift the whole round
+    # (it did once: 0.36..0.42 s), which says nothing about the jitter
+    assert seconds[0] >= 0.2 and 0.005 < seconds[-1] - seconds[0] <= 0.1 + 0.02
     # the jitter does not accumulate: 5 or 6 polls in 1.05 s at 200 ms, for every device
     assert all(len(ts) in (5, 6) for ts in by_device.values()), {d: len(ts) for d, ts in by_device.items()}
 
