@@ -10,11 +10,12 @@ from tests.support.core import Recorder
 from tests.support.wait import wait_for
 
 
-def retained_now(port: int, root: str) -> dict[str, bytes]:
-    """The retained health messages a new subscriber gets: a marker published after its SUBSCRIBE arrives
-    after every retained message, so whatever came before it is all there is."""
+def retained_now(port: int, root: str, topics: list[str] | None = None) -> dict[str, bytes]:
+    """The retained messages a new subscriber of ``topics`` (default: the health topics under ``root``) gets: a
+    marker published after its SUBSCRIBE arrives after every retained message, so whatever came before it is all
+    there is."""
     marker = f"{root}/test/marker"  # outside the health topics: gateway_core does not read it
-    rec = Recorder(port, [health_filter(root), marker])
+    rec = Recorder(port, [*(topics or [health_filter(root)]), marker])
     try:
         pub = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         pub.connect("127.0.0.1", port)
