@@ -65,6 +65,11 @@ def parse_path(path: object) -> str:
     return path
 
 
+def _ceiling() -> int:
+    """The newest ``ts`` (ms) a point may count as now: our clock plus FUTURE_MS."""
+    return time.time_ns() // 1_000_000 + FUTURE_MS
+
+
 def _json_value(value: object) -> object:
     return {"datetime": value.ms} if isinstance(value, DateTime) else value
 
@@ -143,7 +148,7 @@ class LiveHub:
         if msg.retain:
             self._last_retained = time.monotonic()
         _OK.inc()
-        self._apply(path, p, time.time_ns() // 1_000_000 + FUTURE_MS)
+        self._apply(path, p, _ceiling())
 
     def _on_batch(self, msg: Message) -> None:
         try:
@@ -153,7 +158,7 @@ class LiveHub:
             self._bad(msg, exc)
             return
         _BATCH.inc()
-        ceiling = time.time_ns() // 1_000_000 + FUTURE_MS
+        ceiling = _ceiling()
         for p in points:
             self._apply(head + p.tag, p, ceiling)
 

@@ -137,14 +137,11 @@ class LiveSettings:
     send_timeout: float = 10.0  #: seconds one message to a client may take; a client that slow is dropped
 
     def __post_init__(self) -> None:
-        try:
-            validate_prefix(self.uns_prefix)
-        except ValueError as exc:
-            raise SettingsError(str(exc), field="live.uns_prefix") from exc
-        try:
-            validate_prefix(self.topic_root)
-        except ValueError as exc:
-            raise SettingsError(str(exc), field="live.topic_root") from exc
+        for name in ("uns_prefix", "topic_root"):
+            try:
+                validate_prefix(getattr(self, name))
+            except ValueError as exc:
+                raise SettingsError(str(exc), field=f"live.{name}") from exc
         if not self.topic_root:
             raise SettingsError("must not be empty (the gateways' topic_root, e.g. nexus)", field="live.topic_root")
         if self.changes not in ("batches", "tags"):
