@@ -1,8 +1,8 @@
 """gateway_core's live stream (GET /api/v1/live) against a real mosquitto: batch messages and retained per-tag
 state messages as the gateways publish them (proto.points encode_batch / encode_point on proto.uns topics), the
 whole service on a free port, a real WebSocket client (websockets): current values of a subscribed subtree,
-changes batched and coalesced, changes from batches alone (the per-tag topics only read for first values and
-removals) and from per-tag messages alone (live.changes = tags), old points changing nothing, bounded
+changes batched and coalesced, changes from batches alone (the per-tag topics only read for first values) and
+from per-tag messages alone (live.changes = tags), old points changing nothing, bounded
 subscriptions, credentials checked at the start and again (expiry, logout, role)."""
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ async def test_live_values_of_a_subtree(db: str, broker: Any, prefix: str, chang
 
 
 async def test_live_changes_from_batches_alone(db: str, broker: Any, prefix: str) -> None:
-    """changes = batches: the first value from the retained per-tag topic (read at connect, then unsubscribed),
+    """changes = batches: the first value from the retained per-tag topic (read by a client of its own at connect),
     every change from batch messages alone; a per-tag message after the read does not even arrive; a point older
     than the newest seen (a replayed spool) and the same state again change nothing; a bad batch is counted."""
     press = "acme/berlin/stamping/line-1/press-1"
